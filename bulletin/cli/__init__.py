@@ -1,0 +1,78 @@
+"""The ``bulletin`` command. Each command is a thin call into the library or a flow.
+
+Errors are mapped to one line and an exit code here, in one place: a BulletinError's own ``exit_code``, 2 for a
+usage error, 1 for anything unexpected (never a traceback unless ``BULLETIN_DEBUG=1``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from bulletin.errors import BulletinError
+
+app = typer.Typer(
+    name="bulletin",
+    help="Scheduled, row-secure report delivery on Prefect 3.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err_console = Console(stderr=True)
+
+
+def _register() -> None:
+    from bulletin.cli import delivery, reports, security  # noqa: F401 - commands register themselves
+
+    app.add_typer(reports.reports_app, name="reports")
+    app.add_typer(security.keys_app, name="keys")
+    app.add_typer(security.token_app, name="token")
+
+
+def fail(message: str, code: int = 1) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise SystemExit(code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``bulletin`` script."""
+    _register()
+    try:
+        result = app(args=argv, standalone_mode=False, prog_name="bulletin")
+    except BulletinError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "input"
+        err_console.print(f"[bold red]error:[/] {where}: {first['msg']}", highlight=False, soft_wrap=True)
+        return 2
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    except Exception as exc:  # noqa: BLE001 - the edge: one line, never a traceback, for a bug we did not foresee
+        if os.environ.get("BULLETIN_DEBUG"):
+            raise
+        err_console.print(
+            f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (set BULLETIN_DEBUG=1 for a traceback)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return 1
+    return result if isinstance(result, int) else 0
+
+
+def run() -> None:
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""``bulletin run`` and ``bulletin demo``: deliver reports through the deliver-report flow."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from bulletin import progress
+from bulletin.cli import app
+from bulletin.cli.options import parse_params
+from bulletin.errors import BulletinError
+from bulletin.models import Manifest, RunStatus
+from bulletin.settings import Settings
+
+console = Console()
+
+
+@contextmanager
+def _progress_bar(enabled: bool) -> Iterator[None]:
+    """A progress bar over recipients while flows run in this process; nothing when not on a terminal."""
+    if not enabled or not console.is_terminal:
+        yield
+        return
+    bar = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    )
+    tasks: dict[str, Any] = {}
+
+    def listener(report_id: str, event: str, detail: str) -> None:
+        if event == "planned":
+            tasks[report_id] = bar.add_task(report_id, total=int(detail))
+        elif report_id in tasks:
+            bar.advance(tasks[report_id])
+
+    with bar, progress.listening(listener):
+        yield
+
+
+def run_report(
+    report_id: str,
+    *,
+    recipients: list[str] | None = None,
+    formats: list[str] | None = None,
+    parameters: dict[str, Any] | None = None,
+    dry_run: bool = False,
+) -> Manifest:
+    """Run the deliver-report flow in this process and return its manifest, whatever its final state."""
+    from flows.deliver_report import deliver_report
+
+    state = deliver_report(
+        report_id,
+        recipients=recipients or None,
+        formats=formats or None,
+        parameters=parameters or None,
+        dry_run=dry_run,
+        return_state=True,
+    )
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, Manifest):
+        return result
+    if isinstance(result, BulletinError):
+        raise result
+    raise BulletinError(f"the flow run ended {state.type.value}: {state.message or result}")
+
+
+def _summary(manifests: list[Manifest]) -> Table:
+    table = Table("report", "recipient", "status", "files", "rows", "where / why")
+    for manifest in manifests:
+        for delivery in manifest.deliveries:
+            where = ", ".join(Path(a.uri.removeprefix("file://")).name for a in delivery.artifacts)
+            table.add_row(
+                manifest.report_id,
+                delivery.recipient,
+                "[green]delivered[/]" if delivery.error is None else "[red]failed[/]",
+                str(len(delivery.artifacts)),
+                str(max((a.rows for a in delivery.artifacts), default=0)),
+                delivery.error or where,
+            )
+    return table
+
+
+def _print(manifests: list[Manifest], as_json: bool) -> None:
+    if as_json:
+        payload = [json.loads(m.model_dump_json()) for m in manifests]
+        typer.echo(json.dumps(payload if len(payload) != 1 else payload[0], indent=2))
+        return
+    console.print(_summary(manifests))
+    for m in manifests:
+        console.print(
+            f"{m.report_id}: [bold]{m.status.value}[/] ({m.delivered} delivered, {m.failed} failed), run {m.run_id}"
+            + (f"; {m.note}" if m.note else ""),
+            highlight=False,
+        )
+
+
+@app.command("run")
+def run(
+    report_id: str = typer.Argument(..., help="The report to deliver."),
+    recipients: list[str] = typer.Option([], "--recipient", help="Only this recipient ref (repeat)."),
+    formats: list[str] = typer.Option([], "--format", help="Only this format (repeat)."),
+    params: list[str] = typer.Option([], "--param", help="Report parameter KEY=VALUE (repeat)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Render into a temporary folder; store nothing."),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+) -> None:
+    """Deliver one report now, through the deliver-report flow. Exits 0 only if every delivery succeeded."""
+    with _progress_bar(not as_json):
+        manifest = run_report(
+            report_id, recipients=recipients, formats=formats, parameters=parse_params(params), dry_run=dry_run
+        )
+    _print([manifest], as_json)
+    if manifest.status is not RunStatus.COMPLETED:
+        raise typer.Exit(1)
+
+
+@app.command("demo")
+def demo(
+    out: Path | None = typer.Option(None, "--out", help="Folder for the delivered files. Default: <home>/bucket."),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifests as JSON."),
+) -> None:
+    """Build the demo warehouse and keys if missing, then deliver every demo report to every demo recipient."""
+    from bulletin.demo_data import DEMO_END_DATE, build_demo_warehouse, demo_warehouse_ready
+    from bulletin.reports import load_reports
+    from tasks.tokens import load_keyset
+
+    if out is not None:
+        os.environ["BULLETIN_BUCKET_DIR"] = str(out.resolve())
+    settings = Settings()
+    if settings.warehouse_url is None and not demo_warehouse_ready(Path(settings.warehouse)):
+        with console.status("Building the demo warehouse (1,200,000 sales rows)...", spinner="dots"):
+            build_demo_warehouse(Path(settings.warehouse))
+    load_keyset(settings, create=True)
+    reports = load_reports(settings.reports_dir)
+    manifests = []
+    with _progress_bar(not as_json):
+        for report_id, report in reports.items():
+            # The demo warehouse is fixed in time: deliver as of its last day so every report has data.
+            params = {"as_of": DEMO_END_DATE.isoformat()} if "as_of" in report.parameters else {}
+            manifests.append(run_report(report_id, parameters=params))
+    _print(manifests, as_json)
+    if not as_json:
+        console.print(f"Files are in {settings.bucket_path}", highlight=False)
+    if any(m.status is not RunStatus.COMPLETED for m in manifests):
+        raise typer.Exit(1)

@@ -1,0 +1,67 @@
+"""``bulletin reports ...``: list and validate report definitions."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bulletin.errors import DefinitionError
+from bulletin.reports import load_reports, validate_reports
+from bulletin.settings import Settings
+
+reports_app = typer.Typer(help="List and validate report definitions.", no_args_is_help=True)
+console = Console()
+
+
+@reports_app.command("list")
+def list_reports(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """List the report definitions with their dataset, formats, audience and schedule."""
+    settings = Settings()
+    reports = load_reports(settings.reports_dir)
+    rows = [
+        {
+            "id": r.id,
+            "title": r.title,
+            "dataset": r.dataset,
+            "formats": r.formats,
+            "audience": f"query:{r.audience.query.table}"
+            if r.audience.query
+            else f"{len(r.audience.recipients)} inline",
+            "schedules": [f"{s.cron_expression} {s.timezone}" for s in r.schedules],
+            "channels": r.channels,
+        }
+        for r in reports.values()
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("id", "title", "dataset", "formats", "audience", "schedule", "channels")
+    for row in rows:
+        table.add_row(
+            str(row["id"]),
+            str(row["title"]),
+            str(row["dataset"]),
+            ", ".join(row["formats"]),  # type: ignore[arg-type]
+            str(row["audience"]),
+            "; ".join(row["schedules"]) or "-",  # type: ignore[arg-type]
+            ", ".join(row["channels"]),  # type: ignore[arg-type]
+        )
+    console.print(table)
+
+
+@reports_app.command("validate")
+def validate() -> None:
+    """Validate every report definition; exit non-zero if any is wrong, naming the file, field and reason."""
+    settings = Settings()
+    ok, errors = validate_reports(settings.reports_dir)
+    for report_id in ok:
+        console.print(f"[green]ok[/] {report_id}", highlight=False)
+    for error in errors:
+        Console(stderr=True).print(f"[bold red]invalid[/] {error}", highlight=False, soft_wrap=True)
+    if errors:
+        raise DefinitionError(f"{len(errors)} of {len(ok) + len(errors)} report definition(s) are invalid")
+    if not ok:
+        raise DefinitionError(f"no report definitions in {settings.reports_dir}")

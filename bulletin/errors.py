@@ -1,0 +1,90 @@
+"""One error tree for Bulletin.
+
+Every error Bulletin raises on purpose derives from ``BulletinError``. The subclasses say whether trying again can
+help, so the flow retries only what is transient, the CLI maps each to one exit code, and the API to one status::
+
+    BulletinError                      exit 1
+    ├── ConfigError                    exit 2    a setting or a key is missing or wrong
+    ├── DefinitionError (ValueError)   exit 2    a report, dataset or trigger file is invalid
+    ├── NotFoundError (LookupError)    exit 3    no such report, recipient, dataset or key id
+    ├── TokenError                     exit 4    a data token is malformed, expired or not ours
+    ├── QueryError (ValueError)        exit 5    a query names something the dataset does not allow
+    │   └── ScopeError                 exit 5    the token grants no scope for the dataset
+    ├── StorageError                   exit 6    a key is unsafe, or a file would be overwritten
+    └── TransientError                 exit 7    the warehouse or a destination failed; a retry may help
+"""
+
+from __future__ import annotations
+
+
+class BulletinError(Exception):
+    """Root of every error Bulletin raises on purpose."""
+
+    exit_code = 1
+    #: HTTP status the API answers with.
+    status_code = 500
+    retryable = False
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(BulletinError):
+    """A setting, key or secret is missing or invalid."""
+
+    exit_code = 2
+    status_code = 500
+
+
+class DefinitionError(BulletinError, ValueError):
+    """A report, dataset or trigger definition is invalid."""
+
+    exit_code = 2
+    status_code = 422
+
+
+class NotFoundError(BulletinError, LookupError):
+    """A named report, recipient, dataset or key does not exist."""
+
+    exit_code = 3
+    status_code = 404
+
+
+class TokenError(BulletinError):
+    """A data token failed verification. The message never contains the token."""
+
+    exit_code = 4
+    status_code = 401
+
+
+class QueryError(BulletinError, ValueError):
+    """A query asks for a column, field, operator or value the dataset does not allow."""
+
+    exit_code = 5
+    status_code = 400
+
+
+class ScopeError(QueryError):
+    """The token carries no secure filter for a dataset that requires one: empty scope means deny."""
+
+    status_code = 403
+
+
+class StorageError(BulletinError):
+    """An object key is unsafe, or storing would overwrite an existing object."""
+
+    exit_code = 6
+    status_code = 409
+
+
+class TransientError(BulletinError):
+    """The warehouse or a destination failed in a way that a retry may fix."""
+
+    exit_code = 7
+    status_code = 503
+    retryable = True

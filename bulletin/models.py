@@ -1,0 +1,168 @@
+"""Shared models: secure filters, queries, recipients and the delivery manifest.
+
+They are plain pydantic models with no I/O, imported by tasks, flows, the CLI and the API alike.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+#: Identifiers of reports, datasets and recipients: safe in object keys, file names and Prefect names.
+IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
+IDENTIFIER_RE = re.compile(IDENTIFIER_PATTERN)
+Identifier = Annotated[str, StringConstraints(pattern=IDENTIFIER_PATTERN)]
+ColumnName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")]
+
+#: Filter operators. The names follow the Vizzly seed; the short aliases are accepted on input.
+Operator = Literal[
+    "=",
+    "!=",
+    ">",
+    "<",
+    ">=",
+    "<=",
+    "is_one_of",
+    "is_not_one_of",
+    "starts_with",
+    "ends_with",
+    "contains_substring",
+]
+OPERATOR_ALIASES: dict[str, str] = {"==": "=", "<>": "!=", "in": "is_one_of", "not_in": "is_not_one_of"}
+
+Scalar = str | int | float | bool | None
+FilterValue = Scalar | list[Scalar]
+
+
+class Filter(BaseModel):
+    """One condition: ``field op value``. Values are always bound as query parameters."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    field: ColumnName
+    op: Operator
+    value: FilterValue
+
+    def describe(self) -> str:
+        return f"{self.field} {self.op} {self.value!r}"
+
+
+#: OR of AND groups: ``[[a, b], [c]]`` means ``(a AND b) OR c``.
+FilterGroups = list[list[Filter]]
+
+
+def normalise_filters(value: list[Filter] | list[list[Filter]] | list[Any]) -> FilterGroups:
+    """Turn the Vizzly shapes into OR-of-AND groups: a flat list is one AND group, a list of lists is OR."""
+    if not value:
+        return []
+    if all(isinstance(item, list) for item in value):
+        return [[Filter.model_validate(f) for f in group] for group in value]
+    return [[Filter.model_validate(f) for f in value]]
+
+
+def describe_scope(groups: FilterGroups) -> str:
+    """A human-readable scope, as printed in the PDF and the CLI."""
+    if not groups:
+        return "no row filter"
+    parts = [" AND ".join(f.describe() for f in group) for group in groups]
+    return parts[0] if len(parts) == 1 else " OR ".join(f"({p})" for p in parts)
+
+
+class OrderBy(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    field: ColumnName
+    direction: Literal["asc", "desc"] = "asc"
+
+
+class QuerySpec(BaseModel):
+    """What a token holder asks of a dataset. The token's secure filters are added by the engine, never here."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dataset: Identifier
+    columns: list[ColumnName] = Field(default_factory=list, description="Empty means every allowed column.")
+    filters: list[Filter] = Field(default_factory=list)
+    order: list[OrderBy] = Field(default_factory=list)
+    limit: int | None = Field(default=None, ge=1)
+
+
+class Recipient(BaseModel):
+    """Someone a report goes to. Its secure filters are templated from ``attributes``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ref: Identifier
+    email: Annotated[str, StringConstraints(pattern=r"^[^@\s,;<>\"]+@[^@\s,;<>\"]+\.[^@\s,;<>\"]+$")]
+    name: str | None = None
+    org: Identifier | None = None
+    attributes: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} <{self.email}>" if self.name else self.email
+
+
+class RunStatus(StrEnum):
+    COMPLETED = "COMPLETED"
+    PARTIAL = "PARTIAL"
+    FAILED = "FAILED"
+
+
+class DeliveryStatus(StrEnum):
+    DELIVERED = "DELIVERED"
+    FAILED = "FAILED"
+
+
+class Artifact(BaseModel):
+    """One stored file."""
+
+    format: Literal["pdf", "csv", "xlsx"]
+    uri: str
+    sha256: str
+    bytes: int
+    rows: int
+
+
+class Delivery(BaseModel):
+    """What one recipient got. ``token_id`` is the token's ``jti``; the token itself is never recorded."""
+
+    recipient: str
+    status: DeliveryStatus
+    token_id: str | None = None
+    secure_filters: dict[str, FilterGroups] = Field(default_factory=dict)
+    artifacts: list[Artifact] = Field(default_factory=list)
+    error: str | None = None
+
+
+class Manifest(BaseModel):
+    """The record of one report run, returned by the flow and printed by ``bulletin run --json``."""
+
+    report_id: str
+    run_id: str
+    started_at: datetime
+    finished_at: datetime
+    status: RunStatus
+    dry_run: bool = False
+    note: str | None = None
+    deliveries: list[Delivery] = Field(default_factory=list)
+
+    @property
+    def delivered(self) -> int:
+        return sum(d.status is DeliveryStatus.DELIVERED for d in self.deliveries)
+
+    @property
+    def failed(self) -> int:
+        return sum(d.status is DeliveryStatus.FAILED for d in self.deliveries)
+
+
+def run_status(deliveries: list[Delivery]) -> RunStatus:
+    """COMPLETED when every delivery succeeded, FAILED when none did (or there were none to make), else PARTIAL."""
+    ok = sum(d.status is DeliveryStatus.DELIVERED for d in deliveries)
+    if deliveries and ok == len(deliveries):
+        return RunStatus.COMPLETED
+    return RunStatus.FAILED if ok == 0 else RunStatus.PARTIAL

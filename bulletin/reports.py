@@ -1,0 +1,270 @@
+"""Report definitions: one YAML file per report under deployments/reports/, validated when loaded.
+
+A wrong file is refused with its path, the field and the reason. Loading is pure apart from reading the files.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bulletin.errors import DefinitionError, NotFoundError
+from bulletin.models import (
+    IDENTIFIER_RE,
+    ColumnName,
+    Filter,
+    FilterGroups,
+    Identifier,
+    OrderBy,
+    Recipient,
+    normalise_filters,
+)
+from bulletin.schedules import check_cron, check_timezone, preset_to_cron
+from bulletin.templating import TemplateError, is_template, render_value, resolve_date
+
+Format = Literal["pdf", "csv", "xlsx"]
+Channel = Literal["local", "s3", "email"]
+
+
+def _default_channels() -> list[Channel]:
+    return ["local"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Schedule(_Strict):
+    """A cron expression or a preset, in an IANA time zone, with optional parameters for that schedule."""
+
+    cron: str | None = None
+    preset: str | None = None
+    timezone: str = "UTC"
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Schedule:
+        if (self.cron is None) == (self.preset is None):
+            raise ValueError("give exactly one of 'cron' or 'preset'")
+        check_timezone(self.timezone)
+        if self.cron is not None:
+            check_cron(self.cron)
+        else:
+            assert self.preset is not None  # narrowed by the check above
+            preset_to_cron(self.preset)
+        return self
+
+    @property
+    def cron_expression(self) -> str:
+        return self.cron if self.cron is not None else preset_to_cron(self.preset or "")
+
+
+class AudienceQuery(_Strict):
+    """Recipients read from a warehouse table: which columns hold the ref, email, name, org and attributes."""
+
+    table: Identifier
+    ref: ColumnName = "ref"
+    email: ColumnName = "email"
+    name: ColumnName | None = "name"
+    org: ColumnName | None = "org"
+    attributes: list[ColumnName] = Field(default_factory=list)
+    filters: list[Filter] = Field(default_factory=list)
+
+
+class Audience(_Strict):
+    recipients: list[Recipient] = Field(default_factory=list)
+    query: AudienceQuery | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Audience:
+        if bool(self.recipients) == (self.query is not None):
+            raise ValueError("give either 'recipients' (a list) or 'query', not both or neither")
+        refs = [r.ref for r in self.recipients]
+        if len(refs) != len(set(refs)):
+            raise ValueError("recipient refs must be unique")
+        return self
+
+
+class Chart(_Strict):
+    category: ColumnName
+    measure: ColumnName
+    agg: Literal["sum", "count", "avg"] = "sum"
+    title: str | None = None
+
+
+class Parameter(_Strict):
+    type: Literal["date", "string", "integer"] = "string"
+    default: Any = None
+    description: str | None = None
+
+
+class ReportDefinition(_Strict):
+    id: Identifier
+    title: str = Field(min_length=1, max_length=200)
+    description: str = ""
+    dataset: Identifier
+    columns: list[ColumnName] = Field(default_factory=list)
+    column_labels: dict[ColumnName, str] = Field(default_factory=dict)
+    filters: list[Filter] = Field(default_factory=list)
+    order: list[OrderBy] = Field(default_factory=list)
+    limit: int | None = Field(default=None, ge=1)
+    formats: list[Format] = Field(min_length=1)
+    chart: Chart | None = None
+    parameters: dict[ColumnName, Parameter] = Field(default_factory=dict)
+    audience: Audience
+    secure_filters: dict[Identifier, list[Filter] | list[list[Filter]]] = Field(
+        description="Per dataset, the row filters every recipient gets, templated from its attributes."
+    )
+    schedule: Schedule | list[Schedule] | None = None
+    timezone: str | None = Field(default=None, description="Zone for dates in the files; default the schedule's.")
+    channels: list[Channel] = Field(default_factory=_default_channels)
+
+    @field_validator("formats", "channels")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(value) != len(set(value)):
+            raise ValueError("values must be unique")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_timezone(value)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ReportDefinition:
+        if self.dataset not in self.secure_filters:
+            raise ValueError(f"secure_filters has no entry for the report's dataset {self.dataset!r}")
+        for name, spec in self.parameters.items():
+            if spec.type == "date" and spec.default is not None:
+                try:
+                    resolve_date(spec.default, date(2000, 1, 1))
+                except TemplateError as exc:
+                    raise ValueError(f"parameter {name!r}: {exc}") from exc
+        for group in self.secure_filter_groups().values():
+            for flt in (f for g in group for f in g):
+                _check_template_names(flt.value, self)
+        for flt in self.filters:
+            _check_template_names(flt.value, self)
+        return self
+
+    @property
+    def schedules(self) -> list[Schedule]:
+        if self.schedule is None:
+            return []
+        return self.schedule if isinstance(self.schedule, list) else [self.schedule]
+
+    @property
+    def display_timezone(self) -> str:
+        if self.timezone:
+            return self.timezone
+        return self.schedules[0].timezone if self.schedules else "UTC"
+
+    def secure_filter_groups(self) -> dict[str, FilterGroups]:
+        return {ds: normalise_filters(groups) for ds, groups in self.secure_filters.items()}
+
+
+def _check_template_names(value: object, report: ReportDefinition) -> None:
+    values = value if isinstance(value, list) else [value]
+    for item in values:
+        if is_template(item) and isinstance(item, str) and "params." in item:
+            name = item.split("params.", 1)[1].split()[0].rstrip("}")
+            if name not in report.parameters:
+                raise ValueError(f"filter value {item!r} names parameter {name!r}, which is not declared")
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(file)"
+
+
+def load_report_file(path: Path) -> ReportDefinition:
+    """Load and validate one file; a DefinitionError names the path, the field and the reason."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DefinitionError(f"{path}: cannot read: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise DefinitionError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise DefinitionError(f"{path}: (file): expected a mapping of report fields")
+    try:
+        report = ReportDefinition.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        extra = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        field = _location(first["loc"])
+        raise DefinitionError(f"{path}: {field}: {first['msg']}{extra}", field=field) from exc
+    if report.id != path.stem:
+        raise DefinitionError(f"{path}: id: {report.id!r} must match the file name {path.stem!r}", field="id")
+    return report
+
+
+def load_reports(folder: Path) -> dict[str, ReportDefinition]:
+    """Every report in ``folder`` (``*.yaml``), or the first error found."""
+    reports: dict[str, ReportDefinition] = {}
+    for path in sorted(folder.glob("*.yaml")):
+        report = load_report_file(path)
+        reports[report.id] = report
+    return reports
+
+
+def validate_reports(folder: Path) -> tuple[list[str], list[DefinitionError]]:
+    """Validate every file, collecting all errors rather than stopping at the first."""
+    ok: list[str] = []
+    errors: list[DefinitionError] = []
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            ok.append(load_report_file(path).id)
+        except DefinitionError as exc:
+            errors.append(exc)
+    return ok, errors
+
+
+def get_report(folder: Path, report_id: str) -> ReportDefinition:
+    path = folder / f"{report_id}.yaml"
+    if not IDENTIFIER_RE.match(report_id) or not path.is_file():
+        raise NotFoundError(f"no report {report_id!r} in {folder}", field="report_id")
+    return load_report_file(path)
+
+
+def resolve_parameters(report: ReportDefinition, overrides: dict[str, Any], today: date) -> dict[str, Any]:
+    """Defaults overridden by the caller's values, typed; unknown names are refused."""
+    unknown = sorted(set(overrides) - set(report.parameters))
+    if unknown:
+        raise DefinitionError(
+            f"report {report.id!r} has no parameter {unknown[0]!r}; it takes {sorted(report.parameters) or 'none'}",
+            field="parameters",
+        )
+    values: dict[str, Any] = {}
+    for name, spec in report.parameters.items():
+        value = overrides.get(name, spec.default)
+        if value is None:
+            raise DefinitionError(f"parameter {name!r} of report {report.id!r} needs a value", field=name)
+        try:
+            if spec.type == "date":
+                values[name] = resolve_date(value, today)
+            elif spec.type == "integer":
+                values[name] = int(value)
+            else:
+                values[name] = str(value)
+        except (TemplateError, ValueError) as exc:
+            raise DefinitionError(f"parameter {name!r}: {exc}", field=name) from exc
+    return values
+
+
+def template_filters(filters: list[Filter], context: dict[str, Any]) -> list[Filter]:
+    """Resolve templated filter values against ``{"recipient": ..., "params": ...}``."""
+    try:
+        return [f.model_copy(update={"value": render_value(f.value, context)}) for f in filters]
+    except TemplateError as exc:
+        raise DefinitionError(str(exc), field="filters") from exc
+
+
+def recipient_context(recipient: Recipient) -> dict[str, Any]:
+    return {**recipient.attributes, "ref": recipient.ref, "email": recipient.email, "org": recipient.org}

@@ -1,0 +1,53 @@
+"""What every renderer receives and the streaming interface it implements.
+
+A renderer is opened once per file, fed Arrow record batches in query order, and closed. It never holds the whole
+result: memory stays flat whatever the row count. The same context, batches and clock give the same bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class ChartData:
+    """One series for the report's chart: a measure aggregated by a category, computed in the same scope."""
+
+    title: str
+    category_label: str
+    value_label: str
+    categories: list[str]
+    values: list[float]
+
+
+@dataclass(frozen=True)
+class RenderContext:
+    """Everything around the rows. All strings here may hold user data and must be escaped by the renderer."""
+
+    report_id: str
+    title: str
+    description: str
+    recipient: str  # who it is for, e.g. "Ana Lima <ana@example.com>"
+    scope: str  # the secure filters applied, human-readable
+    generated_at: datetime  # timezone-aware; shown with its time zone
+    timezone: str  # IANA name of generated_at's zone, e.g. "Europe/London"
+    column_labels: dict[str, str] = field(default_factory=dict)  # column name -> header label; default: the name
+    chart: ChartData | None = None
+    truncated_at: int | None = None  # set when the row limit cut the result: the file must say so
+
+
+class ReportWriter(Protocol):
+    """A file being written. ``close`` returns the number of data rows written."""
+
+    def write_batch(self, batch: pa.RecordBatch) -> None: ...
+
+    def close(self) -> int: ...
+
+
+class WriterFactory(Protocol):
+    def __call__(self, path: Path, schema: pa.Schema, ctx: RenderContext) -> ReportWriter: ...
