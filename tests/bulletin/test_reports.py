@@ -26,7 +26,7 @@ def test_shipped_reports_are_valid() -> None:
 
 
 @pytest.mark.parametrize(
-    "change,field,reason",
+    ("change", "field", "reason"),
     [
         ({"formats": ["pdf", "docx"]}, "formats.1", "Input should be"),
         ({"formats": []}, "formats", "at least 1"),

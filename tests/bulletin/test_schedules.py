@@ -9,7 +9,7 @@ from bulletin.templating import TemplateError, render_value
 
 
 @pytest.mark.parametrize(
-    "preset,cron",
+    ("preset", "cron"),
     [
         ("every minute", "* * * * *"),
         ("every hour", "0 * * * *"),
@@ -25,8 +25,8 @@ def test_presets(preset: str, cron: str) -> None:
 
 
 def test_daily_new_york_follows_dst() -> None:
-    winter = list(next_runs("0 7 * * *", "America/New_York", after=datetime(2026, 1, 10, tzinfo=UTC), count=1))[0]
-    summer = list(next_runs("0 7 * * *", "America/New_York", after=datetime(2026, 7, 10, tzinfo=UTC), count=1))[0]
+    winter = next(iter(next_runs("0 7 * * *", "America/New_York", after=datetime(2026, 1, 10, tzinfo=UTC), count=1)))
+    summer = next(iter(next_runs("0 7 * * *", "America/New_York", after=datetime(2026, 7, 10, tzinfo=UTC), count=1)))
     assert winter.astimezone(UTC).hour == 12
     assert summer.astimezone(UTC).hour == 11
 

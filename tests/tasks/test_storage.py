@@ -38,7 +38,7 @@ def test_key_uses_utc_for_aware_times() -> None:
 
 
 @pytest.mark.parametrize(
-    "field,value",
+    ("field", "value"),
     [
         ("recipient_ref", "../etc"),
         ("recipient_ref", ".."),
