@@ -42,11 +42,15 @@ class RenderContext:
 
 
 class ReportWriter(Protocol):
-    """A file being written. ``close`` returns the number of data rows written."""
+    """A file being written. ``close`` returns the number of data rows written.
+
+    ``truncated_at`` is given to ``close`` when the row limit cut the result: that is only known once the rows are
+    read, so the file says so at its end (the CSV's last row, the XLSX summary sheet, the PDF's last page).
+    """
 
     def write_batch(self, batch: pa.RecordBatch) -> None: ...
 
-    def close(self) -> int: ...
+    def close(self, *, truncated_at: int | None = None) -> int: ...
 
 
 class WriterFactory(Protocol):

@@ -1,0 +1,63 @@
+"""Report renderers: CSV, XLSX and PDF, each a streaming :class:`~tasks.render.base.ReportWriter`.
+
+``open_writer`` is the one entry point. Before any file exists it checks what every format needs: a known format,
+at least one column of a type reports can show, a time zone on the clock and a well-formed chart. The writer it
+returns takes Arrow record batches and returns the row count on ``close``. Writers never hold the whole result,
+and the same input with the same ``ctx.generated_at`` gives the same bytes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+
+from bulletin.errors import DefinitionError
+from tasks.render.base import ChartData, RenderContext, ReportWriter
+from tasks.render.chart import chart_points
+from tasks.render.csv import CsvWriter
+from tasks.render.pdf import PdfWriter
+from tasks.render.sanitize import column_kind
+from tasks.render.xlsx import XlsxWriter
+
+__all__ = [
+    "EXTENSIONS",
+    "FORMATS",
+    "MEDIA_TYPES",
+    "ChartData",
+    "RenderContext",
+    "ReportWriter",
+    "open_writer",
+]
+
+FORMATS: tuple[str, ...] = ("csv", "xlsx", "pdf")
+MEDIA_TYPES: dict[str, str] = {
+    "csv": "text/csv; charset=utf-8",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "pdf": "application/pdf",
+}
+EXTENSIONS: dict[str, str] = {"csv": ".csv", "xlsx": ".xlsx", "pdf": ".pdf"}
+
+
+def open_writer(fmt: str, path: Path, schema: pa.Schema, ctx: RenderContext, *, csv_bom: bool = False) -> ReportWriter:
+    """Open a writer for ``fmt`` ("csv", "xlsx" or "pdf") that creates ``path``.
+
+    Raises ``DefinitionError`` for an unknown format, an empty schema, a column type no format can show, a
+    ``generated_at`` without a time zone, or a chart whose categories and values differ in number. ``csv_bom``
+    only applies to CSV (a UTF-8 byte order mark, which Excel needs to read the file as UTF-8).
+    """
+    if fmt not in FORMATS:
+        raise DefinitionError(f"unknown report format {fmt!r}; expected one of {', '.join(FORMATS)}", field="format")
+    if len(schema) == 0:
+        raise DefinitionError("the result has no columns", field="schema")
+    for column in schema:
+        column_kind(column.type)  # the same set of types for every format
+    if ctx.generated_at.utcoffset() is None:
+        raise DefinitionError("generated_at must carry a time zone", field="generated_at")
+    if ctx.chart is not None:
+        chart_points(ctx.chart)  # a malformed chart fails here, before any file exists
+    if fmt == "csv":
+        return CsvWriter(path, schema, ctx, csv_bom=csv_bom)
+    if fmt == "xlsx":
+        return XlsxWriter(path, schema, ctx)
+    return PdfWriter(path, schema, ctx)

@@ -1,0 +1,331 @@
+"""XLSX renderer: the data sheet's XML is streamed straight into the zip; XlsxWriter makes everything else.
+
+Why two writers: XlsxWriter (even in ``constant_memory`` mode) spends Python time on every cell, about 6 s per
+100,000 rows x 10 columns. Here each batch becomes the sheet's ``<row>`` elements in a handful of vectorised
+``pyarrow.compute`` string kernels and goes into a deflate stream, so memory stays flat and time is mostly zlib's.
+XlsxWriter, used at ``close`` when the row count is known, writes the small parts that are easy to get wrong by
+hand: the workbook, styles, the Summary sheet, the native chart, the autofilter's defined name, document
+properties. Its own (empty) copy of the data sheet is dropped and ours takes its place in the zip. Measurements
+and the alternatives tried are in docs/benchmarks.md.
+
+Workbook layout: sheet 1 "Summary" (title, description, recipient, scope, generation time with zone, row count,
+truncation note, chart), sheet 2 "Data" (bold frozen header with autofilter, typed cells).
+Cells: numbers and decimals are numbers (NaN and infinities, which Excel cannot hold, are empty cells), booleans
+are booleans, dates and timestamps are Excel serials with a date format (zone-aware timestamps in their column's
+wall-clock time; Excel has no time zones; values before 1900-03-01, where Excel's calendar is wrong, are ISO
+text), strings are inline strings, sanitised by :mod:`tasks.render.sanitize`, never formulas.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from dataclasses import dataclass, replace
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import xlsxwriter
+
+from bulletin.errors import DefinitionError
+from tasks.render.base import RenderContext
+from tasks.render.chart import add_xlsx_chart, chart_points
+from tasks.render.sanitize import (
+    Kind,
+    column_kind,
+    generated_label,
+    remove_xlsx_illegal,
+    sanitize_xlsx_text,
+    sanitize_xlsx_text_array,
+)
+
+MAX_DATA_ROWS = 1_048_575  # Excel's 1,048,576 rows less the header
+MAX_COLUMNS = 16_384
+SUMMARY_SHEET, DATA_SHEET = "Summary", "Data"
+DATE_FORMAT, DATETIME_FORMAT = "yyyy-mm-dd", "yyyy-mm-dd hh:mm:ss"
+
+_DATA_PART = "xl/worksheets/sheet2.xml"  # XlsxWriter numbers sheets in creation order: Summary, then Data
+_SLICE_ROWS = 8_192  # rows turned into XML at once: bounds the transient strings whatever the batch size
+_COUNTING = pa.array(range(_SLICE_ROWS), pa.int64())
+_SERIAL_EPOCH = 25_569  # Excel serial day of 1970-01-01
+_FIRST_SERIAL, _LAST_SERIAL = 61, 2_958_465  # 1900-03-01 (before it Excel invents 1900-02-29) .. 9999-12-31
+_DAY_UNITS = {"s": 86_400.0, "ms": 86_400e3, "us": 86_400e6, "ns": 86_400e9}
+_WIDTH_SAMPLE_ROWS, _MIN_WIDTH, _MAX_WIDTH = 200, 8, 60
+_EXCEL_ESCAPE_RE2 = r"_x[0-9A-Fa-f]{4}_"
+_EXCEL_ESCAPE_RE = re.compile(r"_(?=x[0-9A-Fa-f]{4}_)")
+_NS = (
+    'xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
+    'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"'
+)
+
+
+@dataclass(frozen=True)
+class Styles:
+    """Cell style (xf) indices in the workbook's styles part."""
+
+    header: int
+    date: int
+    datetime: int
+
+
+def column_letters(index: int) -> str:
+    """Zero-based column index to Excel letters: 0 -> A, 26 -> AA."""
+    letters = ""
+    index += 1
+    while index:
+        index, rem = divmod(index - 1, 26)
+        letters = chr(65 + rem) + letters
+    return letters
+
+
+def xml_text_array(values: pa.Array) -> pa.Array:
+    """Text content of an XLSX ``<t>`` element.
+
+    Besides XML's three, CR is written as a character reference because XML readers turn a literal CR into LF,
+    and a literal ``_x0041_`` gets its underscore escaped because Excel decodes ``_xHHHH_`` in strings.
+    """
+    for raw, escaped in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("\r", "&#13;")):
+        values = pc.replace_substring(values, raw, escaped)
+    hits = pc.fill_null(pc.match_substring_regex(values, _EXCEL_ESCAPE_RE2), False)
+    if pc.any(hits).as_py():
+        fixed = [_EXCEL_ESCAPE_RE.sub("_x005F_", v) for v in pc.filter(values, hits).to_pylist()]
+        values = pc.replace_with_mask(values, hits, pa.array(fixed, values.type))
+    return values
+
+
+def _plain(column: pa.Array) -> pa.Array:
+    if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
+    if pa.types.is_string_view(column.type) or pa.types.is_large_string(column.type):
+        return column.cast(pa.string())
+    return column
+
+
+def _serials(column: pa.Array, kind: Kind) -> pa.Array:
+    """Excel serial day numbers of a date or timestamp column."""
+    if kind == "date":
+        return pc.add(column.cast(pa.date32()).cast(pa.int32()), _SERIAL_EPOCH)
+    if column.type.tz is not None:
+        column = pc.local_timestamp(column)
+    # Nanosecond counts pass 2**53: the float keeps about a microsecond, finer than Excel shows.
+    ticks = column.cast(pa.int64()).cast(pa.float64(), safe=False)
+    days = pc.divide(ticks, _DAY_UNITS[column.type.unit])
+    return pc.add(days, float(_SERIAL_EPOCH))
+
+
+def _text_cells(text: pa.Array, rows: pa.Array, ref: str) -> pa.Array:
+    return pc.binary_join_element_wise(
+        f'<c r="{ref}', rows, '" t="inlineStr"><is><t xml:space="preserve">', text, "</t></is></c>", ""
+    )
+
+
+def cell_xml(column: pa.Array, kind: Kind, rows: pa.Array, ref: str, styles: Styles) -> pa.Array:
+    """One ``<c>`` element per value (row numbers as strings in ``rows``, column letters ``ref``); "" for null."""
+    column = _plain(column)
+    if kind == "text":
+        cells = _text_cells(xml_text_array(sanitize_xlsx_text_array(column)), rows, ref)
+    elif kind in ("number", "float"):
+        if kind == "float":
+            column = column.cast(pa.float64())
+            column = pc.if_else(pc.is_finite(column), column, None)
+        cells = pc.binary_join_element_wise(f'<c r="{ref}', rows, '"><v>', column.cast(pa.string()), "</v></c>", "")
+    elif kind == "bool":
+        flags = pc.if_else(column, "1", "0")
+        cells = pc.binary_join_element_wise(f'<c r="{ref}', rows, '" t="b"><v>', flags, "</v></c>", "")
+    elif kind in ("date", "datetime"):
+        serials = _serials(column, kind)
+        style = styles.date if kind == "date" else styles.datetime
+        cells = pc.binary_join_element_wise(
+            f'<c r="{ref}', rows, f'" s="{style}"><v>', serials.cast(pa.string()), "</v></c>", ""
+        )
+        in_range = pc.and_(pc.greater_equal(serials, _FIRST_SERIAL), pc.less(serials, _LAST_SERIAL + 1))
+        if not pc.all(in_range).as_py():
+            cells = pc.if_else(in_range, cells, _text_cells(column.cast(pa.string()), rows, ref))
+    else:
+        return pa.nulls(len(column), pa.string()).fill_null("")
+    return pc.fill_null(cells, "")
+
+
+def rows_xml(batch: pa.RecordBatch, kinds: list[Kind], first_row: int, styles: Styles) -> memoryview:
+    """The ``<row>`` elements of ``batch``, whose first row is sheet row ``first_row`` (1-based)."""
+    rows = pc.add(_COUNTING.slice(0, batch.num_rows), first_row).cast(pa.string())
+    cells = [
+        cell_xml(column, kind, rows, column_letters(i), styles)
+        for i, (column, kind) in enumerate(zip(batch.columns, kinds, strict=True))
+    ]
+    joined = pc.binary_join_element_wise('<row r="', rows, '">', *cells, "</row>", "")
+    # A string array's values lie end to end in its data buffer: hand that to zlib as one block, uncopied.
+    offsets = memoryview(joined.buffers()[1]).cast("i")  # int32, as a string array's offsets are
+    start, end = offsets[joined.offset], offsets[joined.offset + len(joined)]
+    return memoryview(joined.buffers()[2])[start:end]
+
+
+def column_widths(labels: list[str], sample: pa.RecordBatch | None, kinds: list[Kind]) -> list[float]:
+    """Widths in characters from the header labels and the first rows: wide enough, never absurd."""
+    widths = []
+    for i, (label, kind) in enumerate(zip(labels, kinds, strict=True)):
+        width = len(label) + 3  # room for the autofilter button
+        if kind == "date":
+            width = max(width, 11)
+        elif kind == "datetime":
+            width = max(width, 20)
+        elif sample is not None and sample.num_rows and kind != "null":
+            shown = _plain(sample.column(i))
+            longest = pc.max(pc.utf8_length(shown.cast(pa.string()))).as_py()
+            width = max(width, (longest or 0) + 2)
+        widths.append(float(min(max(width, _MIN_WIDTH), _MAX_WIDTH)))
+    return widths
+
+
+def sheet_head(widths: list[float], header_row: bytes) -> bytes:
+    cols = "".join(f'<col min="{i}" max="{i}" width="{w:g}" customWidth="1"/>' for i, w in enumerate(widths, start=1))
+    view = (
+        '<sheetViews><sheetView workbookViewId="0"><pane ySplit="1" topLeftCell="A2" activePane="bottomLeft" '
+        'state="frozen"/><selection pane="bottomLeft" activeCell="A2" sqref="A2"/></sheetView></sheetViews>'
+    )
+    head = (
+        f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<worksheet {_NS}>{view}'
+        f'<sheetFormatPr defaultRowHeight="15"/><cols>{cols}</cols><sheetData>'
+    )
+    return head.encode() + header_row
+
+
+def sheet_tail(filter_ref: str) -> bytes:
+    margins = '<pageMargins left="0.7" right="0.7" top="0.75" bottom="0.75" header="0.3" footer="0.3"/>'
+    return f'</sheetData><autoFilter ref="{filter_ref}"/>{margins}</worksheet>'.encode()
+
+
+def _set_compress_level(info: zipfile.ZipInfo, level: int) -> None:
+    """Give one zip entry its own deflate level.
+
+    Deflate at level 1 is about three times faster than the default 6 on sheet XML, for a file about a fifth
+    larger (docs/benchmarks.md). Only an attribute takes a per-entry level for a streamed entry: ``_compresslevel``
+    before Python 3.13, ``compress_level`` from 3.13 on.
+    """
+    for name in ("compress_level", "_compresslevel"):
+        try:
+            setattr(info, name, level)
+        except AttributeError:
+            continue
+        return
+
+
+class XlsxWriter:
+    """Streams record batches into one XLSX file. Open with :func:`tasks.render.open_writer`."""
+
+    def __init__(self, path: Path, schema: pa.Schema, ctx: RenderContext) -> None:
+        if not 0 < len(schema) <= MAX_COLUMNS:
+            raise DefinitionError(f"XLSX holds 1 to {MAX_COLUMNS} columns, not {len(schema)}", field="schema")
+        self._ctx = ctx
+        self._names = schema.names
+        self._kinds = [column_kind(f.type) for f in schema]
+        self._labels = [sanitize_xlsx_text(ctx.column_labels.get(n, n)) for n in schema.names]
+        self._rows = 0
+        self._parts = io.BytesIO()
+        self._book: Any = xlsxwriter.Workbook(self._parts, {"in_memory": True, "strings_to_formulas": False})
+        # Our sheet XML names style indices before XlsxWriter writes styles.xml, so claim them now; the values
+        # are the ones XlsxWriter will use (it numbers formats on first use).
+        formats = [{"bold": True}, {"num_format": DATE_FORMAT}, {"num_format": DATETIME_FORMAT}]
+        self._styles = Styles(*(self._book.add_format(f)._get_xf_index() for f in formats))
+        self._summary = self._book.add_worksheet(SUMMARY_SHEET)
+        self._book.add_worksheet(DATA_SHEET)
+        stamp = ctx.generated_at.timetuple()[:6]
+        self._zip_time = stamp if stamp[0] >= 1980 else (1980, 1, 1, 0, 0, 0)
+        self._zip = zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED)
+        self._sheet: Any = None  # the open zip entry of the data sheet, started by the first batch
+
+    def _entry(self, name: str) -> zipfile.ZipInfo:
+        # Fixed metadata on every entry: the same input and clock give the same bytes.
+        info = zipfile.ZipInfo(name, date_time=self._zip_time)
+        info.compress_type = zipfile.ZIP_DEFLATED
+        info.external_attr = 0o600 << 16
+        return info
+
+    def _start_sheet(self, sample: pa.RecordBatch | None) -> None:
+        widths = column_widths(self._labels, sample, self._kinds)
+        texts = xml_text_array(pa.array(self._labels, pa.string())).to_pylist()
+        header = "".join(
+            f'<c r="{column_letters(i)}1" s="{self._styles.header}" t="inlineStr">'
+            f'<is><t xml:space="preserve">{text}</t></is></c>'
+            for i, text in enumerate(texts)
+        )
+        entry = self._entry(_DATA_PART)
+        _set_compress_level(entry, 1)
+        self._sheet = self._zip.open(entry, "w", force_zip64=True)
+        self._sheet.write(sheet_head(widths, f'<row r="1">{header}</row>'.encode()))
+
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        if batch.schema.names != self._names:
+            raise DefinitionError(f"batch columns {batch.schema.names} differ from {self._names}")
+        if self._rows + batch.num_rows > MAX_DATA_ROWS:
+            raise DefinitionError(
+                f"XLSX holds at most {MAX_DATA_ROWS:,} data rows; set a row limit or use CSV", field="row_limit"
+            )
+        if self._sheet is None:
+            self._start_sheet(batch.slice(0, _WIDTH_SAMPLE_ROWS))
+        for start in range(0, batch.num_rows, _SLICE_ROWS):
+            part = batch.slice(start, _SLICE_ROWS)
+            self._sheet.write(rows_xml(part, self._kinds, self._rows + 2, self._styles))
+            self._rows += part.num_rows
+
+    def close(self, *, truncated_at: int | None = None) -> int:
+        if truncated_at is not None:
+            self._ctx = replace(self._ctx, truncated_at=truncated_at)
+        if self._sheet is None:
+            self._start_sheet(None)
+        last = f"{column_letters(len(self._kinds) - 1)}{self._rows + 1}"
+        self._sheet.write(sheet_tail(f"A1:{last}"))
+        self._sheet.close()
+        for name, data in self._workbook_parts():
+            self._zip.writestr(self._entry(name), data)
+        self._zip.close()
+        return self._rows
+
+    def _workbook_parts(self) -> list[tuple[str, bytes]]:
+        ctx = self._ctx
+        self._book.set_properties(
+            {
+                "title": remove_xlsx_illegal(ctx.title),
+                "subject": remove_xlsx_illegal(ctx.description[:255]),
+                "author": "Bulletin",
+                "comments": remove_xlsx_illegal(f"report {ctx.report_id}"),
+                "created": ctx.generated_at.astimezone(UTC).replace(tzinfo=None),
+            }
+        )
+        self._write_summary()
+        data = self._book.get_worksheet_by_name(DATA_SHEET)
+        data.autofilter(0, 0, self._rows, len(self._kinds) - 1)  # gives the workbook its filter's defined name
+        self._summary.activate()
+        self._book.close()
+        with zipfile.ZipFile(io.BytesIO(self._parts.getvalue())) as made:
+            return [(i.filename, made.read(i.filename)) for i in made.infolist() if i.filename != _DATA_PART]
+
+    def _write_summary(self) -> None:
+        ctx, sheet, book = self._ctx, self._summary, self._book
+        bold = book.add_format({"bold": True, "valign": "top"})
+        wrap = book.add_format({"text_wrap": True, "valign": "top"})
+        sheet.set_column(0, 0, 18)
+        sheet.set_column(1, 1, 90)
+        sheet.write_string(0, 0, sanitize_xlsx_text(ctx.title), book.add_format({"bold": True, "font_size": 14}))
+        facts = [
+            ("Description", ctx.description),
+            ("Prepared for", ctx.recipient),
+            ("Scope", ctx.scope),
+            ("Generated", generated_label(ctx.generated_at, ctx.timezone)),
+            ("Report", ctx.report_id),
+        ]
+        if ctx.truncated_at is not None:
+            facts.append(("Truncated", f"Only the first {ctx.truncated_at:,} rows are included (row limit)."))
+        row = 2
+        for label, value in facts:
+            sheet.write_string(row, 0, label, bold)
+            sheet.write_string(row, 1, sanitize_xlsx_text(value), wrap)
+            row += 1
+        sheet.write_string(row, 0, "Rows", bold)
+        sheet.write_number(row, 1, self._rows, book.add_format({"align": "left", "num_format": "#,##0"}))
+        if ctx.chart is not None:
+            chart_row = row + 2
+            add_xlsx_chart(book, sheet, chart_points(ctx.chart), chart_row + 20, f"A{chart_row + 1}")
