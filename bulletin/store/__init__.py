@@ -1,0 +1,44 @@
+"""The state store: the delivery ledger in SQLite (default) or any SQLAlchemy database, migrated by Alembic.
+
+Open it once at the edge with ``open_store(settings.database)``, call ``migrate`` and pass the ``Store`` down.
+"""
+
+from bulletin.store.db import Store, migrate, open_store
+from bulletin.store.ledger import (
+    AuditEntry,
+    ClaimOutcome,
+    ClaimResult,
+    LedgerRow,
+    LedgerStatus,
+    adhoc_run_key,
+    audit,
+    check_run_key,
+    claim,
+    last_sent,
+    list_deliveries,
+    mark_failed,
+    mark_sent,
+    mark_skipped,
+    scheduled_run_key,
+)
+
+__all__ = [
+    "AuditEntry",
+    "ClaimOutcome",
+    "ClaimResult",
+    "LedgerRow",
+    "LedgerStatus",
+    "Store",
+    "adhoc_run_key",
+    "audit",
+    "check_run_key",
+    "claim",
+    "last_sent",
+    "list_deliveries",
+    "mark_failed",
+    "mark_sent",
+    "mark_skipped",
+    "migrate",
+    "open_store",
+    "scheduled_run_key",
+]
