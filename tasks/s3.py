@@ -1,0 +1,401 @@
+"""The S3 destination: pure helpers first (URIs, durations, encryption, headers, redaction), then the boto3 adapter.
+
+Objects are created only if absent (``If-None-Match: *`` on PutObject and CompleteMultipartUpload, honoured by AWS
+S3 since August 2024); on a conflict the file goes under ``conflict_key(key, n)``, never over the existing object.
+Presigned links are SigV4 and live at most 7 days. Error messages and our logs never carry credentials or link
+signatures; boto3 and botocore log at DEBUG only (their DEBUG output does contain signatures: keep it off in
+production).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    CredentialRetrievalError,
+    HTTPClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from bulletin.errors import BulletinError, ConfigError, DefinitionError, StorageError, TransientError
+from bulletin.settings import Settings
+from tasks.storage import StoredObject, check_key, conflict_key, sha256_file
+
+logger = logging.getLogger(__name__)
+
+#: A boto3 S3 client. boto3 ships no type hints, so this is ``Any`` by necessity.
+S3Client = Any
+
+MAX_EXPIRY_SECONDS = 7 * 24 * 3600  # the SigV4 limit for presigned URLs
+MIN_PART_SIZE = 5 * 1024 * 1024  # S3 refuses smaller parts, except the last one
+MAX_PUT_BYTES = 5 * 1024**3  # the largest single PutObject, and the largest part
+MAX_PARTS = 10_000
+MAX_METADATA_BYTES = 2048  # S3's limit on user metadata, keys plus values
+_MAX_CONFLICTS = 100
+_CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
+_THROTTLING_CODES = frozenset(
+    {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException"}
+)
+_TRANSIENT_CODES = _THROTTLING_CODES | {"RequestTimeout", "InternalError", "ServiceUnavailable"}
+_ACCESS_CODES = frozenset(
+    {"AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
+)
+_REGION_CODES = frozenset({"PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"})
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_DURATION = re.compile(r"^(\d{1,12})([smhd]?)$", re.ASCII)  # ASCII: int() would accept "１" too
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
+_METADATA_KEY = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+_PRINTABLE_ASCII = re.compile(r"^[\x20-\x7e]*$")
+_FALLBACK_SAFE = re.compile(r"[A-Za-z0-9 ._()-]")
+_SECRET_QUERY = re.compile(
+    r"(?i)([?&](?:X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token|Signature|AWSAccessKeyId)=)[^&#\s\"']*"
+)
+
+
+# --- pure helpers -------------------------------------------------------------------------------------------------
+
+
+def format_s3_uri(bucket: str, key: str) -> str:
+    """``s3://bucket/key``."""
+    return f"s3://{bucket}/{key}"
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` -> ``(bucket, key)``; the bucket name and every key segment must be safe."""
+    rest = uri.removeprefix("s3://")
+    bucket, slash, key = rest.partition("/")
+    if rest == uri or not slash or not _BUCKET.match(bucket) or ".." in bucket:
+        raise StorageError(f"not an s3://bucket/key URI: {uri!r}")
+    return bucket, check_key(key)
+
+
+def clamp_expiry(seconds: int) -> int:
+    """A presigned link's lifetime, clamped to 1 second .. 7 days (SigV4 refuses anything longer)."""
+    return max(1, min(int(seconds), MAX_EXPIRY_SECONDS))
+
+
+def parse_duration(text: str | int) -> int:
+    """``"3600"``, ``"90m"``, ``"24h"``, ``"7d"`` (or a plain int) -> seconds. Raises DefinitionError."""
+    if isinstance(text, bool):  # bool is an int, but True seconds is surely a mistake
+        raise DefinitionError(f"invalid duration {text!r}")
+    match = _DURATION.match(str(text).strip().lower())
+    if match is None:
+        raise DefinitionError(
+            f"invalid duration {text!r}: use whole seconds or a whole number with a unit s, m, h or d "
+            "(for example 3600, 90m, 24h, 7d)"
+        )
+    seconds = int(match[1]) * _UNIT_SECONDS[match[2]]
+    if seconds <= 0:
+        raise DefinitionError(f"invalid duration {text!r}: it must be longer than zero")
+    return seconds
+
+
+def sse_params(sse: str = "AES256", kms_key_id: str | None = None) -> dict[str, str]:
+    """The PutObject / CreateMultipartUpload parameters requesting server-side encryption."""
+    if sse == "AES256":
+        if kms_key_id:
+            raise ConfigError("a KMS key id is set but server-side encryption is AES256: set BULLETIN_S3_SSE=aws:kms")
+        return {"ServerSideEncryption": "AES256"}
+    if sse == "aws:kms":
+        # Without a key id S3 uses the account's AWS-managed key (aws/s3).
+        return {"ServerSideEncryption": "aws:kms", **({"SSEKMSKeyId": kms_key_id} if kms_key_id else {})}
+    raise ConfigError(f"unsupported server-side encryption {sse!r}: use AES256 or aws:kms")
+
+
+def _refuse_line_breaks(value: str, what: str) -> None:
+    # Cc covers CR, LF, NUL, DEL...; Zl/Zp are the Unicode line and paragraph separators.
+    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in value):
+        raise StorageError(f"{what} contains a control character or line break: {value!r}")
+
+
+def content_disposition(filename: str) -> str:
+    """An RFC 6266 ``attachment`` header: an ASCII ``filename`` fallback plus ``filename*=UTF-8''...``."""
+    if not filename.strip():
+        raise StorageError("an attachment file name cannot be empty")
+    _refuse_line_breaks(filename, "attachment file name")
+    fallback = "".join(
+        c if _FALLBACK_SAFE.match(c) else "_"
+        for c in unicodedata.normalize("NFKD", filename)
+        if not unicodedata.combining(c)  # "é" decomposes to "e" + accent: keep the "e"
+    )
+    # RFC 5987 attr-chars stay as they are; everything else, "'" and "*" included, is percent-encoded UTF-8.
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='!#$&+^`|~')}"
+
+
+def check_metadata(metadata: dict[str, str]) -> dict[str, str]:
+    """User metadata S3 stores as headers: lowercase keys, printable ASCII values, at most 2 KB in all."""
+    for name, value in metadata.items():
+        if not _METADATA_KEY.match(name):
+            raise StorageError(f"unsafe object metadata name {name!r}")
+        if not isinstance(value, str) or not _PRINTABLE_ASCII.match(value):
+            raise StorageError(f"object metadata {name!r} must be printable ASCII text")
+    if sum(len(k) + len(v) for k, v in metadata.items()) > MAX_METADATA_BYTES:
+        raise StorageError(f"object metadata is larger than {MAX_METADATA_BYTES} bytes")
+    return dict(metadata)
+
+
+def join_key(prefix: str, key: str) -> str:
+    """``<prefix>/<key>``, every segment checked; an empty prefix adds nothing."""
+    prefix = prefix.strip("/")
+    return check_key(f"{check_key(prefix)}/{check_key(key)}" if prefix else key)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the values of signature, credential and session-token query parameters replaced, for logs."""
+    return _SECRET_QUERY.sub(r"\1REDACTED", url)
+
+
+@dataclass(frozen=True)
+class PresignedLink:
+    """A time-limited GET link. Its repr hides the signature, so logging the object leaks nothing."""
+
+    url: str
+    expires_at: datetime
+
+    def __repr__(self) -> str:
+        return f"PresignedLink(url={redact_url(self.url)!r}, expires_at={self.expires_at.isoformat()!r})"
+
+
+# --- errors -------------------------------------------------------------------------------------------------------
+
+
+def classify_error(exc: ClientError | BotoCoreError, *, uri: str) -> BulletinError:
+    """Map a boto error to Bulletin's tree: retryable, configuration, or storage. Never includes credentials."""
+    if isinstance(exc, (BotoConnectionError, HTTPClientError)):
+        return TransientError(f"cannot reach S3 for {uri} ({type(exc).__name__}); a retry may help")
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError)):
+        return ConfigError(
+            f"no usable AWS credentials for {uri} ({type(exc).__name__}): configure the AWS credential chain "
+            "or BULLETIN_S3_AWS_CREDENTIALS_BLOCK"
+        )
+    if not isinstance(exc, ClientError):
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        return StorageError(f"S3 request for {uri} failed: {type(exc).__name__}: {redact_url(first_line)[:200]}")
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", "Unknown"))
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+    operation = exc.operation_name
+    if code in _TRANSIENT_CODES or status == 429 or status >= 500:
+        return TransientError(f"S3 {operation} for {uri} failed with {code} (HTTP {status}); a retry may help")
+    if code == "NoSuchBucket":
+        return ConfigError(
+            f"S3 bucket of {uri} does not exist: check BULLETIN_S3_BUCKET (and BULLETIN_S3_ENDPOINT_URL)"
+        )
+    if code in _ACCESS_CODES or status == 403:
+        # AWS's own message names the caller's ARN: leave it out and say what to check instead.
+        return ConfigError(
+            f"S3 refused {operation} for {uri} ({code}): check the credentials and that they allow s3:PutObject, "
+            "s3:GetObject and s3:AbortMultipartUpload (plus kms:GenerateDataKey and kms:Decrypt with SSE-KMS)"
+        )
+    if code in _REGION_CODES or code.startswith("KMS."):
+        return ConfigError(f"S3 {operation} for {uri} failed with {code}: check BULLETIN_S3_REGION and the KMS key")
+    message = redact_url(str(error.get("Message", "")))[:200]
+    return StorageError(f"S3 {operation} for {uri} failed with {code} (HTTP {status}): {message}".rstrip(": "))
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+# --- adapter ------------------------------------------------------------------------------------------------------
+
+
+def _aws_session(block_name: str | None) -> Any:
+    """A fresh boto3 session (the default one is not thread-safe), from the AWS chain or a prefect-aws block."""
+    if block_name is None:
+        return boto3.session.Session()
+    try:
+        from prefect_aws import AwsCredentials  # optional: only this setting needs it
+    except ImportError as exc:
+        raise ConfigError(
+            "BULLETIN_S3_AWS_CREDENTIALS_BLOCK is set but prefect-aws is not installed: pip install prefect-aws"
+        ) from exc
+    try:
+        block = AwsCredentials.load(block_name, _sync=True)
+    except ValueError as exc:
+        raise ConfigError(f"no prefect-aws AwsCredentials block named {block_name!r}") from exc
+    return block.get_boto3_session()
+
+
+def make_s3_client(settings: Settings) -> S3Client:
+    """A boto3 S3 client for ``settings``: SigV4, standard retries, path-style addressing on custom endpoints."""
+    options: dict[str, Any] = {
+        "signature_version": "s3v4",  # without it presigned URLs can come out as legacy SigV2
+        "retries": {"mode": "standard", "max_attempts": 3},
+        "connect_timeout": 10,
+        "read_timeout": 60,
+    }
+    if settings.s3_endpoint_url:
+        # MinIO, moto and most S3-compatible services have no per-bucket DNS names.
+        options["s3"] = {"addressing_style": "path"}
+    session = _aws_session(settings.s3_aws_credentials_block)
+    return session.client(
+        "s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region, config=Config(**options)
+    )
+
+
+class S3Destination:
+    """Stores files in one S3 bucket under an optional key prefix, creating each object only if absent."""
+
+    name = "s3"
+
+    def __init__(
+        self,
+        client: S3Client,
+        bucket: str,
+        *,
+        prefix: str = "",
+        sse: str = "AES256",
+        kms_key_id: str | None = None,
+        multipart_threshold: int = 8 * 1024 * 1024,
+        part_size: int = 8 * 1024 * 1024,
+    ) -> None:
+        if not _BUCKET.match(bucket) or ".." in bucket:
+            raise ConfigError(f"invalid S3 bucket name {bucket!r}")
+        if not MIN_PART_SIZE <= part_size <= MAX_PUT_BYTES or not 0 <= multipart_threshold <= MAX_PUT_BYTES:
+            raise ConfigError("S3 parts must be 5 MiB to 5 GiB, and the multipart threshold at most 5 GiB")
+        if prefix.strip("/"):
+            check_key(prefix.strip("/"))
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix
+        self.encryption = sse_params(sse, kms_key_id)
+        self.multipart_threshold = multipart_threshold
+        self.part_size = part_size
+
+    @classmethod
+    def from_settings(cls, settings: Settings, client: S3Client | None = None) -> S3Destination:
+        """The destination ``settings`` describe; the client is built from them unless given."""
+        if not settings.s3_bucket:
+            raise ConfigError("BULLETIN_S3_BUCKET is not set")
+        return cls(
+            client if client is not None else make_s3_client(settings),
+            settings.s3_bucket,
+            prefix=settings.s3_prefix,
+            sse=settings.s3_sse,
+            kms_key_id=settings.s3_kms_key_id,
+        )
+
+    def put(self, key: str, source: Path, *, content_type: str, metadata: dict[str, str]) -> StoredObject:
+        """Upload ``source`` under ``<prefix>/<key>`` (or ``...-<n>.ext`` if taken); ``StoredObject.key`` is the full
+        object key in the bucket. Unsafe keys, headers or metadata are refused before any request."""
+        full_key = join_key(self.prefix, key)
+        _refuse_line_breaks(content_type, "content type")
+        if not content_type or not _PRINTABLE_ASCII.match(content_type):
+            raise StorageError(f"invalid content type {content_type!r}")
+        check_metadata(metadata)
+        size = source.stat().st_size
+        digest = sha256_file(source)
+        fields = {"ContentType": content_type, "Metadata": check_metadata({**metadata, "sha256": digest})}
+        for attempt in range(_MAX_CONFLICTS + 1):
+            candidate = full_key if attempt == 0 else conflict_key(full_key, attempt)
+            uri = format_s3_uri(self.bucket, candidate)
+            args = {
+                "Bucket": self.bucket,
+                "Key": candidate,
+                "ContentDisposition": content_disposition(candidate.rpartition("/")[2]),
+                **fields,
+                **self.encryption,
+            }
+            try:
+                if size > self.multipart_threshold:
+                    self._put_multipart(args, source, size)
+                else:
+                    with source.open("rb") as body:
+                        self.client.put_object(**args, Body=body, IfNoneMatch="*")
+            except ClientError as exc:
+                if _error_code(exc) in _CONFLICT_CODES:
+                    logger.info("%s already exists; trying the next free key", uri)
+                    continue
+                raise classify_error(exc, uri=uri) from exc
+            except BotoCoreError as exc:
+                raise classify_error(exc, uri=uri) from exc
+            logger.info("stored %s (%d bytes)", uri, size)
+            return StoredObject(uri=uri, key=candidate, bytes=size, sha256=digest)
+        raise StorageError(f"object key {full_key!r} and {_MAX_CONFLICTS} alternatives already exist")
+
+    def _put_multipart(self, args: dict[str, Any], source: Path, size: int) -> None:
+        # Parts grow past part_size only for files that would otherwise need more than 10,000 of them.
+        part_size = max(self.part_size, -(-size // MAX_PARTS))
+        where = {"Bucket": args["Bucket"], "Key": args["Key"]}
+        # CRC32 per part, declared up front, as s3transfer does: S3 then verifies every part and the whole.
+        upload_id = self.client.create_multipart_upload(**args, ChecksumAlgorithm="CRC32")["UploadId"]
+        try:
+            parts: list[dict[str, Any]] = []
+            with source.open("rb") as handle:
+                for number in itertools.count(1):
+                    chunk = handle.read(part_size)
+                    if not chunk:
+                        break
+                    answer = self.client.upload_part(
+                        **where, UploadId=upload_id, PartNumber=number, Body=chunk, ChecksumAlgorithm="CRC32"
+                    )
+                    part = {"PartNumber": number, "ETag": answer["ETag"]}
+                    if "ChecksumCRC32" in answer:
+                        part["ChecksumCRC32"] = answer["ChecksumCRC32"]
+                    parts.append(part)
+            self.client.complete_multipart_upload(
+                **where, UploadId=upload_id, MultipartUpload={"Parts": parts}, IfNoneMatch="*"
+            )
+        except BaseException:
+            # Whatever went wrong (a conflict included), uploaded parts must not linger and cost money.
+            self._abort(where, upload_id)
+            raise
+
+    def _abort(self, where: dict[str, Any], upload_id: str) -> None:
+        try:
+            self.client.abort_multipart_upload(**where, UploadId=upload_id)
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning(
+                "could not abort the multipart upload of %s (%s); an AbortIncompleteMultipartUpload lifecycle "
+                "rule will remove it",
+                format_s3_uri(where["Bucket"], where["Key"]),
+                type(exc).__name__,
+            )
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def presign_download(
+    client: S3Client,
+    uri: str,
+    *,
+    expires_seconds: int,
+    content_disposition: str | None = None,
+    clock: Callable[[], datetime] = _utc_now,
+) -> PresignedLink:
+    """A SigV4 presigned GET link to ``uri``, valid for ``expires_seconds`` clamped to 1 s .. 7 days.
+
+    With temporary credentials (STS, instance roles) the link dies with them, possibly sooner than ``expires_at``.
+    """
+    bucket, key = parse_s3_uri(uri)
+    seconds = clamp_expiry(expires_seconds)
+    params = {"Bucket": bucket, "Key": key}
+    if content_disposition is not None:
+        _refuse_line_breaks(content_disposition, "content disposition")
+        params["ResponseContentDisposition"] = content_disposition
+    issued = clock()
+    try:
+        url = str(client.generate_presigned_url("get_object", Params=params, ExpiresIn=seconds, HttpMethod="GET"))
+    except (ClientError, BotoCoreError) as exc:
+        raise classify_error(exc, uri=uri) from exc
+    if "X-Amz-Algorithm=AWS4-HMAC-SHA256" not in url:
+        raise ConfigError("the S3 client does not sign with SigV4: build it with make_s3_client")
+    return PresignedLink(url=url, expires_at=issued + timedelta(seconds=seconds))
