@@ -114,18 +114,22 @@ class RunStatus(StrEnum):
 
 
 class DeliveryStatus(StrEnum):
-    DELIVERED = "DELIVERED"
+    DELIVERED = "DELIVERED"  # every file is with the recipient: sent now, or sent earlier under the same run key
+    SKIPPED = "SKIPPED"  # nothing sent, on purpose: no rows, unchanged, or another run is sending it right now
     FAILED = "FAILED"
 
 
 class Artifact(BaseModel):
-    """One stored file."""
+    """One file on one channel. ``uri`` is where it went (never a presigned link: those carry a signature)."""
 
     format: Literal["pdf", "csv", "xlsx"]
     uri: str
     sha256: str
     bytes: int
     rows: int
+    channel: str = "s3"
+    outcome: Literal["sent", "already_sent", "skipped", "in_progress", "rendered"] = "sent"
+    note: str | None = None
 
 
 class Delivery(BaseModel):
@@ -144,6 +148,7 @@ class Manifest(BaseModel):
 
     report_id: str
     run_id: str
+    run_key: str | None = None
     started_at: datetime
     finished_at: datetime
     status: RunStatus
@@ -159,10 +164,14 @@ class Manifest(BaseModel):
     def failed(self) -> int:
         return sum(d.status is DeliveryStatus.FAILED for d in self.deliveries)
 
+    @property
+    def skipped(self) -> int:
+        return sum(d.status is DeliveryStatus.SKIPPED for d in self.deliveries)
+
 
 def run_status(deliveries: list[Delivery]) -> RunStatus:
-    """COMPLETED when every delivery succeeded, FAILED when none did (or there were none to make), else PARTIAL."""
-    ok = sum(d.status is DeliveryStatus.DELIVERED for d in deliveries)
-    if deliveries and ok == len(deliveries):
+    """COMPLETED when nothing failed, FAILED when everything did (or there was no one to deliver to), else PARTIAL."""
+    failed = sum(d.status is DeliveryStatus.FAILED for d in deliveries)
+    if deliveries and failed == 0:
         return RunStatus.COMPLETED
-    return RunStatus.FAILED if ok == 0 else RunStatus.PARTIAL
+    return RunStatus.FAILED if failed == len(deliveries) else RunStatus.PARTIAL

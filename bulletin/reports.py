@@ -27,11 +27,12 @@ from bulletin.schedules import check_cron, check_timezone, preset_to_cron
 from bulletin.templating import TemplateError, is_template, render_value, resolve_date
 
 Format = Literal["pdf", "csv", "xlsx"]
-Channel = Literal["local", "s3", "email"]
+#: ``s3``: the bucket (S3 when configured, else the local bucket folder); ``email``: SMTP, else the outbox folder.
+Channel = Literal["s3", "email"]
 
 
 def _default_channels() -> list[Channel]:
-    return ["local"]
+    return ["s3"]
 
 
 class _Strict(BaseModel):
@@ -121,7 +122,11 @@ class ReportDefinition(_Strict):
     )
     schedule: Schedule | list[Schedule] | None = None
     timezone: str | None = Field(default=None, description="Zone for dates in the files; default the schedule's.")
-    channels: list[Channel] = Field(default_factory=_default_channels)
+    channels: list[Channel] = Field(default_factory=_default_channels, min_length=1)
+    skip_if_empty: bool = Field(default=False, description="No rows: send nothing, record it as skipped.")
+    send_only_if_changed: bool = Field(
+        default=False, description="Same sha256 as the last delivery to that recipient: send nothing, record it."
+    )
 
     @field_validator("formats", "channels")
     @classmethod

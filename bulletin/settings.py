@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: The repository root when Bulletin runs from a checkout (the usual case: reports live in git beside the code).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -67,6 +68,46 @@ class Settings(BaseSettings):
         description="Recipients delivered by one Prefect task; larger audiences are split into batches.",
     )
 
+    # --- S3 destination: set BULLETIN_S3_BUCKET to deliver to S3 (credentials: the standard AWS chain) ---
+    s3_bucket: str | None = Field(default=None, description="S3 bucket for deliveries. Unset: the local bucket folder.")
+    s3_endpoint_url: str | None = Field(
+        default=None, description="Endpoint of any S3-compatible service (MinIO, moto...). Unset: AWS."
+    )
+    s3_region: str | None = Field(default=None, description="AWS region of the bucket. Unset: the AWS chain's.")
+    s3_prefix: str = Field(default="", description="Key prefix inside the bucket, before the per-org prefix.")
+    s3_sse: Literal["AES256", "aws:kms"] = Field(default="AES256", description="Server-side encryption requested.")
+    s3_kms_key_id: str | None = Field(default=None, description="KMS key id when BULLETIN_S3_SSE=aws:kms.")
+    s3_aws_credentials_block: str | None = Field(
+        default=None, description="Name of a prefect-aws AwsCredentials block to use instead of the AWS chain."
+    )
+    link_expiry_seconds: int = Field(
+        default=86_400, ge=1, le=604_800, description="Lifetime of presigned download links (at most 7 days)."
+    )
+    # --- Email destination: set BULLETIN_SMTP_HOST to send over SMTP; unset, messages go to the outbox folder ---
+    smtp_host: str | None = Field(default=None, description="SMTP server. Unset: .eml files in <home>/outbox.")
+    smtp_port: int | None = Field(default=None, ge=1, le=65_535, description="Default 587 (starttls), 465 (ssl).")
+    smtp_security: Literal["starttls", "ssl", "none"] = Field(
+        default="starttls", description="starttls or ssl with certificate verification; none only for loopback."
+    )
+    smtp_username: str | None = Field(default=None, description="SMTP login.")
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP password (a secret).")
+    smtp_password_block: str | None = Field(
+        default=None, description="Name of a Prefect Secret block holding the SMTP password."
+    )
+    smtp_from: str = Field(default="Bulletin <bulletin@localhost>", description="From address of report emails.")
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0, le=300, description="SMTP connection timeout.")
+    smtp_ca_file: Path | None = Field(default=None, description="Extra CA bundle to verify the SMTP server with.")
+    email_max_bytes: int = Field(
+        default=10_000_000, ge=10_000, description="Largest message; over it, links replace attachments."
+    )
+    email_allowed_domains: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Recipient email domains allowed (comma-separated). Empty: any domain."
+    )
+    outbox_dir: Path | None = Field(default=None, description="Folder of .eml files when no SMTP host is set.")
+    database_url: str | None = Field(
+        default=None, description="State store SQLAlchemy URL. Default: SQLite file <home>/bulletin.db."
+    )
+
     @cached_property
     def home_dir(self) -> Path:
         return self.home.expanduser().resolve()
@@ -82,6 +123,21 @@ class Settings(BaseSettings):
     @property
     def bucket_path(self) -> Path:
         return (self.bucket_dir or self.home_dir / "bucket").expanduser().resolve()
+
+    @field_validator("email_allowed_domains", mode="before")
+    @classmethod
+    def _split_domains(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [d.strip().lower() for d in value.split(",") if d.strip()]
+        return value
+
+    @property
+    def outbox_path(self) -> Path:
+        return (self.outbox_dir or self.home_dir / "outbox").expanduser().resolve()
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{self.home_dir / 'bulletin.db'}"
 
     @property
     def manifests_dir(self) -> Path:

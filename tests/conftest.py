@@ -58,3 +58,7 @@ def bulletin_env(demo_warehouse: Path, tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("BULLETIN_HOME", str(home))
     monkeypatch.setenv("BULLETIN_WAREHOUSE_URL", str(demo_warehouse))
     return home
+
+
+# Loopback services (moto S3, aiosmtpd SMTP, PostgreSQL) live in their own fixture modules.
+pytest_plugins = ["tests.fixtures.s3", "tests.fixtures.smtp", "tests.fixtures.database"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import sys
 
-import click
 import typer
 from pydantic import ValidationError
 from rich.console import Console
@@ -26,9 +25,17 @@ app = typer.Typer(
 err_console = Console(stderr=True)
 
 
-def _register() -> None:
-    from bulletin.cli import delivery, reports, security  # noqa: F401 - commands register themselves
+_registered = False
 
+
+def _register() -> None:
+    global _registered
+    if _registered:
+        return
+    _registered = True
+    from bulletin.cli import delivery, ledger, reports, security  # noqa: F401 - commands register themselves
+
+    app.add_typer(ledger.deliveries_app, name="deliveries")
     app.add_typer(reports.reports_app, name="reports")
     app.add_typer(security.keys_app, name="keys")
     app.add_typer(security.token_app, name="token")
@@ -40,10 +47,12 @@ def fail(message: str, code: int = 1) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``bulletin`` script."""
+    """Entry point of the ``bulletin`` script. Typer reports usage errors itself (exit 2); our errors are here."""
     _register()
     try:
-        result = app(args=argv, standalone_mode=False, prog_name="bulletin")
+        app(args=argv, prog_name="bulletin")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BulletinError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return exc.exit_code
@@ -52,16 +61,6 @@ def main(argv: list[str] | None = None) -> int:
         where = ".".join(str(p) for p in first["loc"]) or "input"
         err_console.print(f"[bold red]error:[/] {where}: {first['msg']}", highlight=False, soft_wrap=True)
         return 2
-    except click.exceptions.Abort:
-        err_console.print("aborted")
-        return 130
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
     except Exception as exc:  # noqa: BLE001 - the edge: one line, never a traceback, for a bug we did not foresee
         if os.environ.get("BULLETIN_DEBUG"):
             raise
@@ -71,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             soft_wrap=True,
         )
         return 1
-    return result if isinstance(result, int) else 0
+    return 0
 
 
 def run() -> None:

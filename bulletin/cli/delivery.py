@@ -52,6 +52,7 @@ def run_report(
     formats: list[str] | None = None,
     parameters: dict[str, Any] | None = None,
     dry_run: bool = False,
+    run_key: str | None = None,
 ) -> Manifest:
     """Run the deliver-report flow in this process and return its manifest, whatever its final state."""
     from flows.deliver_report import deliver_report
@@ -62,6 +63,7 @@ def run_report(
         formats=formats or None,
         parameters=parameters or None,
         dry_run=dry_run,
+        run_key=run_key,
         return_state=True,
     )
     result = state.result(raise_on_failure=False)
@@ -73,19 +75,26 @@ def run_report(
 
 
 def _summary(manifests: list[Manifest]) -> Table:
-    table = Table("report", "recipient", "status", "files", "rows", "where / why")
+    table = Table("report", "recipient", "status", "rows", "files (channel: outcome)")
+    colours = {"DELIVERED": "green", "SKIPPED": "yellow", "FAILED": "red"}
     for manifest in manifests:
         for delivery in manifest.deliveries:
-            where = ", ".join(Path(a.uri.removeprefix("file://")).name for a in delivery.artifacts)
+            where = "\n".join(
+                f"{a.channel}: {a.outcome} {_short(a.uri)}" + (f" ({a.note})" if a.note else "")
+                for a in delivery.artifacts
+            )
             table.add_row(
                 manifest.report_id,
                 delivery.recipient,
-                "[green]delivered[/]" if delivery.error is None else "[red]failed[/]",
-                str(len(delivery.artifacts)),
+                f"[{colours[delivery.status.value]}]{delivery.status.value.lower()}[/]",
                 str(max((a.rows for a in delivery.artifacts), default=0)),
                 delivery.error or where,
             )
     return table
+
+
+def _short(uri: str) -> str:
+    return Path(uri.removeprefix("file://")).name if uri.startswith("file://") else uri
 
 
 def _print(manifests: list[Manifest], as_json: bool) -> None:
@@ -96,8 +105,8 @@ def _print(manifests: list[Manifest], as_json: bool) -> None:
     console.print(_summary(manifests))
     for m in manifests:
         console.print(
-            f"{m.report_id}: [bold]{m.status.value}[/] ({m.delivered} delivered, {m.failed} failed), run {m.run_id}"
-            + (f"; {m.note}" if m.note else ""),
+            f"{m.report_id}: [bold]{m.status.value}[/] ({m.delivered} delivered, {m.skipped} skipped, "
+            f"{m.failed} failed), run {m.run_id}" + (f"; {m.note}" if m.note else ""),
             highlight=False,
         )
 
@@ -109,12 +118,20 @@ def run(
     formats: list[str] = typer.Option([], "--format", help="Only this format (repeat)."),
     params: list[str] = typer.Option([], "--param", help="Report parameter KEY=VALUE (repeat)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Render into a temporary folder; store nothing."),
+    run_key: str | None = typer.Option(
+        None, "--run-key", help="Ledger key: a re-run with the same key sends only what was not sent."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
-    """Deliver one report now, through the deliver-report flow. Exits 0 only if every delivery succeeded."""
+    """Deliver one report now, through the deliver-report flow. Exits 0 only if no delivery failed."""
     with _progress_bar(not as_json):
         manifest = run_report(
-            report_id, recipients=recipients, formats=formats, parameters=parse_params(params), dry_run=dry_run
+            report_id,
+            recipients=recipients,
+            formats=formats,
+            parameters=parse_params(params),
+            dry_run=dry_run,
+            run_key=run_key,
         )
     _print([manifest], as_json)
     if manifest.status is not RunStatus.COMPLETED:
@@ -127,12 +144,32 @@ def demo(
     as_json: bool = typer.Option(False, "--json", help="Print the manifests as JSON."),
 ) -> None:
     """Build the demo warehouse and keys if missing, then deliver every demo report to every demo recipient."""
+    with _bucket_dir(out):
+        _demo(as_json)
+
+
+@contextmanager
+def _bucket_dir(out: Path | None) -> Iterator[None]:
+    """Point the flows of this process at ``out`` for the demo, and restore the environment afterwards."""
+    if out is None:
+        yield
+        return
+    previous = os.environ.get("BULLETIN_BUCKET_DIR")
+    os.environ["BULLETIN_BUCKET_DIR"] = str(out.resolve())
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("BULLETIN_BUCKET_DIR", None)
+        else:
+            os.environ["BULLETIN_BUCKET_DIR"] = previous
+
+
+def _demo(as_json: bool) -> None:
     from bulletin.demo_data import DEMO_END_DATE, build_demo_warehouse, demo_warehouse_ready
     from bulletin.reports import load_reports
     from tasks.tokens import load_keyset
 
-    if out is not None:
-        os.environ["BULLETIN_BUCKET_DIR"] = str(out.resolve())
     settings = Settings()
     if settings.warehouse_url is None and not demo_warehouse_ready(Path(settings.warehouse)):
         with console.status("Building the demo warehouse (1,200,000 sales rows)...", spinner="dots"):
@@ -147,6 +184,8 @@ def demo(
             manifests.append(run_report(report_id, parameters=params))
     _print(manifests, as_json)
     if not as_json:
-        console.print(f"Files are in {settings.bucket_path}", highlight=False)
+        where = f"s3://{settings.s3_bucket}" if settings.s3_bucket else str(settings.bucket_path)
+        mail = f"SMTP {settings.smtp_host}" if settings.smtp_host else str(settings.outbox_path)
+        console.print(f"Files are in {where}; emails in {mail}", highlight=False)
     if any(m.status is not RunStatus.COMPLETED for m in manifests):
         raise typer.Exit(1)

@@ -44,10 +44,10 @@ def list_reports(as_json: bool = typer.Option(False, "--json", help="Print JSON 
             str(row["id"]),
             str(row["title"]),
             str(row["dataset"]),
-            ", ".join(row["formats"]),  # type: ignore[arg-type]
+            ", ".join(row["formats"]),
             str(row["audience"]),
-            "; ".join(row["schedules"]) or "-",  # type: ignore[arg-type]
-            ", ".join(row["channels"]),  # type: ignore[arg-type]
+            "; ".join(row["schedules"]) or "-",
+            ", ".join(row["channels"]),
         )
     console.print(table)
 

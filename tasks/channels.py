@@ -1,0 +1,186 @@
+"""Delivery channels: where a recipient's rendered files go.
+
+``s3``    the bucket: S3 when ``BULLETIN_S3_BUCKET`` is set, else the local bucket folder (the embedded default).
+``email`` one message per recipient: SMTP when ``BULLETIN_SMTP_HOST`` is set, else ``.eml`` files in the outbox.
+
+Each channel takes the files of one recipient and returns what it did per file. The ledger bookkeeping (claim,
+mark sent, skip) stays in ``tasks.deliver``; channels only move bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bulletin.models import Recipient
+from bulletin.settings import Settings
+from tasks.email import (
+    DownloadLink,
+    EmailAttachment,
+    OutboxSender,
+    SmtpSender,
+    build_message,
+    make_sender,
+    plan_attachments,
+    render_bodies,
+    render_chart_png,
+)
+from tasks.render import MEDIA_TYPES
+from tasks.render.base import RenderContext
+from tasks.s3 import S3Destination, presign_download
+from tasks.storage import Destination, LocalBucket, StoredObject, build_key
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    """One rendered file of one recipient, before it goes anywhere."""
+
+    format: str
+    path: Path
+    rows: int
+    bytes: int
+    sha256: str
+
+    @property
+    def filename(self) -> str:
+        return self.path.name
+
+
+@dataclass(frozen=True)
+class KeyParts:
+    """What an object key is built from; the same for every file of one delivery."""
+
+    prefix: str
+    report_id: str
+    recipient_ref: str
+    org: str | None
+    run_id: str
+    when: datetime
+
+
+def make_destination(settings: Settings) -> Destination:
+    """S3 when a bucket is configured, else the local bucket folder."""
+    if settings.s3_bucket:
+        return S3Destination.from_settings(settings)
+    return LocalBucket(settings.bucket_path)
+
+
+class BucketChannel:
+    """Stores each file under its own key, never overwriting, and makes download links for it."""
+
+    name = "s3"
+
+    def __init__(self, destination: Destination, *, link_seconds: int) -> None:
+        self.destination = destination
+        self.link_seconds = link_seconds
+
+    def store(self, parts: KeyParts, file: RenderedFile, metadata: dict[str, str]) -> StoredObject:
+        prefix = "/".join(p for p in (parts.prefix, parts.org) if p)
+        key = build_key(
+            prefix=prefix,
+            report_id=parts.report_id,
+            recipient_ref=parts.recipient_ref,
+            run_id=parts.run_id,
+            extension=file.path.suffix.lstrip("."),
+            when=parts.when,
+        )
+        media = MEDIA_TYPES[file.format]
+        return self.destination.put(key, file.path, content_type=media, metadata={**metadata, "sha256": file.sha256})
+
+    def link(self, stored: StoredObject, file: RenderedFile) -> DownloadLink:
+        """A presigned SigV4 link on S3; the file's own URI for the local bucket (it has no web server here)."""
+        if isinstance(self.destination, S3Destination):
+            presigned = presign_download(self.destination.client, stored.uri, expires_seconds=self.link_seconds)
+            return DownloadLink(
+                filename=file.filename, url=presigned.url, expires_at=presigned.expires_at, size=file.bytes
+            )
+        return DownloadLink(filename=file.filename, url=stored.uri, expires_at=None, size=file.bytes)
+
+
+@dataclass(frozen=True)
+class EmailOutcome:
+    location: str  # the .eml path or "smtp://host" - never a link, never a token
+    message_id: str
+    attached: bool  # False: the files were too big and the message carries download links instead
+
+
+class EmailChannel:
+    """One message per recipient with every file attached, or links to them when the message would be too big."""
+
+    name = "email"
+
+    def __init__(self, settings: Settings, *, sender_factory: Callable[[Settings], SmtpSender | OutboxSender]) -> None:
+        self.settings = settings
+        self.sender_factory = sender_factory
+        self._sender: SmtpSender | OutboxSender | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EmailChannel:
+        return cls(settings, sender_factory=make_sender)
+
+    @property
+    def sender(self) -> SmtpSender | OutboxSender:
+        if self._sender is None:
+            self._sender = self.sender_factory(self.settings)
+        return self._sender
+
+    def close(self) -> None:
+        if self._sender is not None:
+            self._sender.close()
+            self._sender = None
+
+    def send(
+        self,
+        recipient: Recipient,
+        files: list[RenderedFile],
+        ctx: RenderContext,
+        *,
+        link_for: Callable[[RenderedFile], DownloadLink],
+        key_figures: list[tuple[str, str]],
+    ) -> EmailOutcome:
+        attachments = [
+            EmailAttachment(
+                filename=f.filename, content_type=MEDIA_TYPES[f.format], path=f.path, size=f.bytes, sha256=f.sha256
+            )
+            for f in files
+        ]
+        chart_png = render_chart_png(ctx.chart) if ctx.chart and ctx.chart.categories else None
+        sender = self.sender
+
+        def build(attached: list[EmailAttachment], links: list[DownloadLink]) -> Any:
+            subject, text, html = render_bodies(
+                title=ctx.title,
+                description=ctx.description,
+                recipient=recipient,
+                key_figures=key_figures,
+                files=[(f.filename, f.bytes, f.rows) for f in files],
+                links=links,
+                generated_at=ctx.generated_at,
+                chart_title=ctx.chart.title if chart_png and ctx.chart else None,
+            )
+            return build_message(
+                sender=self.settings.smtp_from,
+                recipient=recipient,
+                subject=subject,
+                text_body=text,
+                html_body=html,
+                attachments=attached,
+                links=links,
+                chart_png=chart_png,
+                message_id_domain="bulletin.local",
+                date=ctx.generated_at,
+            )
+
+        fits = plan_attachments(
+            attachments,
+            cap_bytes=self.settings.email_max_bytes,
+            server_size=sender.server_max_size(),
+            build=lambda attached: build(attached, []),
+        )
+        message = build(attachments, []) if fits else build([], [link_for(f) for f in files])
+        result = sender.send(message)
+        location = result.location or f"smtp://{self.settings.smtp_host}"
+        return EmailOutcome(location=location, message_id=result.message_id, attached=fits)

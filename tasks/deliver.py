@@ -1,0 +1,448 @@
+"""Deliver one report to one recipient: claim in the ledger, mint a scoped token, query through it, render, send.
+
+``deliver_recipient`` is the whole pipeline as a plain function of explicit dependencies (``DeliveryServices``),
+so tests run it without Prefect; ``deliver_batch`` is the thin Prefect task around it.
+
+Exactly-once, from the recipient's point of view: every (run key, recipient, format, channel) is claimed in the
+ledger before anything is rendered. What an earlier attempt sent is not sent again, what failed is retried, and a
+delivery another run is sending right now is left to it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from bulletin import progress
+from bulletin.datasets import DatasetSpec
+from bulletin.errors import BulletinError, TransientError
+from bulletin.models import Artifact, Delivery, DeliveryStatus, QuerySpec, Recipient, describe_scope
+from bulletin.reports import ReportDefinition, recipient_context, template_filters
+from bulletin.store import ClaimOutcome, ClaimResult, LedgerRow, Store, claim, last_sent, mark_failed, mark_sent
+from bulletin.store import mark_skipped as ledger_skip
+from tasks.audience import scope_for_recipient
+from tasks.channels import BucketChannel, EmailChannel, KeyParts, RenderedFile
+from tasks.query import Warehouse, run_aggregate, run_query
+from tasks.render import EXTENSIONS, open_writer
+from tasks.render.base import ChartData, RenderContext
+from tasks.storage import StoredObject, sha256_file
+from tasks.tokens import KeySet, TokenClaims, mint_token, verify_token
+
+Clock = Callable[[], datetime]
+Pair = tuple[str, str]  # (format, channel)
+
+
+@dataclass(frozen=True)
+class DeliveryPlan:
+    """What this run delivers: the same for every recipient."""
+
+    report: ReportDefinition
+    params: dict[str, Any]
+    formats: list[str]
+    channels: list[str]
+    run_id: str
+    run_key: str
+    started_at: datetime
+    dry_run: bool
+    storage_prefix: str
+    token_issuer: str
+    token_audience: str
+    token_ttl_minutes: int
+    batch_rows: int
+    csv_bom: bool = False
+    lease_seconds: float = 900.0
+
+
+@dataclass
+class DeliveryServices:
+    """The I/O a delivery needs, built once per run at the edge and shared by its tasks."""
+
+    keyset: KeySet
+    datasets: dict[str, DatasetSpec]
+    warehouse: Warehouse
+    bucket: BucketChannel
+    store: Store | None  # None only for a dry run, which records nothing
+    clock: Clock
+    workdir: Path
+    email_factory: Callable[[], EmailChannel] | None = None
+
+
+@dataclass
+class _Outcomes:
+    """Per (format, channel): the manifest entry, filled in as each one is decided."""
+
+    artifacts: dict[Pair, Artifact]
+
+    def add(self, pair: Pair, artifact: Artifact) -> None:
+        self.artifacts[pair] = artifact
+
+
+def build_query(plan: DeliveryPlan, recipient: Recipient) -> QuerySpec:
+    report = plan.report
+    context = {"recipient": recipient_context(recipient), "params": plan.params}
+    return QuerySpec(
+        dataset=report.dataset,
+        columns=list(report.columns),
+        filters=template_filters(report.filters, context),
+        order=list(report.order),
+        limit=report.limit,
+    )
+
+
+def deliver_recipient(
+    plan: DeliveryPlan, services: DeliveryServices, recipient: Recipient, email: EmailChannel | None = None
+) -> Delivery:
+    """Deliver every format on every channel to one recipient. Raises BulletinError; the caller records it."""
+    if plan.dry_run or services.store is None:
+        return _dry_run(plan, services, recipient)
+    store = services.store
+    claims = {
+        (fmt, ch): claim(
+            store,
+            run_key=plan.run_key,
+            report_id=plan.report.id,
+            run_id=plan.run_id,
+            recipient=recipient.ref,
+            format=fmt,
+            channel=ch,
+            lease_seconds=plan.lease_seconds,
+            now=services.clock(),
+        )
+        for ch in plan.channels
+        for fmt in plan.formats
+    }
+    out = _Outcomes({pair: _earlier(c) for pair, c in claims.items() if not c.claimed})
+    todo = {pair: c for pair, c in claims.items() if c.claimed}
+    if not todo:
+        return _delivery(recipient, out, token_id=None, scope={})
+    finished: set[Pair] = set()
+    try:
+        minted_jti, claims_tok, ctx, files = _render_for(plan, services, recipient, sorted({f for f, _ in todo}))
+        scope = claims_tok.secure_filters
+        _apply_rules(plan, services, recipient, todo, files, out, finished)
+        _send(plan, services, recipient, email, todo, files, ctx, minted_jti, scope, out, finished)
+    except Exception as exc:
+        for pair, c in todo.items():
+            if pair not in finished:
+                mark_failed(store, c, error=_error_text(exc), now=services.clock())
+        raise
+    return _delivery(recipient, out, token_id=minted_jti, scope=scope)
+
+
+def _earlier(c: ClaimResult) -> Artifact:
+    """The manifest entry for a delivery this run does not make: sent or skipped before, or being sent elsewhere."""
+    row = c.row
+    outcome = {
+        ClaimOutcome.ALREADY_SENT: "already_sent",
+        ClaimOutcome.ALREADY_SKIPPED: "skipped",
+        ClaimOutcome.IN_PROGRESS: "in_progress",
+    }[c.outcome]
+    note = {
+        "already_sent": f"sent earlier under run key {row.run_key}; not sent again",
+        "skipped": row.last_error,
+        "in_progress": f"another run ({row.claimed_by}) is delivering this now",
+    }[outcome]
+    return _artifact_from_row(row, outcome=outcome, note=note)
+
+
+def _artifact_from_row(row: LedgerRow, *, outcome: str, note: str | None) -> Artifact:
+    return Artifact.model_validate(
+        {
+            "format": row.format,
+            "channel": row.channel,
+            "uri": row.uri or "",
+            "sha256": row.sha256 or "",
+            "bytes": row.bytes or 0,
+            "rows": row.rows or 0,
+            "outcome": outcome,
+            "note": note,
+        }
+    )
+
+
+def _render_for(
+    plan: DeliveryPlan, services: DeliveryServices, recipient: Recipient, formats: list[str]
+) -> tuple[str, TokenClaims, RenderContext, dict[str, RenderedFile]]:
+    """Mint, verify, query once, and stream the result through every needed format's writer."""
+    report = plan.report
+    scope = scope_for_recipient(report, recipient, plan.params)
+    minted = mint_token(
+        services.keyset,
+        subject=recipient.ref,
+        dataset_ids=[report.dataset],
+        secure_filters=scope,
+        ttl_minutes=plan.token_ttl_minutes,
+        issuer=plan.token_issuer,
+        audience=plan.token_audience,
+        now=services.clock(),
+    )
+    # The query engine sees only what the verified token says: the same path as `bulletin query` and the API.
+    claims_tok = verify_token(
+        minted.token, services.keyset, issuer=plan.token_issuer, audience=plan.token_audience, now=services.clock()
+    )
+    query = build_query(plan, recipient)
+    ctx = RenderContext(
+        report_id=report.id,
+        title=report.title,
+        description=report.description,
+        recipient=recipient.label,
+        scope=describe_scope(claims_tok.filters_for(report.dataset)),
+        generated_at=services.clock().astimezone(ZoneInfo(report.display_timezone)),
+        timezone=report.display_timezone,
+        column_labels=dict(report.column_labels),
+        chart=_chart(plan, services, claims_tok, query),
+    )
+    folder = Path(tempfile.mkdtemp(prefix=f"{recipient.ref}-", dir=services.workdir))
+    result = run_query(claims_tok, query, services.datasets, services.warehouse, batch_rows=plan.batch_rows)
+    paths = {fmt: folder / f"{report.id}-{recipient.ref}{EXTENSIONS[fmt]}" for fmt in formats}
+    with ExitStack() as stack:
+        stack.callback(result.close)
+        writers = {fmt: open_writer(fmt, p, result.schema, ctx, csv_bom=plan.csv_bom) for fmt, p in paths.items()}
+        for batch in result:
+            for writer in writers.values():
+                writer.write_batch(batch)
+        truncated_at = result.rows if result.truncated else None
+        rows = {fmt: writer.close(truncated_at=truncated_at) for fmt, writer in writers.items()}
+    files = {
+        fmt: RenderedFile(format=fmt, path=p, rows=rows[fmt], bytes=p.stat().st_size, sha256=sha256_file(p))
+        for fmt, p in paths.items()
+    }
+    return minted.jti, claims_tok, ctx, files
+
+
+def _chart(plan: DeliveryPlan, services: DeliveryServices, claims: TokenClaims, query: QuerySpec) -> ChartData | None:
+    spec = plan.report.chart
+    if spec is None:
+        return None
+    rows = run_aggregate(
+        claims, query, services.datasets, services.warehouse, category=spec.category, measure=spec.measure, agg=spec.agg
+    )
+    labels = plan.report.column_labels
+    return ChartData(
+        title=spec.title or f"{spec.agg} of {labels.get(spec.measure, spec.measure)}",
+        category_label=labels.get(spec.category, spec.category),
+        value_label=labels.get(spec.measure, spec.measure),
+        categories=[str(category) for category, _ in rows],
+        values=[float(value or 0) for _, value in rows],
+    )
+
+
+def _apply_rules(
+    plan: DeliveryPlan,
+    services: DeliveryServices,
+    recipient: Recipient,
+    todo: dict[Pair, ClaimResult],
+    files: dict[str, RenderedFile],
+    out: _Outcomes,
+    finished: set[Pair],
+) -> None:
+    """skip_if_empty and send_only_if_changed: decided per file, recorded in the ledger as skipped."""
+    assert services.store is not None  # checked by the caller: only real runs reach here
+    report = plan.report
+    for (fmt, ch), c in todo.items():
+        file = files[fmt]
+        reason = None
+        if report.skip_if_empty and file.rows == 0:
+            reason = "no rows: skip_if_empty"
+        elif report.send_only_if_changed:
+            last = last_sent(services.store, report_id=report.id, recipient=recipient.ref, format=fmt, channel=ch)
+            if last is not None and last.sha256 == file.sha256:
+                reason = f"unchanged since {last.sent_at:%Y-%m-%d %H:%M} UTC: send_only_if_changed"
+        if reason is None:
+            continue
+        row = ledger_skip(
+            services.store,
+            run_key=plan.run_key,
+            report_id=report.id,
+            run_id=plan.run_id,
+            recipient=recipient.ref,
+            format=fmt,
+            channel=ch,
+            reason=reason,
+            now=services.clock(),
+            claim=c,
+            sha256=file.sha256,
+        )
+        finished.add((fmt, ch))
+        out.add((fmt, ch), _artifact(file, ch, uri=row.uri or "", outcome="skipped", note=reason))
+
+
+def _send(
+    plan: DeliveryPlan,
+    services: DeliveryServices,
+    recipient: Recipient,
+    email: EmailChannel | None,
+    todo: dict[Pair, ClaimResult],
+    files: dict[str, RenderedFile],
+    ctx: RenderContext,
+    jti: str,
+    scope: dict[str, Any],
+    out: _Outcomes,
+    finished: set[Pair],
+) -> None:
+    assert services.store is not None  # checked by the caller: only real runs reach here
+    store = services.store
+    parts = KeyParts(
+        prefix=plan.storage_prefix,
+        report_id=plan.report.id,
+        recipient_ref=recipient.ref,
+        org=recipient.org,
+        run_id=plan.run_id,
+        when=plan.started_at,
+    )
+    metadata = {"report": plan.report.id, "recipient": recipient.ref, "run": plan.run_id, "token-jti": jti}
+    stored: dict[str, StoredObject] = {}
+
+    def record(pair: Pair, uri: str, note: str | None = None) -> None:
+        file = files[pair[0]]
+        mark_sent(
+            store,
+            todo[pair],
+            sha256=file.sha256,
+            uri=uri,
+            bytes=file.bytes,
+            rows=file.rows,
+            token_jti=jti,
+            secure_filters=scope,
+            now=services.clock(),
+        )
+        finished.add(pair)
+        out.add(pair, _artifact(file, pair[1], uri=uri, outcome="sent", note=note))
+
+    for pair in [p for p in todo if p[1] == "s3" and p not in finished]:
+        stored[pair[0]] = services.bucket.store(parts, files[pair[0]], metadata)
+        record(pair, stored[pair[0]].uri)
+
+    mail = [p for p in todo if p[1] == "email" and p not in finished]
+    if not mail:
+        return
+    if email is None:
+        raise BulletinError("the email channel is not configured for this run")
+
+    def link_for(file: RenderedFile) -> Any:
+        if file.format not in stored:
+            stored[file.format] = services.bucket.store(parts, file, metadata)
+        return services.bucket.link(stored[file.format], file)
+
+    figures = _key_figures(ctx, files)
+    sent = email.send(recipient, [files[f] for f, _ in mail], ctx, link_for=link_for, key_figures=figures)
+    note = "attached" if sent.attached else "over the size cap: sent as download links"
+    for pair in mail:
+        record(pair, sent.location, note)
+
+
+def _key_figures(ctx: RenderContext, files: dict[str, RenderedFile]) -> list[tuple[str, str]]:
+    rows = max((f.rows for f in files.values()), default=0)
+    figures = [("Rows", f"{rows:,}"), ("Scope", ctx.scope)]
+    if ctx.chart and ctx.chart.values:
+        figures.insert(1, (f"Total {ctx.chart.value_label}", f"{sum(ctx.chart.values):,.2f}"))
+        top = max(range(len(ctx.chart.values)), key=ctx.chart.values.__getitem__)
+        figures.insert(2, (f"Top {ctx.chart.category_label}", ctx.chart.categories[top]))
+    return figures
+
+
+def _artifact(file: RenderedFile, channel: str, *, uri: str, outcome: str, note: str | None) -> Artifact:
+    return Artifact.model_validate(
+        {
+            "format": file.format,
+            "channel": channel,
+            "uri": uri,
+            "sha256": file.sha256,
+            "bytes": file.bytes,
+            "rows": file.rows,
+            "outcome": outcome,
+            "note": note,
+        }
+    )
+
+
+def _dry_run(plan: DeliveryPlan, services: DeliveryServices, recipient: Recipient) -> Delivery:
+    jti, claims_tok, _, files = _render_for(plan, services, recipient, plan.formats)
+    out = _Outcomes(
+        {
+            (fmt, "dry-run"): _artifact(f, "dry-run", uri=f.path.as_uri(), outcome="rendered", note="dry run")
+            for fmt, f in files.items()
+        }
+    )
+    return _delivery(recipient, out, token_id=jti, scope=claims_tok.secure_filters)
+
+
+def _delivery(recipient: Recipient, out: _Outcomes, *, token_id: str | None, scope: dict[str, Any]) -> Delivery:
+    artifacts = list(out.artifacts.values())
+    done = [a for a in artifacts if a.outcome in {"sent", "already_sent", "rendered"}]
+    status = DeliveryStatus.DELIVERED if done else DeliveryStatus.SKIPPED
+    return Delivery(
+        recipient=recipient.ref, status=status, token_id=token_id, secure_filters=scope, artifacts=artifacts
+    )
+
+
+def _error_text(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, BulletinError) else f"internal error ({type(exc).__name__})"
+
+
+def failed_delivery(recipient: Recipient, error: BaseException) -> Delivery:
+    return Delivery(recipient=recipient.ref, status=DeliveryStatus.FAILED, error=_error_text(error))
+
+
+def deliver_each(plan: DeliveryPlan, services: DeliveryServices, recipients: list[Recipient]) -> list[Delivery]:
+    """Deliver to each recipient in turn; one recipient's failure never stops the others.
+
+    If every recipient failed for a transient reason (the warehouse is down, say), raise TransientError so Prefect
+    retries the task: the ledger makes the retry send only what has not been sent.
+    """
+    deliveries: list[Delivery] = []
+    transient = 0
+    email = services.email_factory() if services.email_factory and "email" in plan.channels else None
+    try:
+        for recipient in recipients:
+            try:
+                delivery = deliver_recipient(plan, services, recipient, email)
+            except TransientError as exc:
+                transient += 1
+                delivery = failed_delivery(recipient, exc)
+            except BulletinError as exc:
+                delivery = failed_delivery(recipient, exc)
+            deliveries.append(delivery)
+            progress.notify(plan.report.id, delivery.status.value, recipient.ref)
+    finally:
+        if email is not None:
+            email.close()
+    if recipients and transient == len(recipients):
+        raise TransientError(f"every delivery in this batch failed: {deliveries[0].error}")
+    return deliveries
+
+
+def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry condition: retry only errors that say a retry can help."""
+    try:
+        state.result()
+    except TransientError:
+        return True
+    except BaseException:  # noqa: BLE001 - Prefect re-raises whatever the task raised; only its type matters here
+        return False
+    return False
+
+
+@task(
+    name="deliver-recipients",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=_retry_transient,
+    cache_policy=NO_CACHE,
+    task_run_name="deliver {label}",
+)
+def deliver_batch(
+    plan: DeliveryPlan, services: DeliveryServices, recipients: list[Recipient], label: str
+) -> list[Delivery]:
+    """One Prefect task per recipient, or per batch of recipients for large audiences."""
+    del label  # only in the task-run name
+    return deliver_each(plan, services, recipients)

@@ -1,0 +1,100 @@
+"""The run's record: the manifest file and the Prefect artifacts the UI shows."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from bulletin.models import Manifest
+
+#: Up to this many recipients, one task each (visible one by one in the UI); beyond, batches. The Prefect
+#: overheads (about 10 ms and 20 KB per task run, ~20 task runs/s on SQLite) make per-recipient tasks fine for
+#: hundreds of recipients, not for tens of thousands.
+TASK_PER_RECIPIENT_UP_TO = 200
+
+
+def batch_size(recipients: int, per_task: int) -> int:
+    """Recipients per task: 1 for small audiences, else ``per_task`` (never more than 500 tasks in one run)."""
+    if recipients <= TASK_PER_RECIPIENT_UP_TO:
+        return 1
+    return max(per_task, math.ceil(recipients / 500))
+
+
+def save_manifest(folder: Path, manifest: Manifest) -> Path:
+    target = folder / manifest.report_id / f"{manifest.run_id}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".json.tmp")
+    tmp.write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
+    os.replace(tmp, target)
+    return target
+
+
+def _artifact_key(text: str) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:100]
+
+
+def delivery_rows(manifest: Manifest) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    for delivery in manifest.deliveries:
+        if not delivery.artifacts:
+            rows.append(
+                {
+                    "recipient": delivery.recipient,
+                    "status": delivery.status.value,
+                    "format": "",
+                    "key": "",
+                    "rows": 0,
+                    "bytes": 0,
+                    "sha256": "",
+                    "error": delivery.error or "",
+                }
+            )
+        for artifact in delivery.artifacts:
+            rows.append(
+                {
+                    "recipient": delivery.recipient,
+                    "status": delivery.status.value,
+                    "format": artifact.format,
+                    "key": artifact.uri,
+                    "rows": artifact.rows,
+                    "bytes": artifact.bytes,
+                    "sha256": artifact.sha256,
+                    "error": "",
+                }
+            )
+    return rows
+
+
+def summary_markdown(manifest: Manifest) -> str:
+    lines = [
+        f"# {manifest.report_id}: {manifest.status.value}",
+        "",
+        f"- run `{manifest.run_id}`, {manifest.started_at:%Y-%m-%d %H:%M:%S} to {manifest.finished_at:%H:%M:%S} UTC",
+        f"- {manifest.delivered} delivered, {manifest.failed} failed, {len(manifest.deliveries)} recipient(s)",
+    ]
+    if manifest.note:
+        lines.append(f"- {manifest.note}")
+    failed = [d for d in manifest.deliveries if d.error]
+    if failed:
+        lines += ["", "| recipient | error |", "|---|---|"]
+        lines += [f"| {d.recipient} | {(d.error or '').replace('|', '/')} |" for d in failed]
+    return "\n".join(lines) + "\n"
+
+
+def publish_run_artifacts(manifest: Manifest) -> None:
+    """A table of every delivery and a markdown summary, attached to the current flow run."""
+    key = _artifact_key(manifest.report_id)
+    create_table_artifact(
+        key=f"deliveries-{key}",
+        table=delivery_rows(manifest),
+        description=f"Deliveries of {manifest.report_id}, run {manifest.run_id}",
+    )
+    create_markdown_artifact(
+        key=f"summary-{key}",
+        markdown=summary_markdown(manifest),
+        description=f"Summary of {manifest.report_id}, run {manifest.run_id}",
+    )
