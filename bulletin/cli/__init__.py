@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         where = ".".join(str(p) for p in first["loc"]) or "input"
         err_console.print(f"[bold red]error:[/] {where}: {first['msg']}", highlight=False, soft_wrap=True)
         return 2
-    except Exception as exc:  # noqa: BLE001 - the edge: one line, never a traceback, for a bug we did not foresee
+    except Exception as exc:
         if os.environ.get("BULLETIN_DEBUG"):
             raise
         err_console.print(
