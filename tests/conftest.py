@@ -19,7 +19,8 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DO_NOT_TRACK"] = "1"
 os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "90"
 os.environ["PREFECT_CLI_PROMPT"] = "false"
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# INFO, so run logs reach the API as in production (the secrets-in-logs test reads them back).
+os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"
 os.environ["BULLETIN_HOME"] = str(_SESSION_DIR / "home")
 os.environ.pop("BULLETIN_WAREHOUSE_URL", None)
 os.environ.pop("BULLETIN_SIGNING_KEYS", None)
