@@ -21,7 +21,8 @@ from bulletin.errors import BulletinError
 from bulletin.models import Manifest, RunStatus
 from bulletin.settings import Settings
 
-console = Console()
+# Wide enough for the summary table when the output is a file or a CI log rather than a terminal.
+console = Console(width=None if Console().is_terminal else 160)
 
 
 @contextmanager
@@ -75,26 +76,23 @@ def run_report(
 
 
 def _summary(manifests: list[Manifest]) -> Table:
-    table = Table("report", "recipient", "status", "rows", "files (channel: outcome)")
+    table = Table("report", "recipient", "status", "rows", "delivered (channel: formats)", "note")
     colours = {"DELIVERED": "green", "SKIPPED": "yellow", "FAILED": "red"}
     for manifest in manifests:
         for delivery in manifest.deliveries:
-            where = "\n".join(
-                f"{a.channel}: {a.outcome} {_short(a.uri)}" + (f" ({a.note})" if a.note else "")
-                for a in delivery.artifacts
-            )
+            by_channel: dict[str, list[str]] = {}
+            for a in delivery.artifacts:
+                by_channel.setdefault(f"{a.channel} ({a.outcome.replace('_', ' ')})", []).append(a.format)
+            notes = {a.note for a in delivery.artifacts if a.note and a.note != "attached"}
             table.add_row(
                 manifest.report_id,
                 delivery.recipient,
                 f"[{colours[delivery.status.value]}]{delivery.status.value.lower()}[/]",
                 str(max((a.rows for a in delivery.artifacts), default=0)),
-                delivery.error or where,
+                "; ".join(f"{ch}: {' '.join(fmts)}" for ch, fmts in by_channel.items()),
+                delivery.error or "; ".join(sorted(notes)),
             )
     return table
-
-
-def _short(uri: str) -> str:
-    return Path(uri.removeprefix("file://")).name if uri.startswith("file://") else uri
 
 
 def _print(manifests: list[Manifest], as_json: bool) -> None:
