@@ -8,6 +8,10 @@ help, so the flow retries only what is transient, the CLI maps each to one exit 
     ├── DefinitionError (ValueError)   exit 2    a report, dataset or trigger file is invalid
     ├── NotFoundError (LookupError)    exit 3    no such report, recipient, dataset or key id
     ├── TokenError                     exit 4    a data token is malformed, expired or not ours
+    │   └── SignatureError             exit 4    a webhook signature or its timestamp does not verify
+    ├── RequestError (ValueError)      exit 2    a malformed request: header, body, URL (HTTP 400)
+    │   ├── PayloadTooLargeError       exit 2    a request body over the cap (HTTP 413)
+    │   └── UnsafeTargetError          exit 2    a webhook URL the SSRF guard refuses
     ├── QueryError (ValueError)        exit 5    a query names something the dataset does not allow
     │   └── ScopeError                 exit 5    the token grants no scope for the dataset
     ├── StorageError                   exit 6    a key is unsafe, or a file would be overwritten
@@ -60,6 +64,27 @@ class TokenError(BulletinError):
 
     exit_code = 4
     status_code = 401
+
+
+class SignatureError(TokenError):
+    """A webhook signature, or its timestamp, does not verify. The message never contains a secret."""
+
+
+class RequestError(BulletinError, ValueError):
+    """A malformed request: a header, a body or a URL that cannot be used as given."""
+
+    exit_code = 2
+    status_code = 400
+
+
+class PayloadTooLargeError(RequestError):
+    """A request body over the configured cap; refused before any other work."""
+
+    status_code = 413
+
+
+class UnsafeTargetError(RequestError):
+    """A webhook URL the SSRF guard refuses: a private, loopback, link-local or otherwise internal address."""
 
 
 class QueryError(BulletinError, ValueError):
