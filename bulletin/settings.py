@@ -124,6 +124,50 @@ class Settings(BaseSettings):
     def bucket_path(self) -> Path:
         return (self.bucket_dir or self.home_dir / "bucket").expanduser().resolve()
 
+    # --- Webhooks out (Standard Webhooks) ---
+    webhook_retry_schedule: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0],
+        description="Seconds before each attempt, comma-separated (Svix-like: now, 5 s, 5 min, 30 min, 2 h, 5 h, "
+        "10 h, 10 h); full jitter is applied to each delay.",
+    )
+    webhook_timeout_seconds: float = Field(default=15.0, gt=0, le=30, description="Per-request timeout (max 30 s).")
+    webhook_allowed_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="CIDRs the SSRF guard lets through although they are internal (e.g. 127.0.0.0/8 for tests).",
+    )
+    webhook_https_only: bool = Field(default=False, description="Refuse http:// webhook URLs.")
+    webhook_disable_after_seconds: int = Field(
+        default=5 * 86_400, ge=60, description="An endpoint failing without a break this long is disabled."
+    )
+    webhook_secret_grace_seconds: int = Field(
+        default=86_400, ge=0, description="After a secret rotation, the old secret keeps signing this long."
+    )
+    webhook_concurrency: int = Field(default=8, ge=1, le=64, description="Webhook requests in flight at once.")
+    # --- HTTP API ---
+    api_host: str = Field(default="127.0.0.1", description="Address the HTTP API binds to.")
+    api_port: int = Field(default=8400, ge=1, le=65_535, description="Port of the HTTP API.")
+    api_max_body_bytes: int = Field(
+        default=1_048_576, ge=1_024, description="Largest request body the API reads; larger is a 413."
+    )
+    triggers_dir: Path = Field(
+        default=PROJECT_ROOT / "deployments" / "triggers",
+        description="Folder of inbound webhook triggers, one YAML file per trigger.",
+    )
+
+    @field_validator("webhook_retry_schedule", mode="before")
+    @classmethod
+    def _split_schedule(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [float(v) for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("webhook_allowed_networks", mode="before")
+    @classmethod
+    def _split_networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
     @field_validator("email_allowed_domains", mode="before")
     @classmethod
     def _split_domains(cls, value: object) -> object:
