@@ -118,3 +118,24 @@ def query(
                     writer.writerow([row[n] for n in names])
                 else:
                     sys.stdout.write(json.dumps({k: _jsonable(v) for k, v in row.items()}) + "\n")
+
+
+@keys_app.command("retire")
+def keys_retire(
+    kid: str = typer.Argument(..., help="The key id to retire (see `bulletin keys jwks`)."),
+    after: str = typer.Option("1h", "--after", help="Keep verifying for this long: 0, 90m, 24h, 7d."),
+) -> None:
+    """End a rotation overlap: KID stops verifying tokens after the given time. The active key cannot be retired."""
+    from datetime import timedelta
+
+    from tasks.keys import retire_key
+    from tasks.s3 import parse_duration
+
+    settings = Settings()
+    path = settings.keyset_path
+    if not path.is_file():
+        raise ConfigError(f"no keyset file at {path}: run `bulletin keys generate` first")
+    keyset = keyset_from_json(path.read_text(encoding="utf-8"))
+    not_after = datetime.now(UTC) + timedelta(seconds=parse_duration(after) if after != "0" else 0)
+    save_keyset(retire_key(keyset, kid, not_after=not_after), path)
+    typer.echo(f"key {kid} is refused after {not_after:%Y-%m-%d %H:%M:%S} UTC")

@@ -143,3 +143,58 @@ def test_demo_through_main(bulletin_env: Path, tmp_path: Path, capsys: pytest.Ca
     recipients = {(m["report_id"], d["recipient"]) for m in manifests for d in m["deliveries"]}
     assert len(recipients) >= 12
     assert any(out_dir.rglob("*.pdf")) and any(out_dir.rglob("*.xlsx")) and any(out_dir.rglob("*.csv"))
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_deliveries_list_and_audit(bulletin_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "daily-account-orders", "--param", f"as_of={DEMO_END_DATE}", "--run-key", "cli-key"]) == 0
+    capsys.readouterr()
+    assert main(["deliveries", "list", "--report", "daily-account-orders", "--status", "sent", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows and {r["run_key"] for r in rows} == {"cli-key"}
+    assert {r["status"] for r in rows} == {"sent"}
+    recipient = rows[0]["recipient"]
+    assert main(["deliveries", "audit", recipient, "--json"]) == 0
+    (entry,) = json.loads(capsys.readouterr().out)
+    assert entry["report_id"] == "daily-account-orders"
+    assert entry["secure_filters"]["orders"][0][0]["field"] == "account_id"
+    assert entry["uri"].startswith("file://") and entry["token_jti"]
+    assert main(["deliveries", "list", "--status", "nonsense"]) == 2
+    # The same key again: nothing is sent twice, the CLI still exits 0 (nothing failed).
+    assert (
+        main(["run", "daily-account-orders", "--param", f"as_of={DEMO_END_DATE}", "--run-key", "cli-key", "--json"])
+        == 0
+    )
+    again = json.loads(capsys.readouterr().out)
+    assert {a["outcome"] for d in again["deliveries"] for a in d["artifacts"]} == {"already_sent"}
+
+
+def test_link_presigns_an_s3_object(s3_bucket, monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx
+
+    client, bucket, endpoint = s3_bucket
+    client.put_object(Bucket=bucket, Key="reports/x/file.csv", Body=b"a,b\r\n1,2\r\n")
+    env = {"BULLETIN_S3_BUCKET": bucket, "BULLETIN_S3_ENDPOINT_URL": endpoint, "BULLETIN_S3_REGION": "us-east-1"}
+    result = cli("link", f"s3://{bucket}/reports/x/file.csv", "--expires", "2h", env=env)
+    assert result.returncode == 0, result.stderr
+    url = result.stdout.strip()
+    assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in url and "X-Amz-Expires=7200" in url
+    assert httpx.get(url).content == b"a,b\r\n1,2\r\n"
+    too_long = cli("link", f"s3://{bucket}/reports/x/file.csv", "--expires", "30d", env=env)
+    assert too_long.returncode == 0 and "X-Amz-Expires=604800" in too_long.stdout, "clamped to 7 days"
+    bad = cli("link", "s3://../etc", env=env)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+
+
+def test_keys_retire(bulletin_env: Path) -> None:
+    first = json.loads(cli("keys", "generate").stdout)["keys"][0]["kid"]
+    second = cli("keys", "generate")
+    active = second.stderr.rsplit("active key ", 1)[1].split(")")[0]
+    assert active != first
+    token = cli("token", "mint", "--recipient", "x", "--dataset", "sales", "--filter", "region=APAC").stdout.strip()
+    assert cli("keys", "retire", first, "--after", "0").returncode == 0
+    assert len(json.loads(cli("keys", "jwks").stdout)["keys"]) >= 1
+    refused = cli("keys", "retire", active)
+    assert refused.returncode != 0, "the active key cannot be retired"
+    ok = cli("query", "--token", token, "--dataset", "sales", "--limit", "1")
+    assert ok.returncode == 0, "tokens signed by the active key still verify"
