@@ -97,6 +97,14 @@ class Chart(_Strict):
     title: str | None = None
 
 
+class EmailTemplates(_Strict):
+    """Per-report email templates (Jinja2, sandboxed; the HTML one autoescaped). Unset: the built-in ones."""
+
+    subject: str | None = Field(default=None, max_length=500)
+    text: str | None = None
+    html: str | None = None
+
+
 class Parameter(_Strict):
     type: Literal["date", "string", "integer"] = "string"
     default: Any = None
@@ -123,6 +131,7 @@ class ReportDefinition(_Strict):
     schedule: Schedule | list[Schedule] | None = None
     timezone: str | None = Field(default=None, description="Zone for dates in the files; default the schedule's.")
     channels: list[Channel] = Field(default_factory=_default_channels, min_length=1)
+    email: EmailTemplates = Field(default_factory=EmailTemplates)
     skip_if_empty: bool = Field(default=False, description="No rows: send nothing, record it as skipped.")
     send_only_if_changed: bool = Field(
         default=False, description="Same sha256 as the last delivery to that recipient: send nothing, record it."

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bulletin.models import Recipient
+from bulletin.reports import EmailTemplates
 from bulletin.settings import Settings
 from tasks.email import (
     DownloadLink,
@@ -140,6 +141,7 @@ class EmailChannel:
         *,
         link_for: Callable[[RenderedFile], DownloadLink],
         key_figures: list[tuple[str, str]],
+        templates: EmailTemplates | None = None,
     ) -> EmailOutcome:
         attachments = [
             EmailAttachment(
@@ -160,6 +162,9 @@ class EmailChannel:
                 links=links,
                 generated_at=ctx.generated_at,
                 chart_title=ctx.chart.title if chart_png and ctx.chart else None,
+                subject_template=templates.subject if templates else None,
+                text_template=templates.text if templates else None,
+                html_template=templates.html if templates else None,
             )
             return build_message(
                 sender=self.settings.smtp_from,

@@ -334,7 +334,14 @@ def _send(
         return services.bucket.link(stored[file.format], file)
 
     figures = _key_figures(ctx, files)
-    sent = email.send(recipient, [files[f] for f, _ in mail], ctx, link_for=link_for, key_figures=figures)
+    sent = email.send(
+        recipient,
+        [files[f] for f, _ in mail],
+        ctx,
+        link_for=link_for,
+        key_figures=figures,
+        templates=plan.report.email,
+    )
     note = "attached" if sent.attached else "over the size cap: sent as download links"
     for pair in mail:
         record(pair, sent.location, note)

@@ -19,6 +19,7 @@ from bulletin.errors import ConfigError
 from bulletin.models import QuerySpec
 from bulletin.settings import Settings
 from tasks.query import Warehouse, run_query
+from tasks.render.sanitize import neutralize_formula
 from tasks.tokens import generate_key, keyset_from_json, mint_token, public_jwks, save_keyset, verify_token
 
 keys_app = typer.Typer(help="Manage the keys that sign data tokens.", no_args_is_help=True)
@@ -115,7 +116,10 @@ def query(
         for batch in result:
             for row in batch.to_pylist():
                 if fmt == "csv":
-                    writer.writerow([row[n] for n in names])
+                    # CSV opened in a spreadsheet: text cells that would run as formulas are neutralised.
+                    writer.writerow(
+                        [neutralize_formula(v) if isinstance(v, str) else v for v in (row[n] for n in names)]
+                    )
                 else:
                     sys.stdout.write(json.dumps({k: _jsonable(v) for k, v in row.items()}) + "\n")
 

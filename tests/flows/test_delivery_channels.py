@@ -217,3 +217,24 @@ def test_over_the_cap_email_carries_presigned_links(
         body = httpx.get(link).content
         assert hashlib.sha256(body).hexdigest() in {a.sha256 for a in manifest.deliveries[0].artifacts}
     assert "X-Amz-Signature" not in manifest.model_dump_json()
+
+
+def test_per_report_email_templates(bulletin_env: Path, reports_dir: Path) -> None:
+    write_report(
+        reports_dir,
+        "daily-account-orders",
+        channels=["email"],
+        audience={"recipients": RECIPIENTS[:1]},
+        email={"subject": "Orders for {{ recipient.ref }}: {{ title }}", "text": "Hello {{ recipient.email }}."},
+    )
+    manifest = run_report("daily-account-orders", parameters=AS_OF)
+    assert manifest.status is RunStatus.COMPLETED
+    (eml,) = outbox(bulletin_env)
+    message = email.message_from_bytes(eml.read_bytes(), policy=default_policy)
+    assert message["Subject"] == "Orders for am-1: Daily account orders"
+    assert message["To"] == "am1@example.com"
+    assert "Hello am1@example.com." in message.get_body(preferencelist=("plain",)).get_content()
+    (attachment,) = message.iter_attachments()
+    assert attachment.get_content_type() == "text/csv"
+    (artifact,) = manifest.deliveries[0].artifacts
+    assert hashlib.sha256(attachment.get_payload(decode=True)).hexdigest() == artifact.sha256
