@@ -151,6 +151,22 @@ def _deliver(
     return Completed(message=summary, data=manifest)
 
 
+def check_request(
+    settings: Settings,
+    report_id: str,
+    *,
+    formats: list[str] | None = None,
+    parameters: dict[str, Any] | None = None,
+    run_key: str | None = None,
+) -> None:
+    """The checks the flow makes before any work, for callers that want to refuse a bad request up front."""
+    report = get_report(settings.reports_dir, report_id)
+    _formats(report.formats, formats)
+    resolve_parameters(report, parameters or {}, datetime.now(UTC).date())
+    if run_key:
+        check_run_key(run_key)
+
+
 def _run_key(report_id: str, requested: str | None, run_id: str) -> str:
     if requested:
         return check_run_key(requested)

@@ -14,7 +14,7 @@ import pytest
 
 # Set before anything imports prefect, so the harness, the flow and the CLI all see one isolated environment.
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="bulletin-tests-"))
-os.environ.setdefault("PREFECT_HOME", str(_SESSION_DIR / "prefect"))
+os.environ["PREFECT_HOME"] = str(_SESSION_DIR / "prefect")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DO_NOT_TRACK"] = "1"
 os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "90"

@@ -55,8 +55,14 @@ def run_report(
     dry_run: bool = False,
     run_key: str | None = None,
 ) -> Manifest:
-    """Run the deliver-report flow in this process and return its manifest, whatever its final state."""
-    from flows.deliver_report import deliver_report
+    """Run the deliver-report flow in this process and return its manifest, whatever its final state.
+
+    A request that cannot start (unknown report or format, bad parameter) is refused here, before Prefect starts:
+    no flow run is created for it.
+    """
+    from flows.deliver_report import check_request, deliver_report
+
+    check_request(Settings(), report_id, formats=formats, parameters=parameters, run_key=run_key)
 
     state = deliver_report(
         report_id,
