@@ -3,6 +3,7 @@
 Open it once at the edge with ``open_store(settings.database)``, call ``migrate`` and pass the ``Store`` down.
 """
 
+from bulletin.store import webhooks  # noqa: F401 - registers the webhook tables on the shared metadata
 from bulletin.store.db import Store, migrate, open_store
 from bulletin.store.ledger import (
     AuditEntry,

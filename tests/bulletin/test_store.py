@@ -55,6 +55,19 @@ SCOPE = {"sales": [[Filter(field="region", op="=", value="EU")]]}
 SHA = "ab" * 32
 
 
+def _head() -> str:
+    from alembic.script import ScriptDirectory
+
+    from bulletin.store.db import alembic_config
+
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+HEAD = _head()
+
+
 def take(store: Store, run_id: str = "run-1", now: datetime = T0, lease: float = 60, **key: str) -> ClaimResult:
     return claim(store, **{**KEY, **key}, report_id="weekly", run_id=run_id, lease_seconds=lease, now=now)
 
@@ -80,7 +93,7 @@ def test_migrate_twice_is_idempotent(store: Store) -> None:
     migrate(store)
     migrate(store)
     with store.read() as conn:
-        assert conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all() == ["0001"]
+        assert conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all() == [HEAD]
         assert conn.execute(select(func.count()).select_from(deliveries)).scalar_one() == 0
 
 
@@ -100,7 +113,7 @@ def test_concurrent_migrations_in_threads(store_url: str) -> None:
                 return str(conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar_one())
 
     with ThreadPoolExecutor(4) as pool:
-        assert list(pool.map(open_and_migrate, range(4))) == ["0001"] * 4
+        assert list(pool.map(open_and_migrate, range(4))) == [HEAD] * 4
 
 
 def test_unique_constraint_holds(store: Store) -> None:

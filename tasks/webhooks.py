@@ -1,0 +1,153 @@
+"""Webhooks out, as the flows use them: publish a run's events, and send what is due.
+
+- ``publish_run_events`` is called by deliver-report once a run is over: it emits the Prefect events, enqueues the
+  webhook events for every subscribed endpoint, and makes the first attempt at once (bounded in time) so receivers
+  hear without waiting for the dispatcher. It never raises: the report is already delivered, and whatever was not
+  sent now stays due for the deliver-webhooks flow.
+- ``dispatch_due`` (``tasks.webhook_dispatch``) is one pass over due messages; ``tasks.webhook_events`` builds the
+  events. Both are re-exported here.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect.events import emit_event
+
+from bulletin.errors import BulletinError
+from bulletin.models import Artifact, Manifest
+from bulletin.settings import Settings
+from bulletin.store.db import Store
+from bulletin.store.webhooks import enqueue
+from tasks.webhook_dispatch import DispatchSummary, Result, attempt_headers, dispatch_due, plan_next
+from tasks.webhook_events import (
+    DownloadLink,
+    LinkMaker,
+    endpoint_disabled_event,
+    ping_event,
+    prefect_events,
+    report_events,
+)
+from tasks.webhook_send import next_attempt_delay
+
+__all__ = [
+    "DispatchSummary",
+    "DownloadLink",
+    "LinkMaker",
+    "Result",
+    "attempt_headers",
+    "dispatch_due",
+    "endpoint_disabled_event",
+    "ping_event",
+    "plan_next",
+    "prefect_events",
+    "publish_run_events",
+    "report_events",
+    "s3_links",
+    "send_now",
+]
+
+logger = logging.getLogger(__name__)
+
+#: How long the first attempts may keep a finished run waiting before the rest is left to the dispatcher.
+FIRST_ATTEMPT_SECONDS = 10.0
+#: At most this many messages get their first attempt inside the run; the dispatcher sends the others.
+FIRST_ATTEMPT_MAX = 1_000
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def publish_run_events(
+    settings: Settings,
+    store: Store,
+    manifest: Manifest,
+    *,
+    links: LinkMaker | None = None,
+    now: Callable[[], datetime] = _utc_now,
+    emit: Callable[..., Any] = emit_event,
+    rng: random.Random | None = None,
+    first_attempt: bool = True,
+) -> list[str]:
+    """Emit the run's Prefect events, enqueue its webhook events and attempt them once now; the message ids.
+
+    ``links`` turns a delivered file into its presigned download link (``s3_links(settings)``). A dry run publishes
+    nothing. Never raises: failures are logged, and unsent messages stay due for the deliver-webhooks flow.
+    """
+    if manifest.dry_run:
+        return []
+    for event in prefect_events(manifest):
+        try:
+            emit(**event)
+        except Exception as error:  # noqa: BLE001 - the edge: an observability event must not fail a finished run
+            logger.warning("could not emit the Prefect event %s: %s", event["event"], type(error).__name__)
+    ids: list[str] = []
+    try:
+        delay = next_attempt_delay(1, settings.webhook_retry_schedule, rng or random.SystemRandom()) or 0.0
+        for event_type, data in report_events(manifest, links=links):
+            messages = enqueue(store, event_type=event_type, payload=data, now=now(), delay_seconds=delay)
+            ids.extend(m.id for m in messages)
+    except BulletinError as error:
+        logger.error("webhook events of run %s were not all queued: %s", manifest.run_id, error)
+    if ids and first_attempt:
+        send_now(settings, store, ids[:FIRST_ATTEMPT_MAX], now=now, rng=rng)
+    return ids
+
+
+def send_now(
+    settings: Settings,
+    store: Store,
+    message_ids: list[str],
+    *,
+    now: Callable[[], datetime] = _utc_now,
+    rng: random.Random | None = None,
+    deadline_seconds: float = FIRST_ATTEMPT_SECONDS,
+) -> DispatchSummary:
+    """One attempt at each of ``message_ids`` that is due, started within ``deadline_seconds``. Never raises."""
+    try:
+        summary = dispatch_due(
+            store,
+            settings,
+            now=now,
+            rng=rng or random.SystemRandom(),
+            limit=max(1, min(len(message_ids), 10_000)),
+            message_ids=message_ids,
+            deadline_seconds=deadline_seconds,
+        )
+    except Exception as error:  # noqa: BLE001 - the edge: every message stays due and the dispatcher retries it
+        logger.warning("first webhook attempts skipped (%s): the dispatcher will send them", type(error).__name__)
+        return DispatchSummary()
+    logger.info("webhooks sent now: %s", summary.as_dict())
+    return summary
+
+
+def s3_links(settings: Settings) -> LinkMaker | None:
+    """Presigned download links for files delivered to S3 (none when no bucket is configured).
+
+    A link that cannot be made is left out of the event (logged), rather than holding the event back.
+    """
+    if not settings.s3_bucket:
+        return None
+    from tasks.s3 import make_s3_client, presign_download  # boto3 only when S3 is in use
+
+    try:
+        client = make_s3_client(settings)
+    except BulletinError as error:
+        logger.warning("webhook events will carry no download links: %s", error)
+        return None
+
+    def link(artifact: Artifact) -> DownloadLink | None:
+        if not artifact.uri.startswith("s3://"):
+            return None
+        try:
+            return presign_download(client, artifact.uri, expires_seconds=settings.link_expiry_seconds)
+        except BulletinError as error:
+            logger.warning("no download link for a %s file in the webhook event: %s", artifact.format, error)
+            return None
+
+    return link
