@@ -116,6 +116,9 @@ class ReportDefinition(_Strict):
     title: str = Field(min_length=1, max_length=200)
     description: str = ""
     dataset: Identifier
+    depends_on: list[Identifier] = Field(
+        default_factory=list, description="Reports whose completed runs refresh this one (flows/refresh.py)."
+    )
     columns: list[ColumnName] = Field(default_factory=list)
     column_labels: dict[ColumnName, str] = Field(default_factory=dict)
     filters: list[Filter] = Field(default_factory=list)

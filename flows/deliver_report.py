@@ -29,6 +29,7 @@ from tasks.deliver import DeliveryPlan, DeliveryServices, deliver_batch, failed_
 from tasks.manifest import batch_size, publish_run_artifacts, save_manifest
 from tasks.query import Warehouse
 from tasks.tokens import load_keyset
+from tasks.webhooks import publish_run_events, s3_links
 
 
 def _run_id() -> str:
@@ -139,6 +140,7 @@ def _deliver(
     )
     if not dry_run:
         save_manifest(settings.manifests_dir, manifest)
+        _publish_events(settings, manifest)
     publish_run_artifacts(manifest)
     summary = (
         f"{manifest.status.value}: {manifest.delivered} delivered, {manifest.skipped} skipped, {manifest.failed} failed"
@@ -149,6 +151,18 @@ def _deliver(
     if manifest.status is RunStatus.PARTIAL:
         return Completed(name="Partial", message=summary, data=manifest)
     return Completed(message=summary, data=manifest)
+
+
+def _publish_events(settings: Settings, manifest: Manifest) -> None:
+    """Webhook messages and Prefect events for this run, off the critical path: they never change its outcome.
+
+    The first attempt of each webhook is made now (bounded); retries wait for the deliver-webhooks flow.
+    """
+    try:
+        with open_store(settings.database) as store:
+            publish_run_events(settings, store, manifest, links=s3_links(settings))
+    except BulletinError as exc:
+        get_run_logger().warning("webhook events not published: %s", exc)
 
 
 def check_request(

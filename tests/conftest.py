@@ -62,4 +62,9 @@ def bulletin_env(demo_warehouse: Path, tmp_path: Path, monkeypatch: pytest.Monke
 
 
 # Loopback services (moto S3, aiosmtpd SMTP, PostgreSQL) live in their own fixture modules.
-pytest_plugins = ["tests.fixtures.s3", "tests.fixtures.smtp", "tests.fixtures.database"]
+pytest_plugins = [
+    "tests.fixtures.s3",
+    "tests.fixtures.smtp",
+    "tests.fixtures.database",
+    "tests.fixtures.webhook_receiver",
+]

@@ -33,9 +33,10 @@ def _register() -> None:
     if _registered:
         return
     _registered = True
-    from bulletin.cli import delivery, ledger, reports, security  # noqa: F401 - commands register themselves
+    from bulletin.cli import delivery, ledger, reports, security, serve, webhooks  # noqa: F401 - commands register
 
     app.add_typer(ledger.deliveries_app, name="deliveries")
+    app.add_typer(webhooks.webhooks_app, name="webhooks")
     app.add_typer(reports.reports_app, name="reports")
     app.add_typer(security.keys_app, name="keys")
     app.add_typer(security.token_app, name="token")

@@ -123,20 +123,23 @@ def test_recipient_and_format_selection(bulletin_env: Path) -> None:
 def test_artifacts_are_published(bulletin_env: Path) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
 
     manifest = run_report("daily-account-orders", parameters=AS_OF)
 
     async def read() -> list:
         async with get_client() as client:
             return await client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["deliveries-daily-account-orders"]))
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["deliveries-daily-account-orders"])),
+                sort=ArtifactSort.CREATED_DESC,
             )
 
     import asyncio
 
     artifacts = asyncio.run(read())
-    assert artifacts, "a table artifact lists the deliveries"
-    table = artifacts[0].data
+    ours = [a for a in artifacts if manifest.run_id in (a.description or "")]
+    assert ours, "a table artifact lists the deliveries of this run"
+    table = ours[0].data
     rows = json.loads(table) if isinstance(table, str) else table
     refs = {row["recipient"] for row in rows}
     assert refs == {d.recipient for d in manifest.deliveries}
