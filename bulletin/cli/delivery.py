@@ -146,10 +146,16 @@ def run(
 def demo(
     out: Path | None = typer.Option(None, "--out", help="Folder for the delivered files. Default: <home>/bucket."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifests as JSON."),
+    chain: bool = typer.Option(
+        True,
+        "--chain/--no-chain",
+        help="Also run the webhook chain: dbt webhook -> report -> run.completed -> refresh.",
+    ),
 ) -> None:
-    """Build the demo warehouse and keys if missing, then deliver every demo report to every demo recipient."""
+    """Build the demo warehouse and keys if missing, deliver every demo report to every demo recipient, then show
+    the signed-webhook chain through the HTTP API."""
     with _bucket_dir(out):
-        _demo(as_json)
+        _demo(as_json, chain)
 
 
 @contextmanager
@@ -169,7 +175,7 @@ def _bucket_dir(out: Path | None) -> Iterator[None]:
             os.environ["BULLETIN_BUCKET_DIR"] = previous
 
 
-def _demo(as_json: bool) -> None:
+def _demo(as_json: bool, chain: bool) -> None:
     from bulletin.demo_data import DEMO_END_DATE, build_demo_warehouse, demo_warehouse_ready
     from bulletin.reports import load_reports
     from tasks.tokens import load_keyset
@@ -186,7 +192,21 @@ def _demo(as_json: bool) -> None:
             # The demo warehouse is fixed in time: deliver as of its last day so every report has data.
             params = {"as_of": DEMO_END_DATE.isoformat()} if "as_of" in report.parameters else {}
             manifests.append(run_report(report_id, parameters=params))
+    story = None
+    if chain:
+        from bulletin.cli.demo_chain import run_chain
+
+        with console.status("Webhook chain: dbt webhook -> report run -> run.completed webhook -> refresh..."):
+            result = run_chain(settings.manifests_dir)
+        manifests += [result.upstream, result.dependent]
+        story = (
+            f"Webhook chain: signed dbt job.run.completed -> {result.upstream.report_id} "
+            f"(run {result.upstream.run_id}, {result.upstream.status.value}) -> signed run.completed webhook -> "
+            f"refresh -> {result.dependent.report_id} (run {result.dependent.run_id}, {result.dependent.status.value})"
+        )
     _print(manifests, as_json)
+    if story and not as_json:
+        console.print(story, highlight=False)
     if not as_json:
         where = f"s3://{settings.s3_bucket}" if settings.s3_bucket else str(settings.bucket_path)
         mail = f"SMTP {settings.smtp_host}" if settings.smtp_host else str(settings.outbox_path)

@@ -1,0 +1,171 @@
+"""The demo's webhook chain, end to end on this machine, through the real HTTP API and real signed webhooks:
+
+1. a dbt Cloud style "job run completed" webhook, signed with HMAC-SHA256, is POSTed to /v1/hooks/dbt-job-completed;
+2. that trigger starts a run of daily-account-orders;
+3. the run's `run.completed` event goes, signed per Standard Webhooks, to a webhook endpoint that points at this
+   Bulletin's own receiver (/v1/hooks/bulletin-run-completed; loopback is opened by the network setting);
+4. that trigger starts refresh-dependents, which delivers account-orders-digest (it `depends_on` the daily report).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+from bulletin.errors import BulletinError, TransientError
+from bulletin.models import Manifest
+from bulletin.settings import Settings
+from bulletin.store import migrate, open_store
+from bulletin.store.webhooks import add_endpoint, remove_endpoint
+from tasks.webhook_signing import dbt_signature, generate_secret
+
+UPSTREAM, DEPENDENT = "daily-account-orders", "account-orders-digest"
+CHAIN_TIMEOUT_SECONDS = 240.0
+
+
+@dataclass(frozen=True)
+class ChainResult:
+    upstream: Manifest
+    dependent: Manifest
+
+
+@contextmanager
+def environment(**values: str) -> Iterator[None]:
+    """Set environment variables for this process and restore them afterwards."""
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def dbt_payload(event_id: str, now: datetime) -> bytes:
+    """A dbt Cloud "job.run.completed" webhook body, shaped like the example in dbt's documentation."""
+    stamp = now.isoformat().replace("+00:00", "Z")
+    return json.dumps(
+        {
+            "accountId": 1,
+            "eventId": event_id,
+            "timestamp": stamp,
+            "eventType": "job.run.completed",
+            "webhookName": "bulletin-demo",
+            "data": {
+                "jobId": "123",
+                "jobName": "Nightly orders (dbt build)",
+                "runId": str(uuid.uuid4().int % 10**8),
+                "environmentId": "1",
+                "environmentName": "Production",
+                "dbtVersion": "1.9",
+                "projectName": "Analytics",
+                "runReason": "Bulletin demo",
+                "runStartedAt": stamp,
+                "runFinishedAt": stamp,
+                "runStatus": "Success",
+                "runStatusMessage": "None",
+            },
+        }
+    ).encode()
+
+
+def run_chain(manifests_dir: Path) -> ChainResult:
+    """Run the chain and return the two runs' manifests; raises BulletinError if it does not complete in time."""
+    dbt_secret = secrets.token_hex(24)
+    events_secret = generate_secret()
+    with environment(
+        DBT_WEBHOOK_SECRET=dbt_secret,
+        BULLETIN_RUN_EVENTS_SECRET=events_secret,
+        BULLETIN_WEBHOOK_ALLOWED_NETWORKS="127.0.0.0/8",
+    ):
+        settings = Settings()
+        with _api(settings) as base_url, _endpoint(settings, base_url, events_secret):
+            event_id = f"wev_{uuid.uuid4().hex}"
+            body = dbt_payload(event_id, datetime.now(UTC))
+            answer = httpx.post(
+                f"{base_url}/v1/hooks/dbt-job-completed",
+                content=body,
+                headers={"Authorization": dbt_signature(dbt_secret, body), "Content-Type": "application/json"},
+                timeout=30,
+            )
+            if answer.status_code != 202:
+                raise BulletinError(f"the dbt webhook was answered {answer.status_code}: {answer.text[:200]}")
+            return _wait(manifests_dir, event_id)
+
+
+@contextmanager
+def _api(settings: Settings) -> Iterator[str]:
+    from bulletin.api.server import build_server
+
+    server = build_server(settings, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.run, name="bulletin-demo-api", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise TransientError("the demo's HTTP API did not start")
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True  # waits for the flow runs it started
+        thread.join(timeout=CHAIN_TIMEOUT_SECONDS)
+
+
+@contextmanager
+def _endpoint(settings: Settings, base_url: str, secret: str) -> Iterator[None]:
+    """A webhook endpoint of this Bulletin pointing at its own receiver, removed when the demo ends."""
+    with open_store(settings.database) as store:
+        migrate(store)
+        endpoint, _ = add_endpoint(
+            store,
+            url=f"{base_url}/v1/hooks/bulletin-run-completed",
+            event_types=["run.completed"],
+            secret=secret,
+            description="bulletin demo: run.completed back into this Bulletin",
+            now=datetime.now(UTC),
+        )
+        try:
+            yield
+        finally:
+            remove_endpoint(store, endpoint.id)
+
+
+def _wait(manifests_dir: Path, event_id: str) -> ChainResult:
+    deadline = time.monotonic() + CHAIN_TIMEOUT_SECONDS
+    upstream: Manifest | None = None
+    while time.monotonic() < deadline:
+        if upstream is None:
+            upstream = _find(manifests_dir / UPSTREAM, lambda m: event_id in (m.run_key or ""))
+        else:
+            dependent = _find(manifests_dir / DEPENDENT, lambda m, run_id=upstream.run_id: run_id in (m.run_key or ""))
+            if dependent is not None:
+                return ChainResult(upstream=upstream, dependent=dependent)
+        time.sleep(0.5)
+    stage = "the dbt-triggered run" if upstream is None else "the refresh of its dependent report"
+    raise TransientError(f"the webhook chain did not finish within {CHAIN_TIMEOUT_SECONDS:.0f} s: waiting for {stage}")
+
+
+def _find(folder: Path, match: Callable[[Manifest], bool]) -> Manifest | None:
+    if not folder.is_dir():
+        return None
+    for path in sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True):
+        manifest = Manifest.model_validate_json(path.read_text(encoding="utf-8"))
+        if match(manifest):
+            return manifest
+    return None
