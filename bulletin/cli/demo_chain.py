@@ -153,12 +153,17 @@ def _wait(manifests_dir: Path, event_id: str) -> ChainResult:
         if upstream is None:
             upstream = _find(manifests_dir / UPSTREAM, lambda m: event_id in (m.run_key or ""))
         else:
-            dependent = _find(manifests_dir / DEPENDENT, lambda m, run_id=upstream.run_id: run_id in (m.run_key or ""))
+            dependent = _find(manifests_dir / DEPENDENT, _keyed_after(upstream.run_id))
             if dependent is not None:
                 return ChainResult(upstream=upstream, dependent=dependent)
         time.sleep(0.5)
     stage = "the dbt-triggered run" if upstream is None else "the refresh of its dependent report"
     raise TransientError(f"the webhook chain did not finish within {CHAIN_TIMEOUT_SECONDS:.0f} s: waiting for {stage}")
+
+
+def _keyed_after(run_id: str) -> Callable[[Manifest], bool]:
+    """A refresh's ledger key carries the upstream run id."""
+    return lambda manifest: run_id in (manifest.run_key or "")
 
 
 def _find(folder: Path, match: Callable[[Manifest], bool]) -> Manifest | None:
