@@ -10,8 +10,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
+import sys
 import threading
 import time
 import uuid
@@ -112,6 +114,10 @@ def _api(settings: Settings) -> Iterator[str]:
     from bulletin.api.server import build_server
 
     server = build_server(settings, "127.0.0.1", 0)
+    # uvicorn writes its access log to stdout; the demo's stdout is its summary (or JSON), so send it to stderr.
+    for handler in logging.getLogger("uvicorn.access").handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
+            handler.setStream(sys.stderr)
     thread = threading.Thread(target=server.run, name="bulletin-demo-api", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

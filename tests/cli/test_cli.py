@@ -143,6 +143,13 @@ def test_demo_through_main(bulletin_env: Path, tmp_path: Path, capsys: pytest.Ca
     recipients = {(m["report_id"], d["recipient"]) for m in manifests for d in m["deliveries"]}
     assert len(recipients) >= 12
     assert any(out_dir.rglob("*.pdf")) and any(out_dir.rglob("*.xlsx")) and any(out_dir.rglob("*.csv"))
+    # The webhook chain: the dbt webhook's run of the daily report, then the refresh of its dependent report.
+    upstream, dependent = manifests[-2:]
+    assert upstream["report_id"] == "daily-account-orders"
+    assert upstream["run_key"].startswith("hook:dbt-job-completed:")
+    assert dependent["report_id"] == "account-orders-digest"
+    assert dependent["run_key"] == f"account-orders-digest:after:daily-account-orders:{upstream['run_id']}"
+    assert {m["status"] for m in (upstream, dependent)} == {"COMPLETED"}
 
 
 @pytest.mark.usefixtures("prefect_api")
