@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic_core.core_schema import ValidationInfo
 
+from bulletin.definitions import load_definition
 from bulletin.errors import ConfigError, DefinitionError
 from bulletin.models import OPERATOR_ALIASES, ColumnName, Identifier, Operator, OrderBy
 
@@ -107,61 +107,9 @@ class DatasetSpec(BaseModel):
         return column.label if column and column.label else name
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice, which plain YAML loading silently resolves to the last one."""
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    keys: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if key in keys:
-            raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice", key_node.start_mark)
-        keys.add(key)
-    return loader.construct_mapping(node)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def read_yaml_mapping(path: Path) -> dict[str, Any]:
-    """One YAML file that must hold a mapping; any problem is a DefinitionError naming the file and the line."""
-    try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        reason = getattr(exc, "problem", None) or "cannot be parsed"
-        raise DefinitionError(f"{path}: invalid YAML{where}: {reason}") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DefinitionError(f"{path}: cannot be read: {exc}") from exc
-    if not isinstance(data, dict):
-        raise DefinitionError(f"{path}: must be a YAML mapping of fields")
-    return data
-
-
-def validation_message(path: Path, exc: ValidationError) -> tuple[str, str]:
-    """``path: dotted.location: reason; ...`` for every error, and the first location (for ``BulletinError.field``)."""
-    errors = exc.errors(include_input=False, include_url=False)
-    parts = []
-    for error in errors:
-        location = ".".join(str(part) for part in error["loc"]) or "(file)"
-        parts.append(f"{location}: {error['msg'].removeprefix('Value error, ')}")
-    first = ".".join(str(part) for part in errors[0]["loc"]) if errors else ""
-    return f"{path}: " + "; ".join(parts), first
-
-
 def load_dataset(path: Path) -> DatasetSpec:
     """One dataset file. Its ``id`` must equal the file name without ``.yaml``."""
-    data = read_yaml_mapping(path)
-    try:
-        spec = DatasetSpec.model_validate(data)
-    except ValidationError as exc:
-        message, field = validation_message(path, exc)
-        raise DefinitionError(message, field=field) from exc
-    if spec.id != path.stem:
-        raise DefinitionError(f"{path}: id: {spec.id!r} must equal the file name {path.stem!r}", field="id")
-    return spec
+    return load_definition(path, DatasetSpec)
 
 
 def load_datasets(folder: Path) -> dict[str, DatasetSpec]:

@@ -9,9 +9,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from bulletin.definitions import load_definition
 from bulletin.errors import DefinitionError, NotFoundError
 from bulletin.models import (
     IDENTIFIER_RE,
@@ -196,30 +196,9 @@ def _check_template_names(value: object, report: ReportDefinition) -> None:
                 raise ValueError(f"filter value {item!r} names parameter {name!r}, which is not declared")
 
 
-def _location(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "(file)"
-
-
 def load_report_file(path: Path) -> ReportDefinition:
     """Load and validate one file; a DefinitionError names the path, the field and the reason."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DefinitionError(f"{path}: cannot read: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise DefinitionError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise DefinitionError(f"{path}: (file): expected a mapping of report fields")
-    try:
-        report = ReportDefinition.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        extra = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        field = _location(first["loc"])
-        raise DefinitionError(f"{path}: {field}: {first['msg']}{extra}", field=field) from exc
-    if report.id != path.stem:
-        raise DefinitionError(f"{path}: id: {report.id!r} must match the file name {path.stem!r}", field="id")
-    return report
+    return load_definition(path, ReportDefinition)
 
 
 def load_reports(folder: Path) -> dict[str, ReportDefinition]:

@@ -18,10 +18,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from bulletin.errors import DefinitionError, NotFoundError, RequestError
+from bulletin.definitions import load_definition
+from bulletin.errors import NotFoundError, RequestError
 from bulletin.models import IDENTIFIER_RE, Identifier
 from bulletin.templating import TemplateError, is_template, render_value
 
@@ -175,30 +175,9 @@ def _check_templates(value: Any, where: str) -> None:
 # --- loading ------------------------------------------------------------------------------------------------------
 
 
-def _location(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "(file)"
-
-
 def load_trigger_file(path: Path) -> Trigger:
     """Load and validate one file; a DefinitionError names the path, the field and the reason."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DefinitionError(f"{path}: cannot read: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise DefinitionError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise DefinitionError(f"{path}: (file): expected a mapping of trigger fields")
-    try:
-        trigger = Trigger.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        extra = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        field = _location(first["loc"])
-        raise DefinitionError(f"{path}: {field}: {first['msg']}{extra}", field=field) from exc
-    if trigger.id != path.stem:
-        raise DefinitionError(f"{path}: id: {trigger.id!r} must match the file name {path.stem!r}", field="id")
-    return trigger
+    return load_definition(path, Trigger)
 
 
 def load_triggers(folder: Path) -> dict[str, Trigger]:

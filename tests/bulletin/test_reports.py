@@ -50,14 +50,14 @@ def test_a_wrong_file_names_path_field_and_reason(tmp_path: Path, change: dict, 
 
 
 def test_id_must_match_file_name(tmp_path: Path) -> None:
-    with pytest.raises(DefinitionError, match="must match the file name"):
+    with pytest.raises(DefinitionError, match="must equal the file name"):
         load_report_file(write(tmp_path, VALID, name="other"))
 
 
 def test_not_yaml(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("id: [unclosed")
-    with pytest.raises(DefinitionError, match="not valid YAML"):
+    with pytest.raises(DefinitionError, match="invalid YAML"):
         load_report_file(path)
 
 

@@ -72,7 +72,7 @@ def test_a_wrong_file_names_path_field_and_reason(tmp_path: Path, change: dict, 
 
 def test_id_must_match_file_name_and_lookup(tmp_path: Path) -> None:
     (tmp_path / "other.yaml").write_text(yaml.safe_dump(BASE))
-    with pytest.raises(DefinitionError, match="must match the file name"):
+    with pytest.raises(DefinitionError, match="must equal the file name"):
         load_triggers(tmp_path)
     with pytest.raises(NotFoundError):
         get_trigger({"t": trigger()}, "../t")

@@ -100,4 +100,4 @@ def test_a_broken_definition_fails_the_run_with_its_reason(reports_dir: Path) ->
     (reports_dir / "broken.yaml").write_text("id: [unclosed")
     state, error = refresh(dataset="orders", upstream_run_id="x")
     assert state == "FAILED"
-    assert "not valid YAML" in str(error)
+    assert "invalid YAML" in str(error)
