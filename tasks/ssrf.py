@@ -13,6 +13,7 @@ resolver. Every refusal is an ``UnsafeTargetError`` (HTTP 400) naming the reason
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import socket
@@ -329,11 +330,24 @@ class _PinnedBackend(httpcore.NetworkBackend):
         self._inner.sleep(seconds)
 
 
+@functools.cache
+def _verifying_context() -> ssl.SSLContext:
+    """One verifying TLS context per process: building one loads the CA bundle (20-25 ms of CPU with OpenSSL 3,
+    see docs/benchmarks.md), and an SSLContext is safe to share between connections and threads."""
+    return httpx.create_ssl_context(verify=True, trust_env=False)
+
+
+def _ssl_context(verify: bool | ssl.SSLContext) -> ssl.SSLContext:
+    if isinstance(verify, ssl.SSLContext):
+        return verify
+    return _verifying_context() if verify else httpx.create_ssl_context(verify=False, trust_env=False)
+
+
 class PinnedTransport(httpx.HTTPTransport):
     """``httpx.HTTPTransport`` whose connections all go to ``target.address``, for requests to ``target`` only."""
 
     def __init__(self, target: Target, *, verify: bool | ssl.SSLContext = True, deadline: float | None = None) -> None:
-        ssl_context = httpx.create_ssl_context(verify=verify, trust_env=False)
+        ssl_context = _ssl_context(verify)
         super().__init__(verify=ssl_context, trust_env=False, retries=0)
         self._target = target
         # httpx takes no network backend, so the pool it built is replaced by the same pool with ours. `_pool` is
