@@ -15,6 +15,8 @@ from prefect.client.schemas.objects import State
 from prefect.futures import PrefectFuture
 from prefect.runtime import deployment, flow_run
 from prefect.states import Completed, Failed
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 
 from bulletin import progress
 from bulletin.datasets import load_datasets
@@ -37,7 +39,19 @@ def _run_id() -> str:
     return (current or uuid.uuid4().hex).replace("-", "")[:12]
 
 
-@flow(name="deliver-report", log_prints=False, persist_result=False)
+#: Prefect task threads per report run. Prefect's default pool is unbounded: with one thread per batch, a large
+#: audience ran dozens of deliveries at once, which only fought over the GIL and the ledger's single SQLite writer
+#: and made memory grow with the audience (docs/benchmarks.md, "Delivery to S3"). Four keeps both cores busy.
+DELIVERY_THREADS = 4
+
+
+@flow(
+    name="deliver-report",
+    log_prints=False,
+    persist_result=False,
+    # Prefect 3.8's stubs type a bare ThreadPoolTaskRunner as ThreadPoolTaskRunner[Never]; it is the documented use.
+    task_runner=ThreadPoolTaskRunner(max_workers=DELIVERY_THREADS),  # type: ignore[arg-type]
+)
 def deliver_report(
     report_id: str,
     recipients: list[str] | None = None,
@@ -120,8 +134,12 @@ def _deliver(
         size = batch_size(len(audience), settings.recipients_per_task)
         batches = [audience[i : i + size] for i in range(0, len(audience), size)]
         futures = [
-            deliver_batch.submit(
-                plan, services, batch, label=batch[0].ref if size == 1 else f"{batch[0].ref}+{len(batch) - 1}"
+            # quote(): Prefect would otherwise walk these arguments (the whole report and audience) for every task.
+            deliver_batch.submit(  # type: ignore[call-overload]  # quote() is unwrapped by Prefect before the call
+                quote(plan),
+                quote(services),
+                quote(batch),
+                label=batch[0].ref if size == 1 else f"{batch[0].ref}+{len(batch) - 1}",
             )
             for batch in batches
         ]
