@@ -38,6 +38,8 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.bench_render
+	$(BIN)/python -m bench.bench_delivery
+	$(BIN)/python -m bench.bench_webhooks
 
 clean:
 	rm -rf .bulletin build *.egg-info

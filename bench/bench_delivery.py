@@ -1,0 +1,657 @@
+"""Delivery benchmark: the deliver-report flow beside a naive pandas loop, XLSX to S3 on loopback, in the same run.
+
+    .venv/bin/python -m bench.bench_delivery                          # 1,000 recipients per side (about 5 minutes)
+    .venv/bin/python -m bench.bench_delivery --quick                  # 50 recipients per side: a smoke run
+    .venv/bin/python -m bench.bench_delivery --naive-recipients 200   # the naive loop on an evenly spread subset
+
+Data: the 1,200,000-row demo warehouse (``bulletin.demo_data``), built once under bench/out/ (git-ignored) and
+reused. Audience: each account's two years are cut into whole-day windows of about 1,000 rows (about 1,200 windows);
+the recipients get windows spread evenly over that list, so each has the secure filter ``account_id = A AND
+order_date >= from AND order_date < to``. Both sides deliver the same windows and the same 11 columns as XLSX.
+
+S3: moto's server as a separate process on 127.0.0.1 (its CPU counts against neither side's GIL), fake credentials
+only, one fresh bucket per measured case.
+
+Ours: the real ``deliver_report`` Prefect flow (ledger claim, ES256 token, token-scoped DuckDB query streamed as Arrow
+batches, XLSX writer, S3 put with If-None-Match, ledger mark-sent, manifest, Prefect artifacts) for an inline-audience
+report written to a temporary reports folder, against a Prefect test server started and warmed up before the clock.
+The flow batches recipients into tasks itself (``tasks.manifest.batch_size``) and runs them on its own task runner.
+Naive: what a user would write: one DuckDB connection, then per recipient ``pandas.read_sql`` + ``to_excel``
+(openpyxl) + boto3 ``put_object``, in one loop.
+
+Each case runs in a fresh ``python -m bench.bench_delivery --child ...`` process. Seconds: wall time of the deliveries
+only (imports, the Prefect server's start and a warm-up are excluded; for ours the whole flow run is timed). Peak MB:
+the child's ``ru_maxrss`` (the Prefect server and moto are other processes); floor MB: the same process after imports
+and warm-up. RSS is also sampled after every tenth of the deliveries. CPU columns are CPU seconds during the timed
+part: the measuring process, the Prefect API server it started, moto; "others" is what the rest of the (shared)
+machine used, in cores. After each case the bucket is checked: one object per recipient, and three random files
+opened with python-calamine hold exactly their recipient's rows (account, date window, row count).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import random
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = Path(__file__).resolve().parent / "out"
+WAREHOUSE = OUT / "warehouse.duckdb"
+REPORT_ID = "bench-delivery"
+REGION = "us-east-1"
+FAKE_ACCESS_KEY_ID = "AKIAFAKEBULLETINBENCH"
+FAKE_SECRET_ACCESS_KEY = "fake/bulletin+bench/key/not-a-real-one00"
+COLUMNS = [
+    "order_id",
+    "order_date",
+    "region",
+    "country",
+    "product",
+    "category",
+    "customer_name",
+    "account_id",
+    "quantity",
+    "unit_price",
+    "amount",
+]
+TARGET_ROWS = 1_000  # rows per recipient, on average
+SMALL_AUDIENCE = 200  # ours also runs at this size: does the peak depend on the audience?
+TARGET_RATIO = 10.0
+CHILD_TIMEOUT_SECONDS = 1_800
+SERVER_START_SECONDS = 60
+SAMPLED_FILES = 3
+
+
+@dataclass(frozen=True)
+class Scope:
+    """One recipient: an account and a date window [start, end) holding ``rows`` rows of the sales table."""
+
+    ref: str
+    account_id: str
+    start: str  # ISO date, inclusive
+    end: str  # ISO date, exclusive
+    rows: int
+
+
+@dataclass(frozen=True)
+class Case:
+    side: str  # "naive" or "ours"
+    scopes: list[Scope]
+
+    @property
+    def label(self) -> str:
+        return "naive loop (read_sql + to_excel + put_object)" if self.side == "naive" else "ours: deliver_report flow"
+
+
+# --- setup (parent, not timed) ------------------------------------------------------------------------------------
+
+
+def ensure_warehouse() -> Path:
+    """The full demo warehouse under bench/out/, built once (about 2 s) and reused while it is current."""
+    import duckdb
+
+    from bulletin.demo_data import DEMO_ROWS, META_TABLE, build_demo_warehouse, demo_warehouse_ready
+
+    if demo_warehouse_ready(WAREHOUSE):
+        with duckdb.connect(str(WAREHOUSE), read_only=True) as con:
+            found = con.execute(f"SELECT value FROM {META_TABLE} WHERE key = 'rows'").fetchone()
+        if found is not None and int(found[0]) == DEMO_ROWS:
+            return WAREHOUSE
+    build_demo_warehouse(WAREHOUSE, rows=DEMO_ROWS)
+    return WAREHOUSE
+
+
+_WINDOWS_SQL = """
+WITH daily AS (
+    SELECT account_id, order_date, count(*) AS n FROM sales GROUP BY account_id, order_date
+), running AS (
+    SELECT *,
+        sum(n) OVER (PARTITION BY account_id ORDER BY order_date ROWS UNBOUNDED PRECEDING) - n AS before,
+        sum(n) OVER (PARTITION BY account_id) AS total
+    FROM daily
+), cut AS (
+    SELECT *, floor(before * greatest(1, round(total / $target)) / total)::INTEGER AS window_no FROM running
+)
+SELECT account_id, min(order_date) AS start, max(order_date) + 1 AS "end", sum(n)::BIGINT AS rows
+FROM cut GROUP BY account_id, window_no ORDER BY account_id, start
+"""
+
+
+def all_windows(warehouse: Path) -> list[tuple[str, date, date, int]]:
+    """Every account's timeline cut into whole-day windows of about TARGET_ROWS rows."""
+    import duckdb
+
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        rows = con.execute(_WINDOWS_SQL, {"target": TARGET_ROWS}).fetchall()
+    return [(str(a), start, end, int(n)) for a, start, end, n in rows]
+
+
+def pick_scopes(windows: list[tuple[str, date, date, int]], count: int) -> list[Scope]:
+    """``count`` windows spread evenly over the list (so over every account), as recipients r-00001...
+
+    Beyond the number of windows, windows repeat (under other recipients).
+    """
+    chosen = [windows[i * len(windows) // count] for i in range(count)]
+    return [
+        Scope(f"r-{n:05d}", account, start.isoformat(), end.isoformat(), rows)
+        for n, (account, start, end, rows) in enumerate(chosen, start=1)
+    ]
+
+
+def spread(scopes: list[Scope], count: int) -> list[Scope]:
+    """``count`` of ``scopes``, evenly spread: the same recipients and windows, a smaller audience."""
+    if count >= len(scopes):
+        return list(scopes)
+    return [scopes[i * len(scopes) // count] for i in range(count)]
+
+
+def fake_aws_env(folder: Path) -> dict[str, str]:
+    """This environment without any AWS_ variable, plus fake credentials: a real profile, token or instance role
+    must never be picked up."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        {
+            "AWS_ACCESS_KEY_ID": FAKE_ACCESS_KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": FAKE_SECRET_ACCESS_KEY,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_CONFIG_FILE": str(folder / "no-aws-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(folder / "no-aws-credentials"),
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "NO_PROXY": "127.0.0.1,localhost",
+            "no_proxy": "127.0.0.1,localhost",
+        }
+    )
+    return env
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def moto_server(env: dict[str, str], log: Path) -> Iterator[tuple[str, int]]:
+    """moto's S3 API in its own process on 127.0.0.1; yields (endpoint, pid). Always stopped on exit."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    with log.open("wb") as sink:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        try:
+            deadline = time.monotonic() + SERVER_START_SECONDS
+            while True:
+                if server.poll() is not None:
+                    raise SystemExit(f"moto server exited with code {server.returncode}; see {log}")
+                try:
+                    with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2):  # loopback only
+                        break
+                except (urllib.error.URLError, OSError):
+                    if time.monotonic() > deadline:
+                        raise SystemExit(f"moto server did not answer within {SERVER_START_SECONDS} s") from None
+                    time.sleep(0.2)
+            yield endpoint, server.pid
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(timeout=10)
+
+
+def s3_client(endpoint: str) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    config = Config(signature_version="s3v4", s3={"addressing_style": "path"}, retries={"mode": "standard"})
+    return boto3.session.Session().client("s3", endpoint_url=endpoint, region_name=REGION, config=config)
+
+
+# --- measuring (Linux /proc and getrusage) --------------------------------------------------------------------------
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a running process, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu_seconds() -> float:
+    """Busy CPU seconds of the whole machine so far: every process, every core."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (
+        int(x) for x in Path("/proc/stat").read_text().split()[1:9]
+    )
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``: for ours, the Prefect API server the test harness starts."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for child in children:
+            found += [child, *descendants(child)]
+    return found
+
+
+def descendants_cpu_seconds() -> float:
+    total = 0.0
+    for pid in descendants(os.getpid()):
+        try:
+            total += process_cpu_seconds(pid)
+        except OSError:
+            continue
+    return total
+
+
+def rss_mb() -> float:
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Progress:
+    """Counts deliveries: RSS after every tenth, and when the first and last happened. Thread-safe."""
+
+    def __init__(self, total: int) -> None:
+        self.marks = {max(1, round(total * k / 10)) for k in range(1, 11)}
+        self.rss: list[float] = []
+        self.done = 0
+        self.start = time.perf_counter()
+        self.first = self.last = 0.0
+        self._lock = threading.Lock()
+
+    def begin(self) -> None:
+        self.start = time.perf_counter()
+
+    def delivered(self) -> None:
+        with self._lock:
+            self.done += 1
+            self.last = time.perf_counter() - self.start
+            if self.done == 1:
+                self.first = self.last
+            if self.done in self.marks:
+                self.rss.append(round(rss_mb(), 1))
+
+
+class Meter:
+    """CPU and wall time of the timed part, for the result line."""
+
+    def __init__(self) -> None:
+        self.cpu = self.machine = self.helpers = self.start = self.seconds = 0.0
+
+    def __enter__(self) -> Meter:
+        self.cpu, self.machine, self.helpers = cpu_seconds(), machine_cpu_seconds(), descendants_cpu_seconds()
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.start
+        self.cpu = cpu_seconds() - self.cpu
+        self.machine = machine_cpu_seconds() - self.machine
+        self.helpers = descendants_cpu_seconds() - self.helpers
+
+    def result(self, progress: Progress, floor: float, **extra: Any) -> dict[str, Any]:
+        return {
+            "seconds": self.seconds,
+            "cpu_seconds": self.cpu,
+            "helper_cpu_seconds": self.helpers,
+            "machine_cpu_seconds": self.machine,
+            "peak_mb": peak_mb(),
+            "floor_mb": floor,
+            "rss": progress.rss,
+            "first_delivery_s": progress.first,
+            "last_delivery_s": progress.last,
+            **extra,
+        }
+
+
+# --- the measured children ------------------------------------------------------------------------------------------
+
+
+def child_naive(scopes: list[Scope], warehouse: str, endpoint: str, bucket: str) -> dict[str, Any]:
+    """The loop a user would write. One connection, one client, one recipient after another."""
+    import boto3
+    import duckdb
+    import pandas as pd
+
+    # pandas wants SQLAlchemy and warns on any other DB-API connection; DuckDB's works, so the user silences it.
+    warnings.filterwarnings("ignore", category=UserWarning, message=".*pandas only supports SQLAlchemy.*")
+    con = duckdb.connect(warehouse, read_only=True)
+    client = boto3.client("s3", endpoint_url=endpoint, region_name=REGION)
+    sql = (
+        f"SELECT {', '.join(COLUMNS)} FROM sales "  # constant column names; values are bound
+        "WHERE account_id = ? AND order_date >= ? AND order_date < ? ORDER BY order_id"
+    )
+
+    def render(scope: Scope) -> bytes:
+        params = [scope.account_id, date.fromisoformat(scope.start), date.fromisoformat(scope.end)]
+        frame = pd.read_sql(sql, con, params=params)
+        buffer = io.BytesIO()
+        frame.to_excel(buffer, engine="openpyxl", index=False)
+        return buffer.getvalue()
+
+    render(scopes[0])  # warm-up, not uploaded: lazy imports inside pandas and openpyxl
+    client.list_objects_v2(Bucket=bucket, MaxKeys=1)  # and the client's connection
+    floor = peak_mb()
+    progress = Progress(len(scopes))
+    with Meter() as meter:
+        progress.begin()
+        for scope in scopes:
+            client.put_object(Bucket=bucket, Key=f"naive/{scope.ref}.xlsx", Body=render(scope))
+            progress.delivered()
+    return meter.result(progress, floor, delivered=len(scopes), failed=0)
+
+
+def report_definition(scopes: list[Scope]) -> dict[str, Any]:
+    """The benchmark's report: inline audience, one date window of one account per recipient, XLSX to S3."""
+    return {
+        "id": REPORT_ID,
+        "title": "Account orders by window",
+        "description": "Benchmark report: every sales line of one account in one date window.",
+        "dataset": "sales",
+        "columns": COLUMNS,
+        "order": [{"field": "order_id", "direction": "asc"}],
+        "formats": ["xlsx"],
+        "channels": ["s3"],
+        "audience": {
+            "recipients": [
+                {
+                    "ref": s.ref,
+                    "email": f"{s.ref}@example.com",
+                    "attributes": {"account_id": s.account_id, "from_date": s.start, "to_date": s.end},
+                }
+                for s in scopes
+            ]
+        },
+        # Whole-value templates keep the attribute's type: ISO strings, which the query engine checks and binds as
+        # dates against the DATE column (tasks.query._coerce).
+        "secure_filters": {
+            "sales": [
+                {"field": "account_id", "op": "=", "value": "{{ recipient.account_id }}"},
+                {"field": "order_date", "op": ">=", "value": "{{ recipient.from_date }}"},
+                {"field": "order_date", "op": "<", "value": "{{ recipient.to_date }}"},
+            ]
+        },
+    }
+
+
+def child_ours(scopes: list[Scope]) -> dict[str, Any]:
+    """The deliver-report flow, in this process, against a Prefect test server started and warmed up first."""
+    import yaml
+    from prefect import flow
+    from prefect.testing.utilities import prefect_test_harness
+
+    from bulletin import progress as bulletin_progress
+    from bulletin.models import DeliveryStatus, Manifest
+    from flows.deliver_report import deliver_report
+
+    threads = getattr(deliver_report.task_runner, "_max_workers", None)  # for the output only
+
+    reports = Path(os.environ["BULLETIN_REPORTS_DIR"])
+    reports.mkdir(parents=True, exist_ok=True)
+    (reports / f"{REPORT_ID}.yaml").write_text(yaml.safe_dump(report_definition(scopes), sort_keys=False))
+
+    @flow(name="bench-warm-up")
+    def warm_up() -> int:
+        return 1
+
+    progress = Progress(len(scopes))
+
+    def listener(report_id: str, event: str, detail: str) -> None:
+        if event == DeliveryStatus.DELIVERED.value:
+            progress.delivered()
+
+    with prefect_test_harness(server_startup_timeout=120):
+        warm_up()
+        floor = peak_mb()
+        with bulletin_progress.listening(listener), Meter() as meter:
+            progress.begin()
+            state = deliver_report(REPORT_ID, return_state=True)
+        manifest = state.result(raise_on_failure=False)
+    if not isinstance(manifest, Manifest):
+        raise SystemExit(f"the flow run ended {state.type.value}: {state.message}")
+    errors = sorted({d.error or "" for d in manifest.deliveries if d.status is not DeliveryStatus.DELIVERED})
+    extra = {"delivered": manifest.delivered, "failed": manifest.failed, "errors": errors[:3]}
+    return meter.result(progress, floor, task_threads=threads if threads != sys.maxsize else "unbounded", **extra)
+
+
+def run_child(args: argparse.Namespace) -> None:
+    scopes = [Scope(**s) for s in json.loads(Path(args.scopes).read_text())]
+    if args.child == "naive":
+        result = child_naive(scopes, args.warehouse, args.endpoint, args.bucket)
+    else:
+        result = child_ours(scopes)
+    print(json.dumps(result), flush=True)
+
+
+# --- the parent: one child per case, then checks ----------------------------------------------------------------------
+
+
+def measure(case: Case, *, endpoint: str, bucket: str, env: dict[str, str], work: Path) -> dict[str, Any]:
+    """Run one case in a fresh process with only our BULLETIN_/PREFECT_ settings; returns its JSON result."""
+    case_dir = Path(tempfile.mkdtemp(prefix=f"{case.side}-{len(case.scopes)}-", dir=work))
+    scopes_file = case_dir / "scopes.json"
+    scopes_file.write_text(json.dumps([asdict(s) for s in case.scopes]))
+    child_env = {k: v for k, v in env.items() if not k.startswith(("BULLETIN_", "PREFECT_"))}
+    child_env.update(
+        {
+            "BULLETIN_HOME": str(case_dir / "home"),
+            "BULLETIN_WAREHOUSE_URL": str(WAREHOUSE),
+            "BULLETIN_REPORTS_DIR": str(case_dir / "reports"),
+            "BULLETIN_S3_BUCKET": bucket,
+            "BULLETIN_S3_ENDPOINT_URL": endpoint,
+            "BULLETIN_S3_REGION": REGION,
+            "PREFECT_HOME": str(case_dir / "prefect"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "DO_NOT_TRACK": "1",
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+            "PREFECT_CLI_PROMPT": "false",
+        }
+    )
+    command = [sys.executable, "-m", "bench.bench_delivery", "--child", case.side, "--scopes", str(scopes_file)]
+    command += ["--warehouse", str(WAREHOUSE), "--endpoint", endpoint, "--bucket", bucket]
+    done = subprocess.run(
+        command, capture_output=True, text=True, check=False, cwd=ROOT, env=child_env, timeout=CHILD_TIMEOUT_SECONDS
+    )
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+    if done.returncode != 0 or not lines:
+        tail = "\n".join(done.stderr.strip().splitlines()[-15:])
+        raise SystemExit(f"the {case.label} case failed (exit {done.returncode}):\n{tail}")
+    return dict(json.loads(lines[-1]))
+
+
+def verify(client: Any, bucket: str, scopes: list[Scope], seed: int) -> str:
+    """One object per recipient, and three random files holding exactly their recipient's rows."""
+    from python_calamine import CalamineWorkbook
+
+    keys = [
+        item["Key"]
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        for item in page.get("Contents", [])
+    ]
+    if len(keys) != len(scopes):
+        raise SystemExit(f"{bucket}: {len(keys)} objects for {len(scopes)} recipients")
+    by_ref = {s.ref: s for s in scopes}
+    rows_checked = 0
+    for key in random.Random(seed).sample(sorted(keys), min(SAMPLED_FILES, len(keys))):
+        answer = client.get_object(Bucket=bucket, Key=key)
+        # Ours records the recipient in the object's metadata; the naive loop names the key after it.
+        ref = answer["Metadata"].get("recipient") or key.rsplit("/", 1)[1].removesuffix(".xlsx")
+        scope = by_ref[ref]
+        book = CalamineWorkbook.from_filelike(io.BytesIO(answer["Body"].read()))
+        sheet = "Data" if "Data" in book.sheet_names else book.sheet_names[0]
+        header, *rows = book.get_sheet_by_name(sheet).to_python()
+        at_account, at_date = header.index("account_id"), header.index("order_date")
+        start, end = date.fromisoformat(scope.start), date.fromisoformat(scope.end)
+        for row in rows:
+            day = row[at_date].date() if isinstance(row[at_date], datetime) else row[at_date]
+            if row[at_account] != scope.account_id or not start <= day < end:
+                raise SystemExit(f"{key} has a row outside {ref}'s scope: {row}")
+        if len(rows) != scope.rows:
+            raise SystemExit(f"{key} has {len(rows)} rows; {ref}'s scope holds {scope.rows}")
+        rows_checked += len(rows)
+    return f"{len(keys):,} objects; {min(SAMPLED_FILES, len(keys))} random files checked, {rows_checked:,} rows"
+
+
+def machine() -> str:
+    cpu = next(
+        (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in ln),
+        platform.processor() or "unknown",
+    )
+    libs = ["prefect", "duckdb", "pyarrow", "xlsxwriter", "pandas", "openpyxl", "boto3", "moto", "python-calamine"]
+    versions = []
+    for lib in libs:
+        try:
+            versions.append(f"{lib} {metadata.version(lib)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{lib} (not installed)")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (
+        f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n- machine: {os.cpu_count()} cores (nproc), {cpu}; "
+        f"load average at the start {load}\n- Python {platform.python_version()}; {', '.join(versions)}"
+    )
+
+
+def row_stats(scopes: list[Scope]) -> str:
+    rows = [s.rows for s in scopes]
+    accounts = len({s.account_id for s in scopes})
+    return (
+        f"{len(scopes):,} recipients over {accounts} accounts; rows per recipient: mean {sum(rows) / len(rows):,.0f}, "
+        f"min {min(rows):,}, max {max(rows):,}; {sum(rows):,} rows in all"
+    )
+
+
+def plan_cases(scopes: list[Scope], naive_count: int) -> list[Case]:
+    cases = [Case("naive", spread(scopes, naive_count)), Case("ours", scopes)]
+    if len(scopes) > SMALL_AUDIENCE:
+        cases.append(Case("ours", spread(scopes, SMALL_AUDIENCE)))
+    return cases
+
+
+def print_results(results: list[tuple[Case, dict[str, Any], float]], count: int) -> None:
+    naive_case, naive, _ = results[0]
+    naive_rate = len(naive_case.scopes) / naive["seconds"]
+    print("\n| case | recipients | seconds | deliveries/s | vs naive | peak MB | floor MB |", end="")
+    print(" CPU s: process / Prefect API / moto | others (cores) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|---:|")
+    for case, r, moto_cpu in results:
+        rate = len(case.scopes) / r["seconds"]
+        others = (r["machine_cpu_seconds"] - r["cpu_seconds"] - r["helper_cpu_seconds"] - moto_cpu) / r["seconds"]
+        api = f"{r['helper_cpu_seconds']:.1f}" if case.side == "ours" else "-"
+        print(
+            f"| {case.label} | {len(case.scopes):,} | {r['seconds']:.1f} | {rate:.1f} | {rate / naive_rate:.1f}x | "
+            f"{r['peak_mb']:.0f} | {r['floor_mb']:.0f} | {r['cpu_seconds']:.1f} / {api} / {moto_cpu:.1f} | "
+            f"{max(0.0, others):.2f} |"
+        )
+    print("\nRSS after each tenth of the deliveries (MB); first and last delivery (s after the clock started):\n")
+    for case, r, _ in results:
+        rss = ", ".join(f"{mb:.0f}" for mb in r["rss"])
+        print(
+            f"- {case.label} x {len(case.scopes):,}: {rss}; "
+            f"first {r['first_delivery_s']:.1f} s, last {r['last_delivery_s']:.1f} s of {r['seconds']:.1f} s"
+        )
+    ours = {len(c.scopes): r for c, r, _ in results if c.side == "ours"}
+    big = ours[count]
+    ratio = count / big["seconds"] / naive_rate
+    print(f"\nTask threads of the flow: {big['task_threads']}.")
+    verdict = "met" if ratio >= TARGET_RATIO else "MISSED"
+    print(f"Rate: {ratio:.1f}x the naive loop's; target >= {TARGET_RATIO:.0f}x: {verdict}")
+    # Flat: the RSS does not climb over the run, and the peak does not depend on the audience size.
+    flat = big["rss"][-1] <= 1.1 * big["rss"][0]
+    line = f"Memory: RSS over the {count:,}-recipient run {big['rss'][0]:.0f} -> {big['rss'][-1]:.0f} MB"
+    if SMALL_AUDIENCE in ours and count > SMALL_AUDIENCE:
+        small = ours[SMALL_AUDIENCE]["peak_mb"]
+        flat = flat and max(small, big["peak_mb"]) <= 1.1 * min(small, big["peak_mb"])
+        line += f"; peak {small:.0f} MB at {SMALL_AUDIENCE} recipients, {big['peak_mb']:.0f} MB at {count:,}"
+    print(f"{line}; flat memory: {'met' if flat else 'NOT met'}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="50 recipients per side, for a smoke run")
+    parser.add_argument("--recipients", type=int, default=None, help="recipients of ours (default 1000, quick 50)")
+    parser.add_argument(
+        "--naive-recipients", type=int, default=None, help="recipients of the naive loop (default: as many as ours)"
+    )
+    parser.add_argument("--child", choices=["naive", "ours"], help=argparse.SUPPRESS)
+    for hidden in ("--scopes", "--warehouse", "--endpoint", "--bucket"):
+        parser.add_argument(hidden, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        run_child(args)
+        return
+    count = args.recipients or (50 if args.quick else 1_000)
+    naive_count = min(args.naive_recipients or count, count)
+    if count < 1 or naive_count < 1:
+        raise SystemExit("--recipients and --naive-recipients must be at least 1")
+
+    print(f"# Delivery benchmark ({'quick' if args.quick else 'full'})\n\n{machine()}")
+    warehouse = ensure_warehouse()
+    scopes = pick_scopes(all_windows(warehouse), count)
+    print(f"- audience: {row_stats(scopes)}")
+    cases = plan_cases(scopes, naive_count)
+    if naive_count < count:
+        print(f"- the naive loop runs {naive_count:,} of the recipients (evenly spread); rates are per recipient")
+
+    results: list[tuple[Case, dict[str, Any], float]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-delivery-") as folder:
+        work = Path(folder)
+        env = fake_aws_env(work)
+        os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})  # for this process's checks
+        with moto_server(env, work / "moto.log") as (endpoint, moto_pid):
+            client = s3_client(endpoint)
+            for index, case in enumerate(cases):
+                bucket = f"bench-{case.side}-{len(case.scopes)}-{uuid.uuid4().hex[:8]}"
+                client.create_bucket(Bucket=bucket)
+                moto_cpu = process_cpu_seconds(moto_pid)
+                result = measure(case, endpoint=endpoint, bucket=bucket, env=env, work=work)
+                moto_cpu = process_cpu_seconds(moto_pid) - moto_cpu  # includes the untimed start of the child
+                if result["failed"] or result["delivered"] != len(case.scopes):
+                    failed = f"{result['delivered']} delivered, {result['failed']} failed"
+                    raise SystemExit(f"{case.label}: {failed}: {result.get('errors')}")
+                check = verify(client, bucket, case.scopes, seed=index)
+                results.append((case, result, moto_cpu))
+                print(f"- {case.label} x {len(case.scopes):,}: {result['seconds']:.1f} s; {check}", flush=True)
+    print_results(results, count)
+
+
+if __name__ == "__main__":
+    main()
