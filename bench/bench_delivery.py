@@ -1,6 +1,6 @@
 """Delivery benchmark: the deliver-report flow beside a naive pandas loop, XLSX to S3 on loopback, in the same run.
 
-    .venv/bin/python -m bench.bench_delivery                          # 1,000 recipients per side (about 5 minutes)
+    .venv/bin/python -m bench.bench_delivery                          # 1,000 recipients per side (about 6 minutes)
     .venv/bin/python -m bench.bench_delivery --quick                  # 50 recipients per side: a smoke run
     .venv/bin/python -m bench.bench_delivery --naive-recipients 200   # the naive loop on an evenly spread subset
 
