@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +15,7 @@ from rich.table import Table
 
 from bulletin import progress
 from bulletin.cli import app
-from bulletin.cli.options import parse_params
+from bulletin.cli.options import environment, parse_params
 from bulletin.errors import BulletinError
 from bulletin.models import Manifest, RunStatus
 from bulletin.settings import Settings
@@ -154,25 +153,10 @@ def demo(
 ) -> None:
     """Build the demo warehouse and keys if missing, deliver every demo report to every demo recipient, then show
     the signed-webhook chain through the HTTP API."""
-    with _bucket_dir(out):
+    # The flows read settings from the environment: point them at ``out`` for the demo only.
+    overrides = {"BULLETIN_BUCKET_DIR": str(out.resolve())} if out is not None else {}
+    with environment(**overrides):
         _demo(as_json, chain)
-
-
-@contextmanager
-def _bucket_dir(out: Path | None) -> Iterator[None]:
-    """Point the flows of this process at ``out`` for the demo, and restore the environment afterwards."""
-    if out is None:
-        yield
-        return
-    previous = os.environ.get("BULLETIN_BUCKET_DIR")
-    os.environ["BULLETIN_BUCKET_DIR"] = str(out.resolve())
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("BULLETIN_BUCKET_DIR", None)
-        else:
-            os.environ["BULLETIN_BUCKET_DIR"] = previous
 
 
 def _demo(as_json: bool, chain: bool) -> None:

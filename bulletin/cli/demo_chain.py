@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
 import sys
 import threading
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import httpx
 
+from bulletin.cli.options import environment
 from bulletin.errors import BulletinError, TransientError
 from bulletin.models import Manifest
 from bulletin.settings import Settings
@@ -40,21 +40,6 @@ CHAIN_TIMEOUT_SECONDS = 240.0
 class ChainResult:
     upstream: Manifest
     dependent: Manifest
-
-
-@contextmanager
-def environment(**values: str) -> Iterator[None]:
-    """Set environment variables for this process and restore them afterwards."""
-    previous = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def dbt_payload(event_id: str, now: datetime) -> bytes:

@@ -1,8 +1,11 @@
-"""Parsing of the CLI's small argument languages: ``--filter FIELD=VALUE`` and ``--param KEY=VALUE``."""
+"""Small CLI helpers: ``--filter FIELD=VALUE`` and ``--param KEY=VALUE`` parsing, and process environment overrides."""
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from bulletin.errors import QueryError
@@ -36,3 +39,18 @@ def parse_params(items: list[str]) -> dict[str, str]:
             raise QueryError(f"bad parameter {item!r}: use KEY=VALUE")
         params[key.strip()] = value
     return params
+
+
+@contextmanager
+def environment(**values: str) -> Iterator[None]:
+    """Set environment variables for this process and restore them afterwards."""
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -48,6 +48,16 @@ def reports_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
+def use_real_services(monkeypatch: pytest.MonkeyPatch, bucket: str, endpoint: str, smtp_server) -> None:
+    """Point Bulletin at the moto S3 server and the loopback SMTP server: no other change."""
+    monkeypatch.setenv("BULLETIN_S3_BUCKET", bucket)
+    monkeypatch.setenv("BULLETIN_S3_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("BULLETIN_S3_REGION", "us-east-1")
+    monkeypatch.setenv("BULLETIN_SMTP_HOST", smtp_server.host)
+    monkeypatch.setenv("BULLETIN_SMTP_PORT", str(smtp_server.port))
+    monkeypatch.setenv("BULLETIN_SMTP_SECURITY", "none")
+
+
 def outbox(home: Path) -> list[Path]:
     return sorted((home / "outbox").glob("*.eml")) if (home / "outbox").exists() else []
 
@@ -146,12 +156,7 @@ def test_s3_and_smtp_for_real(
     bulletin_env: Path, reports_dir: Path, monkeypatch: pytest.MonkeyPatch, s3_bucket, smtp_server
 ) -> None:
     client, bucket, endpoint = s3_bucket
-    monkeypatch.setenv("BULLETIN_S3_BUCKET", bucket)
-    monkeypatch.setenv("BULLETIN_S3_ENDPOINT_URL", endpoint)
-    monkeypatch.setenv("BULLETIN_S3_REGION", "us-east-1")
-    monkeypatch.setenv("BULLETIN_SMTP_HOST", smtp_server.host)
-    monkeypatch.setenv("BULLETIN_SMTP_PORT", str(smtp_server.port))
-    monkeypatch.setenv("BULLETIN_SMTP_SECURITY", "none")
+    use_real_services(monkeypatch, bucket, endpoint, smtp_server)
     recipients = [
         {"ref": "rm-a", "email": "a@example.com", "org": "acme", "attributes": {"region": "APAC"}},
         {"ref": "rm-b", "email": "b@example.com", "org": "globex", "attributes": {"region": "LATAM"}},
@@ -194,12 +199,7 @@ def test_over_the_cap_email_carries_presigned_links(
     bulletin_env: Path, reports_dir: Path, monkeypatch: pytest.MonkeyPatch, s3_bucket, smtp_server
 ) -> None:
     _, bucket, endpoint = s3_bucket
-    monkeypatch.setenv("BULLETIN_S3_BUCKET", bucket)
-    monkeypatch.setenv("BULLETIN_S3_ENDPOINT_URL", endpoint)
-    monkeypatch.setenv("BULLETIN_S3_REGION", "us-east-1")
-    monkeypatch.setenv("BULLETIN_SMTP_HOST", smtp_server.host)
-    monkeypatch.setenv("BULLETIN_SMTP_PORT", str(smtp_server.port))
-    monkeypatch.setenv("BULLETIN_SMTP_SECURITY", "none")
+    use_real_services(monkeypatch, bucket, endpoint, smtp_server)
     monkeypatch.setenv("BULLETIN_EMAIL_MAX_BYTES", "20000")
     recipients = [{"ref": "rm-a", "email": "a@example.com", "attributes": {"region": "APAC"}}]
     write_report(reports_dir, "weekly-regional-sales", audience={"recipients": recipients}, channels=["email"])
