@@ -10,7 +10,7 @@ export DO_NOT_TRACK ?= 1
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 export PREFECT_CLI_PROMPT ?= false
 
-.PHONY: demo test lint format bench clean venv
+.PHONY: demo serve test lint format bench clean venv
 
 venv: $(STAMP)
 
@@ -23,6 +23,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	mkdir -p "$(PREFECT_HOME)"
 	$(BIN)/bulletin demo
+
+# Prefect server (UI at http://127.0.0.1:4200), work pool, deployments, worker and HTTP API until Ctrl-C.
+# SERVE_ARGS passes flags, e.g. make serve SERVE_ARGS="--prefect-port 4300".
+serve: $(STAMP)
+	exec $(BIN)/bulletin serve $(SERVE_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -8,13 +8,18 @@ help, so the flow retries only what is transient, the CLI maps each to one exit 
     ├── DefinitionError (ValueError)   exit 2    a report, dataset or trigger file is invalid
     ├── NotFoundError (LookupError)    exit 3    no such report, recipient, dataset or key id
     ├── TokenError                     exit 4    a data token is malformed, expired or not ours
-    │   └── SignatureError             exit 4    a webhook signature or its timestamp does not verify
+    │   ├── SignatureError             exit 4    a webhook signature or its timestamp does not verify
+    │   └── UnauthorizedError          exit 4    an API request without a valid credential (HTTP 401)
+    ├── ForbiddenError                 exit 4    a valid API key without the role the request needs (HTTP 403)
     ├── RequestError (ValueError)      exit 2    a malformed request: header, body, URL (HTTP 400)
     │   ├── PayloadTooLargeError       exit 2    a request body over the cap (HTTP 413)
+    │   ├── NotAcceptableError         exit 2    an Accept header asking for a format not offered (HTTP 406)
     │   └── UnsafeTargetError          exit 2    a webhook URL the SSRF guard refuses
     ├── QueryError (ValueError)        exit 5    a query names something the dataset does not allow
     │   └── ScopeError                 exit 5    the token grants no scope for the dataset
     ├── StorageError                   exit 6    a key is unsafe, or a file would be overwritten
+    │   └── ConflictError              exit 6    a request clashes with what exists (an idempotency key reused)
+    ├── GoneError                      exit 4    a signed link that has expired (HTTP 410)
     └── TransientError                 exit 7    the warehouse or a destination failed; a retry may help
 """
 
@@ -70,6 +75,22 @@ class SignatureError(TokenError):
     """A webhook signature, or its timestamp, does not verify. The message never contains a secret."""
 
 
+class UnauthorizedError(TokenError):
+    """An API request carries no credential, or an unknown, revoked or invalid one. Answered with a
+    ``WWW-Authenticate`` challenge; the message never contains the credential."""
+
+    def __init__(self, message: str, *, field: str | None = None, challenge: str = 'Bearer realm="bulletin"') -> None:
+        super().__init__(message, field=field)
+        self.headers = {"WWW-Authenticate": challenge}
+
+
+class ForbiddenError(BulletinError):
+    """A valid API key whose role does not allow the request (an admin or cluster-admin action)."""
+
+    exit_code = 4
+    status_code = 403
+
+
 class RequestError(BulletinError, ValueError):
     """A malformed request: a header, a body or a URL that cannot be used as given."""
 
@@ -81,6 +102,12 @@ class PayloadTooLargeError(RequestError):
     """A request body over the configured cap; refused before any other work."""
 
     status_code = 413
+
+
+class NotAcceptableError(RequestError):
+    """The ``Accept`` header asks only for formats the route does not produce."""
+
+    status_code = 406
 
 
 class UnsafeTargetError(RequestError):
@@ -113,3 +140,14 @@ class TransientError(BulletinError):
     exit_code = 7
     status_code = 503
     retryable = True
+
+
+class ConflictError(StorageError):
+    """A request that clashes with what already exists, e.g. an idempotency key reused with another body (409)."""
+
+
+class GoneError(BulletinError):
+    """A signed link that was valid once and has expired (HTTP 410)."""
+
+    exit_code = 4
+    status_code = 410

@@ -111,6 +111,9 @@ class RunStatus(StrEnum):
     COMPLETED = "COMPLETED"
     PARTIAL = "PARTIAL"
     FAILED = "FAILED"
+    #: A scheduled run that started too late, or whose slot a newer one superseded: it delivered nothing on purpose
+    #: (bulletin/missed.py; the manifest's ``note`` says which and why).
+    MISSED = "MISSED"
 
 
 class DeliveryStatus(StrEnum):
@@ -137,6 +140,7 @@ class Delivery(BaseModel):
 
     recipient: str
     status: DeliveryStatus
+    org: str | None = None  # the recipient's organisation: only its (and org-less) webhook endpoints hear of it
     token_id: str | None = None
     secure_filters: dict[str, FilterGroups] = Field(default_factory=dict)
     artifacts: list[Artifact] = Field(default_factory=list)

@@ -139,6 +139,18 @@ class ReportDefinition(_Strict):
     send_only_if_changed: bool = Field(
         default=False, description="Same sha256 as the last delivery to that recipient: send nothing, record it."
     )
+    tolerance_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=366 * 86_400,
+        description="A scheduled run that starts later than its slot plus this delivers nothing and is recorded as "
+        "missed (the Hasura seed's term). Unset: 6 h for schedules of a day or longer, one period for shorter ones.",
+    )
+    catch_up: Literal["latest", "all"] = Field(
+        default="latest",
+        description="Of several late slots of one schedule, 'latest' runs only the newest; 'all' runs each one that "
+        "is within its tolerance.",
+    )
 
     @field_validator("formats", "channels")
     @classmethod

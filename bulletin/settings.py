@@ -67,6 +67,15 @@ class Settings(BaseSettings):
         le=1_000,
         description="Recipients delivered by one Prefect task; larger audiences are split into batches.",
     )
+    delivery_processes: int | None = Field(
+        default=None,
+        ge=0,
+        le=64,
+        description=(
+            "Worker processes a run of 500+ recipients uses beside the flow's own threads "
+            "(unset: one per core beyond the first, at least one; 0: none)."
+        ),
+    )
 
     # --- S3 destination: set BULLETIN_S3_BUCKET to deliver to S3 (credentials: the standard AWS chain) ---
     s3_bucket: str | None = Field(default=None, description="S3 bucket for deliveries. Unset: the local bucket folder.")
@@ -106,6 +115,13 @@ class Settings(BaseSettings):
     outbox_dir: Path | None = Field(default=None, description="Folder of .eml files when no SMTP host is set.")
     database_url: str | None = Field(
         default=None, description="State store SQLAlchemy URL. Default: SQLite file <home>/bulletin.db."
+    )
+    max_concurrent_runs: int = Field(
+        default=5,
+        ge=1,
+        le=1_000,
+        description="Report runs delivering at once across every process on one Prefect server (the Prefect "
+        "global concurrency limit 'bulletin-report-runs'); the rest wait for a slot.",
     )
 
     @cached_property
@@ -149,9 +165,28 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(
         default=1_048_576, ge=1_024, description="Largest request body the API reads; larger is a 413."
     )
+    api_query_max_rows: int = Field(
+        default=10_000,
+        ge=1,
+        le=1_000_000,
+        description="Most rows POST /v1/query returns; its `limit` may not exceed this, and it applies when none is "
+        "given.",
+    )
     triggers_dir: Path = Field(
         default=PROJECT_ROOT / "deployments" / "triggers",
         description="Folder of inbound webhook triggers, one YAML file per trigger.",
+    )
+    file_link_secret: SecretStr | None = Field(
+        default=None,
+        description="Secret (at least 32 characters) that signs the API's download links to local-bucket files "
+        "(GET /v1/files/...). Unset: derived from the active signing key, so rotating keys ends older links.",
+    )
+    scheduled_events_sweep_seconds: float = Field(
+        default=60.0,
+        ge=1,
+        le=3_600,
+        description="Without the deliver-scheduled-events deployment, how often the API checks for scheduled events "
+        "that are due but were not sent (its runs missed) and starts a run to send them.",
     )
 
     @field_validator("webhook_retry_schedule", mode="before")

@@ -11,7 +11,6 @@ delivery another run is sending right now is left to it.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,22 +21,22 @@ from zoneinfo import ZoneInfo
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from bulletin import progress
-from bulletin.datasets import DatasetSpec
 from bulletin.errors import BulletinError, TransientError
 from bulletin.models import Artifact, Delivery, DeliveryStatus, QuerySpec, Recipient, describe_scope
 from bulletin.reports import ReportDefinition, recipient_context, template_filters
-from bulletin.store import ClaimOutcome, ClaimResult, LedgerRow, Store, claim, last_sent, mark_failed, mark_sent
+from bulletin.store import ClaimOutcome, ClaimResult, LedgerRow, LedgerStatus, claim, last_sent, mark_failed, mark_sent
 from bulletin.store import mark_skipped as ledger_skip
+from bulletin.store.channel_preferences import RunPreferences
 from tasks.audience import scope_for_recipient
-from tasks.channels import BucketChannel, EmailChannel, KeyParts, RenderedFile
-from tasks.query import Warehouse, run_aggregate, run_query
+from tasks.channels import EmailChannel, KeyParts, RenderedFile
+from tasks.preferences import recipient_channels
+from tasks.query import run_aggregate, run_query
 from tasks.render import EXTENSIONS, open_writer
 from tasks.render.base import ChartData, RenderContext
+from tasks.services import DeliveryServices, ServicesSpec, services_for
 from tasks.storage import StoredObject, sha256_file
-from tasks.tokens import KeySet, TokenClaims, mint_token, verify_token
+from tasks.tokens import TokenClaims, mint_token, verify_token
 
-Clock = Callable[[], datetime]
 Pair = tuple[str, str]  # (format, channel)
 
 
@@ -60,20 +59,9 @@ class DeliveryPlan:
     batch_rows: int
     csv_bom: bool = False
     lease_seconds: float = 900.0
-
-
-@dataclass
-class DeliveryServices:
-    """The I/O a delivery needs, built once per run at the edge and shared by its tasks."""
-
-    keyset: KeySet
-    datasets: dict[str, DatasetSpec]
-    warehouse: Warehouse
-    bucket: BucketChannel
-    store: Store | None  # None only for a dry run, which records nothing
-    clock: Clock
-    workdir: Path
-    email_factory: Callable[[], EmailChannel] | None = None
+    #: The communication-channel preferences for this run's event type, loaded once by the flow
+    #: (``load_run_preferences``). None: every recipient gets ``channels``.
+    channel_preferences: RunPreferences | None = None
 
 
 @dataclass
@@ -101,10 +89,14 @@ def build_query(plan: DeliveryPlan, recipient: Recipient) -> QuerySpec:
 def deliver_recipient(
     plan: DeliveryPlan, services: DeliveryServices, recipient: Recipient, email: EmailChannel | None = None
 ) -> Delivery:
-    """Deliver every format on every channel to one recipient. Raises BulletinError; the caller records it."""
+    """Deliver every format on every channel to one recipient. Raises BulletinError; the caller records it.
+
+    The channels are the plan's that the recipient's organisation's preference keeps (tasks/preferences.py); the
+    others are recorded as skipped with the reason."""
     if plan.dry_run or services.store is None:
         return _dry_run(plan, services, recipient)
     store = services.store
+    chosen = recipient_channels(plan.channels, plan.channel_preferences, recipient.org)
     claims = {
         (fmt, ch): claim(
             store,
@@ -117,10 +109,13 @@ def deliver_recipient(
             lease_seconds=plan.lease_seconds,
             now=services.clock(),
         )
-        for ch in plan.channels
+        for ch in chosen.channels
         for fmt in plan.formats
     }
     out = _Outcomes({pair: _earlier(c) for pair, c in claims.items() if not c.claimed})
+    for ch in chosen.off:
+        for fmt in plan.formats:
+            out.add((fmt, ch), _turned_off(plan, services, recipient, (fmt, ch), chosen.reason or "turned off"))
     todo = {pair: c for pair, c in claims.items() if c.claimed}
     if not todo:
         return _delivery(recipient, out, token_id=None, scope={})
@@ -152,6 +147,30 @@ def _earlier(c: ClaimResult) -> Artifact:
         "in_progress": f"another run ({row.claimed_by}) is delivering this now",
     }[outcome]
     return _artifact_from_row(row, outcome=outcome, note=note)
+
+
+def _turned_off(
+    plan: DeliveryPlan, services: DeliveryServices, recipient: Recipient, pair: Pair, reason: str
+) -> Artifact:
+    """A channel the recipient's organisation turned off: recorded as skipped with the reason. What this run key
+    already sent, or is sending elsewhere right now, stays as it is and is reported so."""
+    assert services.store is not None  # checked by the caller: only real runs reach here
+    row = ledger_skip(
+        services.store,
+        run_key=plan.run_key,
+        report_id=plan.report.id,
+        run_id=plan.run_id,
+        recipient=recipient.ref,
+        format=pair[0],
+        channel=pair[1],
+        reason=reason,
+        now=services.clock(),
+    )
+    if row.status is LedgerStatus.SENT:
+        return _artifact_from_row(row, outcome="already_sent", note=f"sent earlier under run key {row.run_key}")
+    if row.status is LedgerStatus.SKIPPED:
+        return _artifact_from_row(row, outcome="skipped", note=row.last_error)
+    return _artifact_from_row(row, outcome="in_progress", note=f"another run ({row.claimed_by}) is delivering this now")
 
 
 def _artifact_from_row(row: LedgerRow, *, outcome: str, note: str | None) -> Artifact:
@@ -388,7 +407,12 @@ def _delivery(recipient: Recipient, out: _Outcomes, *, token_id: str | None, sco
     done = [a for a in artifacts if a.outcome in {"sent", "already_sent", "rendered"}]
     status = DeliveryStatus.DELIVERED if done else DeliveryStatus.SKIPPED
     return Delivery(
-        recipient=recipient.ref, status=status, token_id=token_id, secure_filters=scope, artifacts=artifacts
+        recipient=recipient.ref,
+        status=status,
+        org=recipient.org,
+        token_id=token_id,
+        secure_filters=scope,
+        artifacts=artifacts,
     )
 
 
@@ -397,7 +421,7 @@ def _error_text(exc: BaseException) -> str:
 
 
 def failed_delivery(recipient: Recipient, error: BaseException) -> Delivery:
-    return Delivery(recipient=recipient.ref, status=DeliveryStatus.FAILED, error=_error_text(error))
+    return Delivery(recipient=recipient.ref, status=DeliveryStatus.FAILED, org=recipient.org, error=_error_text(error))
 
 
 def deliver_each(plan: DeliveryPlan, services: DeliveryServices, recipients: list[Recipient]) -> list[Delivery]:
@@ -419,7 +443,6 @@ def deliver_each(plan: DeliveryPlan, services: DeliveryServices, recipients: lis
             except BulletinError as exc:
                 delivery = failed_delivery(recipient, exc)
             deliveries.append(delivery)
-            progress.notify(plan.report.id, delivery.status.value, recipient.ref)
     finally:
         if email is not None:
             email.close()
@@ -448,8 +471,13 @@ def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     task_run_name="deliver {label}",
 )
 def deliver_batch(
-    plan: DeliveryPlan, services: DeliveryServices, recipients: list[Recipient], label: str
+    plan: DeliveryPlan, services: DeliveryServices | ServicesSpec, recipients: list[Recipient], label: str
 ) -> list[Delivery]:
-    """One Prefect task per recipient, or per batch of recipients for large audiences."""
+    """One Prefect task per recipient, or per batch of recipients for large audiences.
+
+    In the flow's own threads ``services`` are the run's; in a worker process, a spec to build this process's own.
+    """
     del label  # only in the task-run name
+    if isinstance(services, ServicesSpec):
+        services = services_for(services)
     return deliver_each(plan, services, recipients)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from bulletin.models import Manifest
+from bulletin.errors import NotFoundError
+from bulletin.models import IDENTIFIER_RE, Manifest, RunStatus
 
 #: Up to this many recipients, one task each (visible one by one in the UI); beyond, batches. The Prefect
 #: overheads (about 10 ms and 20 KB per task run, ~20 task runs/s on SQLite) make per-recipient tasks fine for
@@ -31,6 +32,24 @@ def save_manifest(folder: Path, manifest: Manifest) -> Path:
     tmp.write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
     os.replace(tmp, target)
     return target
+
+
+def list_manifests(
+    folder: Path, *, report_id: str | None = None, status: RunStatus | None = None, limit: int = 100
+) -> list[Manifest]:
+    """Saved manifests, newest file first, of one report or all; only those of ``status`` when given."""
+    if report_id is not None and not IDENTIFIER_RE.match(report_id):
+        raise NotFoundError(f"no report {report_id!r}", field="report_id")
+    pattern = f"{report_id}/*.json" if report_id else "*/*.json"
+    paths = sorted(folder.glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []
+    found: list[Manifest] = []
+    for path in paths:
+        manifest = Manifest.model_validate_json(path.read_text(encoding="utf-8"))
+        if status is None or manifest.status is status:
+            found.append(manifest)
+            if len(found) >= limit:
+                break
+    return found
 
 
 def _artifact_key(text: str) -> str:

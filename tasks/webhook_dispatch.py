@@ -237,7 +237,7 @@ def _disable_if_due(
     if not disable_endpoint(store, endpoint.id, reason=reason, now=now):
         return None  # another dispatcher disabled it first, and announced it
     logger.warning("webhook endpoint %s disabled: %s", endpoint.id, reason)
-    others = [e.id for e in list_endpoints(store) if e.enabled and e.id != endpoint.id]
+    others = [e.id for e in list_endpoints(store) if e.enabled and e.id != endpoint.id and e.hears_from(endpoint.org)]
     if others:
         event_type, data = endpoint_disabled_event(
             endpoint_id=endpoint.id,

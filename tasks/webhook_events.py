@@ -138,6 +138,7 @@ def _delivery_data(manifest: Manifest, delivery: Delivery, links: LinkMaker | No
     return {
         **_run_fields(manifest),
         "recipient": delivery.recipient,
+        "org": delivery.org,
         "status": delivery.status.value,
         "files": [_file(artifact, links) for artifact in delivery.artifacts],
     }

@@ -90,7 +90,8 @@ def publish_run_events(
     try:
         delay = next_attempt_delay(1, settings.webhook_retry_schedule, rng or random.SystemRandom()) or 0.0
         for event_type, data in report_events(manifest, links=links):
-            messages = enqueue(store, event_type=event_type, payload=data, now=now(), delay_seconds=delay)
+            org = data.get("org")  # per-recipient events: that recipient's organisation; a run's totals: none
+            messages = enqueue(store, event_type=event_type, payload=data, now=now(), delay_seconds=delay, org=org)
             ids.extend(m.id for m in messages)
     except BulletinError as error:
         logger.error("webhook events of run %s were not all queued: %s", manifest.run_id, error)

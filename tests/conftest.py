@@ -67,4 +67,5 @@ pytest_plugins = [
     "tests.fixtures.smtp",
     "tests.fixtures.database",
     "tests.fixtures.webhook_receiver",
+    "tests.fixtures.prefect_server",
 ]

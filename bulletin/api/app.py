@@ -22,8 +22,18 @@ from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from bulletin.api import scheduled_events
+from bulletin.api.endpoints import router as endpoints_router
+from bulletin.api.files import router as files_router
 from bulletin.api.hooks import HookService, router
+from bulletin.api.job_service import JobService
+from bulletin.api.jobs import router as jobs_router
+from bulletin.api.middleware import AccessLog, BodyCap
+from bulletin.api.preferences import router as preferences_router
+from bulletin.api.query import QueryEngine
+from bulletin.api.query import router as query_router
 from bulletin.api.runs import FlowStarter, check_targets
+from bulletin.api.triggers import router as triggers_router
 from bulletin.errors import BulletinError
 from bulletin.settings import Settings
 from bulletin.store import Store, migrate, open_store
@@ -52,7 +62,7 @@ async def error_response(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, BulletinError):
         if exc.status_code >= 500:
             logger.error("%s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
-        return _error(exc.status_code, _code(exc), exc.message, exc.field)
+        return _error(exc.status_code, _code(exc), exc.message, exc.field, headers=getattr(exc, "headers", None))
     if isinstance(exc, RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ())) or None
@@ -94,6 +104,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
         starter = FlowStarter()
         try:
             await run_in_threadpool(migrate, store)
+            app.state.store = store
+            app.state.query_engine = QueryEngine(settings)
             app.state.hooks = HookService(
                 triggers=triggers,
                 store=store,
@@ -102,15 +114,39 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
                 max_body_bytes=settings.api_max_body_bytes,
             )
             app.state.readiness = {"store": lambda: _store_ready(store), "prefect": _prefect_ready}
+            app.state.jobs = JobService(
+                store=store,
+                settings=settings,
+                starter=starter,
+                engine=app.state.query_engine,
+                clock=app.state.clock,
+            )
+            app.state.scheduled_events = await run_in_threadpool(
+                scheduled_events.ScheduledEventService.start, settings, store, app.state.clock
+            )
             yield
         finally:
+            if hasattr(app.state, "scheduled_events"):
+                await run_in_threadpool(app.state.scheduled_events.close)
+            if hasattr(app.state, "query_engine"):
+                app.state.query_engine.close()
             await run_in_threadpool(starter.shutdown)
             store.close()
 
     app = FastAPI(title="Bulletin", lifespan=lifespan, docs_url=None, redoc_url=None)
     for kind in (BulletinError, RequestValidationError, StarletteHTTPException, ValidationError, Exception):
         app.add_exception_handler(kind, error_response)
+    app.state.settings = settings
+    app.state.clock = clock or (lambda: datetime.now(UTC))
     app.include_router(router)
+    for api in (query_router, endpoints_router, triggers_router):
+        app.include_router(api)
+    app.include_router(scheduled_events.router)
+    app.include_router(preferences_router)
+    app.include_router(jobs_router)
+    app.include_router(files_router)
+    app.add_middleware(BodyCap, max_bytes=settings.api_max_body_bytes)
+    app.add_middleware(AccessLog)  # added last: outermost, so it times and logs everything, 413s included
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -1,12 +1,13 @@
 """The API on uvicorn: ``build_server`` (not started, to run beside other services) and ``serve_api`` (blocking).
 
-``bulletin serve`` calls ``serve_api``; a later ``bulletin serve`` that also starts a Prefect server and workers can
-compose either.
+``bulletin serve --only api`` calls ``serve_api``; plain ``bulletin serve`` runs that command as a child process beside
+the Prefect server and the worker (``bulletin.supervisor``).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 
 import uvicorn
 
@@ -34,13 +35,21 @@ def build_server(settings: Settings, host: str | None = None, port: int | None =
         create_app(settings),
         host=host or settings.api_host,
         port=settings.api_port if port is None else port,
-        access_log=True,
+        # Our own structured access log (bulletin.api.middleware.AccessLog) replaces uvicorn's.
+        access_log=False,
         log_level="info",
         server_header=False,
     )
     access = logging.getLogger("uvicorn.access")  # configured by uvicorn.Config just above
     if not any(isinstance(f, NoQueryString) for f in access.filters):
         access.addFilter(NoQueryString())
+    structured = logging.getLogger("bulletin.api.access")
+    if not structured.handlers:  # one JSON object per line on stderr; stdout stays the commands' own output
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        structured.addHandler(handler)
+        structured.setLevel(logging.INFO)
+        structured.propagate = False
     return uvicorn.Server(config)
 
 

@@ -40,6 +40,15 @@ def _register() -> None:
     app.add_typer(reports.reports_app, name="reports")
     app.add_typer(security.keys_app, name="keys")
     app.add_typer(security.token_app, name="token")
+    from bulletin.cli import api_keys
+
+    app.add_typer(api_keys.api_keys_app, name="api-keys")
+    from bulletin.cli import deployments
+
+    app.add_typer(deployments.deployments_app, name="deployments")
+    from bulletin.cli import schedules
+
+    app.add_typer(schedules.schedules_app, name="schedules")
 
 
 def fail(message: str, code: int = 1) -> None:

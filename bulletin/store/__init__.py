@@ -3,7 +3,13 @@
 Open it once at the edge with ``open_store(settings.database)``, call ``migrate`` and pass the ``Store`` down.
 """
 
-from bulletin.store import webhooks  # noqa: F401 - registers the webhook tables on the shared metadata
+from bulletin.store import (
+    api_keys,  # noqa: F401 - registers the organisation and API key tables
+    channel_preferences,  # noqa: F401 - registers the communication-channel preference tables
+    jobs,  # noqa: F401 - registers the on-demand report jobs table
+    scheduled_events,  # noqa: F401 - registers the scheduled-event tables
+    webhooks,  # noqa: F401 - registers the webhook tables on the shared metadata
+)
 from bulletin.store.db import Store, migrate, open_store
 from bulletin.store.ledger import (
     AuditEntry,

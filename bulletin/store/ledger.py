@@ -12,6 +12,8 @@ Every function takes the clock (``now``) as an argument.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import uuid
 from collections.abc import Mapping
@@ -171,10 +173,18 @@ class AuditEntry(BaseModel):
 # --- run keys ---------------------------------------------------------------------------------------------------
 
 
-def scheduled_run_key(report_id: str, slot: datetime) -> str:
-    """The key of a scheduled run: its report and slot in UTC to the second, e.g. ``sales@2026-11-02T07:00:00Z``."""
+def scheduled_run_key(report_id: str, slot: datetime, parameters: Mapping[str, Any] | None = None) -> str:
+    """The key of a scheduled run: its report and slot in UTC to the second, e.g. ``sales@2026-11-02T07:00:00Z``.
+
+    A schedule with its own parameters adds their digest (``...Z+1a2b3c4d5e``): two schedules of one report due at
+    the same minute with different parameters are two runs, each sent once, not one run sent once.
+    """
     _check_identifier(report_id, "report_id")
-    return check_run_key(f"{report_id}@{_aware(slot, 'slot').strftime('%Y-%m-%dT%H:%M:%SZ')}")
+    key = f"{report_id}@{_aware(slot, 'slot').strftime('%Y-%m-%dT%H:%M:%SZ')}"
+    if parameters:
+        canonical = json.dumps(parameters, sort_keys=True, separators=(",", ":"), default=str)
+        key += "+" + hashlib.sha256(canonical.encode()).hexdigest()[:10]
+    return check_run_key(key)
 
 
 def adhoc_run_key() -> str:

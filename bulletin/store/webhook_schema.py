@@ -146,6 +146,11 @@ class Endpoint(BaseModel):
     def subscribes_to(self, event_type: str) -> bool:
         return ALL_EVENTS in self.event_types or event_type in self.event_types
 
+    def hears_from(self, org: str | None) -> bool:
+        """An org-less endpoint (added by an operator) hears every event; an organisation's endpoint only events
+        about its own recipients: never another organisation's, nor a run's totals across organisations."""
+        return self.org is None or (org is not None and self.org == org)
+
 
 class Message(BaseModel):
     """One event for one endpoint. ``payload`` is the exact body sent (ASCII JSON), ``id`` its webhook-id."""

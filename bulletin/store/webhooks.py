@@ -109,8 +109,10 @@ def enqueue(
     now: datetime,
     endpoint_ids: Sequence[str] | None = None,
     delay_seconds: float = 0.0,
+    org: str | None = None,
 ) -> list[Message]:
-    """One pending message per enabled endpoint subscribed to ``event_type``, all with the same body.
+    """One pending message per enabled endpoint subscribed to ``event_type`` that hears from ``org`` (the event's
+    organisation: org-less endpoints hear everything, an organisation's only its own), all with the same body.
 
     With ``endpoint_ids``, exactly those endpoints (when enabled), subscribed or not: a ``ping`` or an
     ``endpoint.disabled`` notice is addressed, not subscribed to. An unknown id is a NotFoundError.
@@ -121,7 +123,7 @@ def enqueue(
     with store.write() as conn:
         if endpoint_ids is None:
             query = select(webhook_endpoints).where(webhook_endpoints.c.enabled.is_(True))
-            targets = [e for e in _endpoints(conn, query) if e.subscribes_to(event_type)]
+            targets = [e for e in _endpoints(conn, query) if e.subscribes_to(event_type) and e.hears_from(org)]
         else:
             targets = [e for e in (fetch_endpoint(conn, i) for i in dict.fromkeys(endpoint_ids)) if e.enabled]
         ids = [f"msg_{uuid.uuid4().hex}" for _ in targets]

@@ -347,6 +347,16 @@ def test_scheduled_run_key_is_report_and_utc_slot() -> None:
         scheduled_run_key("../etc", T0)
 
 
+def test_two_schedules_of_one_slot_with_their_own_parameters_are_two_runs() -> None:
+    plain = scheduled_run_key("sales", T0)
+    emea = scheduled_run_key("sales", T0, {"region": "EMEA", "as_of": "2026-11-01"})
+    apac = scheduled_run_key("sales", T0, {"region": "APAC", "as_of": "2026-11-01"})
+    assert len({plain, emea, apac}) == 3
+    assert emea.startswith(plain + "+") and len(emea) == len(plain) + 11
+    assert scheduled_run_key("sales", T0, {"as_of": "2026-11-01", "region": "EMEA"}) == emea  # order-free
+    assert scheduled_run_key("sales", T0, {}) == plain
+
+
 def test_adhoc_run_keys_are_fresh_and_valid() -> None:
     keys = {adhoc_run_key() for _ in range(100)}
     assert len(keys) == 100

@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
 from bulletin.errors import ConfigError, NotFoundError, StorageError
 from bulletin.store import Store, open_store
 from bulletin.store import webhooks as wh
-from bulletin.store.db import VERSION_TABLE
+from bulletin.store.db import VERSION_TABLE, alembic_config
 from bulletin.store.ledger import metadata
 from bulletin.store.webhooks import MessageClaim, MessageStatus
 
@@ -55,9 +56,10 @@ def record(store: Store, claim: MessageClaim, outcome: str = "retry", **kwargs: 
 # --- schema -------------------------------------------------------------------------------------------------------
 
 
-def test_migration_0002_matches_the_tables(store: Store) -> None:
+def test_migrations_match_the_tables(store: Store) -> None:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     with store.read() as conn:
-        assert conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar_one() == "0002"
+        assert conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar_one() == head
         context = MigrationContext.configure(conn, opts={"compare_type": True, "version_table": VERSION_TABLE})
         assert compare_metadata(context, metadata) == []
         tables = set(inspect(conn).get_table_names())
@@ -336,3 +338,14 @@ def test_prune_inbound_forgets_old_ids(store: Store) -> None:
     assert wh.prune_inbound(store, older_than=T0 + timedelta(minutes=30)) == 1
     assert wh.record_inbound(store, source="std", message_id="old", now=T0) is True
     assert wh.record_inbound(store, source="std", message_id="new", now=T0) is False
+
+
+def test_an_organisations_endpoint_hears_only_its_own_recipients(store: Store) -> None:
+    operator, _ = wh.add_endpoint(store, url=URL, event_types=["*"], now=T0)
+    acme, _ = wh.add_endpoint(store, url=URL, event_types=["*"], org="acme", now=T0)
+    globex, _ = wh.add_endpoint(store, url=URL, event_types=["*"], org="globex", now=T0)
+    about_acme = wh.enqueue(store, event_type="report.delivered", payload={"org": "acme"}, org="acme", now=T0)
+    assert {m.endpoint_id for m in about_acme} == {operator.id, acme.id}
+    totals = wh.enqueue(store, event_type="run.completed", payload={}, now=T0)  # a run's totals span organisations
+    assert {m.endpoint_id for m in totals} == {operator.id}
+    assert globex.hears_from("globex") and not globex.hears_from("acme") and not globex.hears_from(None)

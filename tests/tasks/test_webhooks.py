@@ -155,6 +155,7 @@ def test_report_events_are_a_manifest_with_links_and_no_token() -> None:
         "run_id": "run1",
         "run_key": "weekly@2026-11-02T07:00:00Z",
         "recipient": "bob",
+        "org": None,
         "status": "FAILED",
         "files": [],
         "error": "warehouse timed out",

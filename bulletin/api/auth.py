@@ -1,0 +1,96 @@
+"""API-key authentication for the HTTP API: who is calling, for which organisation, with which role.
+
+Routes take ``p: Principal = Depends(principal)``; admin-only routes take ``Depends(require_admin)`` (or call
+``require_admin(p)``), cluster-level ones ``Depends(require_cluster_admin)``. A key is read from
+``Authorization: Bearer KEY`` or ``x-api-key: KEY`` (the QuickSight seed's header). A missing, unknown or revoked
+key is a 401 with a ``WWW-Authenticate`` challenge; the key never reaches a log or an error message.
+
+Scoping is the routes' job: an object of another organisation must answer 404 exactly as a missing one does
+(``not_found_unless_own``), so a key cannot learn what other organisations have.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from bulletin.errors import ForbiddenError, NotFoundError, RequestError, UnauthorizedError
+from bulletin.store import Store
+from bulletin.store.api_keys import authenticate
+
+CHALLENGE = 'Bearer realm="bulletin"'
+API_KEY_HEADER = "x-api-key"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller, as proved by its API key."""
+
+    key_id: str
+    org: str
+    role: str
+    cluster_admin: bool
+
+
+def presented_key(request: Request) -> str:
+    """The key from ``Authorization: Bearer`` or ``x-api-key``; 401 when absent or not a bearer credential."""
+    bearer = request.headers.getlist("authorization")
+    plain = request.headers.getlist(API_KEY_HEADER)
+    if len(bearer) > 1 or len(plain) > 1:
+        raise RequestError("give one API key, in one header", field="authorization")
+    if bearer and plain:
+        raise RequestError("give the API key in Authorization or in x-api-key, not both", field="authorization")
+    if plain:
+        key = plain[0].strip()
+    elif bearer:
+        scheme, _, key = bearer[0].strip().partition(" ")
+        if scheme.lower() != "bearer":
+            raise UnauthorizedError("the Authorization header must be 'Bearer <API key>'", challenge=CHALLENGE)
+        key = key.strip()
+    else:
+        raise UnauthorizedError(
+            "an API key is required: 'Authorization: Bearer <key>' or 'x-api-key: <key>'", challenge=CHALLENGE
+        )
+    if not key:
+        raise UnauthorizedError("the API key is empty", challenge=CHALLENGE)
+    return key
+
+
+async def principal(request: Request) -> Principal:
+    """FastAPI dependency: the caller's ``Principal``, or 401. Also left on ``request.state`` for the access log."""
+    key = presented_key(request)
+    store: Store = request.app.state.store
+    clock: Callable[[], datetime] = getattr(request.app.state, "clock", None) or (lambda: datetime.now(UTC))
+    found = await run_in_threadpool(authenticate, store, key, now=clock())
+    if found is None:
+        raise UnauthorizedError(
+            "the API key is not valid (unknown or revoked)", challenge=CHALLENGE + ', error="invalid_token"'
+        )
+    who = Principal(key_id=found.id, org=found.org, role=found.role, cluster_admin=found.cluster_admin)
+    request.state.principal = who
+    return who
+
+
+def require_admin(p: Principal = Depends(principal)) -> Principal:
+    """The principal if its key is an admin of its organisation, else 403. Usable as a dependency or a call."""
+    if p.role != "admin":
+        raise ForbiddenError("this needs an admin API key of the organisation")
+    return p
+
+
+def require_cluster_admin(p: Principal = Depends(principal)) -> Principal:
+    """The principal if its key is a cluster admin, else 403. Usable as a dependency or a call."""
+    if not p.cluster_admin:
+        raise ForbiddenError("this needs a cluster-admin API key")
+    return p
+
+
+def not_found_unless_own(p: Principal, owner: str | None, message: str, field: str) -> None:
+    """404 when the object belongs to another organisation (or to none). Give the message and field a missing
+    object gets, so the two answers are the same and a key cannot tell them apart."""
+    if owner is None or owner != p.org:
+        raise NotFoundError(message, field=field)

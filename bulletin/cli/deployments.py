@@ -1,0 +1,134 @@
+"""``bulletin deployments ...``: write prefect.yaml from the report definitions, and check a Prefect server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import difflib
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from bulletin.deployments import (
+    DEFAULT_WORK_POOL,
+    DeploymentSpec,
+    ScheduleSpec,
+    ServerDeployment,
+    declared_work_pools,
+    find_problems,
+    planned_deployments,
+    prefect_yaml_text,
+    read_declared_deployments,
+    write_prefect_yaml,
+)
+from bulletin.errors import ConfigError, NotFoundError, TransientError
+from bulletin.reports import load_reports
+from bulletin.settings import PROJECT_ROOT, Settings
+
+deployments_app = typer.Typer(
+    help="Generate prefect.yaml from the report definitions and check the deployments on a Prefect server.",
+    no_args_is_help=True,
+)
+err_console = Console(stderr=True)
+
+_PATH_HELP = "The prefect.yaml to write or read. Default: prefect.yaml at the project root."
+
+
+@deployments_app.command("sync")
+def sync(
+    check: bool = typer.Option(
+        False, "--check", help="Write nothing; exit non-zero if the file differs from what the reports imply."
+    ),
+    path: Path = typer.Option(PROJECT_ROOT / "prefect.yaml", "--path", help=_PATH_HELP),
+    pool: str = typer.Option(DEFAULT_WORK_POOL, "--pool", help="Work pool every deployment runs on."),
+) -> None:
+    """Write prefect.yaml from the report definitions: one deployment per report, plus the fixed flows."""
+    settings = Settings()
+    if check:
+        expected = prefect_yaml_text(settings, work_pool=pool)
+        current = path.read_text(encoding="utf-8") if path.is_file() else None
+        if current == expected:
+            typer.echo(f"{path} is up to date")
+            return
+        if current is not None:
+            diff = difflib.unified_diff(
+                current.splitlines(keepends=True), expected.splitlines(keepends=True), str(path), "generated"
+            )
+            typer.echo("".join(diff), nl=False)
+        reason = "does not exist" if current is None else "is stale: it differs from what the report definitions imply"
+        raise ConfigError(f"{path} {reason}; run `bulletin deployments sync`", field="path")
+    changed = write_prefect_yaml(settings, path, work_pool=pool)
+    typer.echo(f"{'wrote' if changed else 'unchanged:'} {path}")
+
+
+@deployments_app.command("check")
+def check_server(
+    path: Path = typer.Option(PROJECT_ROOT / "prefect.yaml", "--path", help=_PATH_HELP),
+    pool: str | None = typer.Option(
+        None, "--pool", help="Work pool the deployments must be on. Default: the pool prefect.yaml names."
+    ),
+) -> None:
+    """Check the deployments on the Prefect server at PREFECT_API_URL; exit non-zero naming each problem.
+
+    Every work pool prefect.yaml names (and --pool) must exist, and every deployment the reports imply must be
+    deployed, on its work pool, with the schedules and parameters prefect.yaml gives it.
+    """
+    settings = Settings()
+    planned = planned_deployments(load_reports(settings.reports_dir).values())
+    declared = read_declared_deployments(path)
+    pools = set(declared_work_pools(declared)) | ({pool} if pool else set())
+    api_url, server_pools, server_deployments = asyncio.run(_read_server(pools, planned))
+    problems = find_problems(planned, declared, server_pools, server_deployments, pool=pool)
+    if problems:
+        for problem in problems:
+            err_console.print(f"[bold red]problem[/] {problem}", highlight=False, soft_wrap=True)
+        error = NotFoundError if any(p.missing for p in problems) else ConfigError
+        raise error(f"{len(problems)} problem(s) with the deployments on {api_url}: {problems[0]}")
+    typer.echo(f"ok: {len(planned)} deployment(s) on {api_url}, work pool(s) {', '.join(sorted(pools))}")
+
+
+async def _read_server(
+    pools: set[str], planned: list[DeploymentSpec]
+) -> tuple[str, set[str], dict[str, ServerDeployment]]:
+    """The adapter: which of ``pools`` exist, and what the server holds for each planned deployment."""
+    # Imported here: Prefect's client costs about a second to import, which `sync` and `--help` should not pay.
+    import httpx
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.schedules import CronSchedule
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL
+
+    api_url = PREFECT_API_URL.value()
+    if not api_url:
+        # Without it Prefect would start a throwaway ephemeral server, which can only say that nothing is deployed.
+        raise ConfigError(
+            "PREFECT_API_URL is not set: point it at the Prefect server to check", field="PREFECT_API_URL"
+        )
+    async with get_client() as client:
+        failure = await client.api_healthcheck()
+        if failure is not None:
+            raise TransientError(f"cannot reach the Prefect API at {api_url}: {type(failure).__name__}")
+        try:
+            existing: set[str] = set()
+            for name in sorted(pools):
+                with contextlib.suppress(ObjectNotFound):
+                    existing.add((await client.read_work_pool(name)).name)
+            found: dict[str, ServerDeployment] = {}
+            for spec in planned:
+                try:
+                    deployment = await client.read_deployment_by_name(spec.full_name)
+                except ObjectNotFound:
+                    continue
+                schedules = tuple(
+                    ScheduleSpec(s.schedule.cron, s.schedule.timezone or "UTC", dict(s.parameters or {}))
+                    if isinstance(s.schedule, CronSchedule)
+                    else ScheduleSpec(f"<{type(s.schedule).__name__}>", "", {})
+                    for s in deployment.schedules
+                )
+                found[spec.full_name] = ServerDeployment(
+                    work_pool=deployment.work_pool_name, parameters=dict(deployment.parameters), schedules=schedules
+                )
+        except httpx.HTTPError as exc:
+            raise TransientError(f"the Prefect API at {api_url} failed: {type(exc).__name__}") from exc
+    return str(api_url), existing, found

@@ -1,0 +1,48 @@
+"""The deliver-scheduled-events flow: attempt the one-off scheduled events that are due (the Hasura seed).
+
+Every scheduled event gets a run of this flow scheduled for its time when it is created (and one for each retry's
+time), so an event is sent by the run made for it. Each run also sweeps every other due event, so an event whose
+run was missed (a stopped API, a lost worker) goes out with the next run: with the deployment, give it a schedule
+of every minute. The decisions are in ``tasks.scheduled_events``; how runs are made, in
+``tasks.scheduled_event_runs``.
+
+Returns the counts by result and ``follow_ups`` (events left for a retry, with their times);
+``follow_ups_scheduled`` says whether their runs were made through the deployment, or are left to the in-process
+runner that ran this flow.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from bulletin.settings import Settings
+from bulletin.store import migrate, open_store
+from tasks.scheduled_event_runs import schedule_follow_ups
+from tasks.scheduled_events import deliver_due_events_task
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@flow(name="deliver-scheduled-events", log_prints=False, persist_result=False)
+def deliver_scheduled_events(event_ids: list[str] | None = None, limit: int = 200) -> dict[str, Any]:
+    """Attempt ``event_ids`` (when due) and every other due scheduled event, at most ``limit`` in all."""
+    settings = Settings()
+    with open_store(settings.database) as store:
+        migrate(store)
+        summary = deliver_due_events_task(store, settings, _utc_now, limit, event_ids)
+        scheduled = schedule_follow_ups(store, summary.follow_ups, _utc_now())
+    counts = summary.as_dict()
+    get_run_logger().info(
+        "scheduled events: %d delivered, %d retrying, %d error, %d dead, %d busy",
+        counts["delivered"],
+        counts["retrying"],
+        counts["error"],
+        counts["dead"],
+        counts["busy"],
+    )
+    return {**counts, "follow_ups_scheduled": scheduled}

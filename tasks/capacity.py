@@ -1,0 +1,169 @@
+"""Capacity: at most ``BULLETIN_MAX_CONCURRENT_RUNS`` report runs deliver at once, the rest wait their turn.
+
+The cap is a Prefect global concurrency limit, ``bulletin-report-runs``, so it holds across every process that talks
+to one Prefect server: workers, ``bulletin run``, the HTTP API. The deliver-report flow holds one slot around its
+delivery work (the QuickSight seed's "concurrent jobs, queue the rest").
+
+What Prefect 3.8.8 does, read in ``prefect/concurrency/``: ``concurrency(name)`` for a name with no limit does not
+wait; it logs a warning ("do not exist - skipping acquisition") and runs uncapped. With ``strict=True`` it raises
+instead. So each run first creates the limit or sets it to the setting's value (``ensure_run_limit``: the setting is
+the one source of the number), then acquires strictly: a limit deleted in between is an error, never a silently
+uncapped run. ``strict`` would also end the run when one lease renewal fails; that is turned off, because a delivery
+half done must not be killed by one failed heartbeat. A limit switched to inactive in the Prefect UI lets every run
+through (Prefect's meaning of inactive); the value is re-set at each run, the switch is left alone.
+
+A run waits as long as it takes, Prefect polling with the server's Retry-After (at most 30 s by default). One still
+without a slot after ``WAIT_NOTICE_SECONDS`` logs that it waits and labels its flow run ``bulletin.slot=waiting``
+(``is_waiting_for_slot`` reads that, so the HTTP API can show the run as QUEUED). A bounded first try would know at
+once, but Prefect's acquisition service logs every refused try (``max_retries=0`` or a timeout) at ERROR. Prefect
+renews the lease of a held slot; the slot of a crashed process comes back when its lease expires (``LEASE_SECONDS``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from typing import Any
+from uuid import UUID
+
+import httpx
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+from prefect.client.schemas.objects import ConcurrencyLeaseHolder, FlowRun
+from prefect.client.schemas.responses import GlobalConcurrencyLimitResponse
+from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+from bulletin.errors import TransientError
+
+#: The Prefect global concurrency limit every report run takes one slot of.
+RUN_LIMIT = "bulletin-report-runs"
+#: Flow-run label saying where a run stands with its slot: ``waiting`` or ``held``.
+SLOT_LABEL = "bulletin.slot"
+WAITING = "waiting"
+HELD = "held"
+#: A held slot's lease; Prefect renews it while the run lives, and frees the slot this long after a crash.
+LEASE_SECONDS = 300.0
+#: A run still without a slot after this long logs that it waits, and labels its flow run.
+WAIT_NOTICE_SECONDS = 2.0
+#: ``extra`` key on the slot's log records (``waiting``, ``held``, ``releasing``), for whoever watches the logs.
+LOG_KEY = "bulletin_slot"
+
+Logger = logging.Logger | logging.LoggerAdapter[Any]
+
+
+def ensure_run_limit(client: SyncPrefectClient, limit: int, *, name: str = RUN_LIMIT) -> GlobalConcurrencyLimitResponse:
+    """Create the limit, or set it to ``limit`` if it holds another value; return it as it stands."""
+    try:
+        try:
+            current = client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            with suppress(ObjectAlreadyExists):  # another run created it first: fine, its value is set below
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
+            current = client.read_global_concurrency_limit_by_name(name)
+        if current.limit != limit:
+            client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=limit))
+            current = current.model_copy(update={"limit": limit})
+    except (httpx.HTTPError, ObjectNotFound) as exc:
+        raise TransientError(f"could not set the Prefect concurrency limit {name!r} to {limit}: {exc}") from exc
+    return current
+
+
+@contextmanager
+def report_run_slot(
+    limit: int, *, logger: Logger, flow_run_id: UUID | None = None, name: str = RUN_LIMIT
+) -> Iterator[None]:
+    """Hold one slot of the report-run limit (set to ``limit`` first) for the duration of the block.
+
+    A run still without a slot after ``WAIT_NOTICE_SECONDS`` logs that it waits, and labels its flow run (when it
+    has one) until it gets one.
+    """
+    with get_client(sync_client=True) as client:
+        current = ensure_run_limit(client, limit, name=name)
+    holder = ConcurrencyLeaseHolder(type="flow_run", id=flow_run_id) if flow_run_id else None
+    notice = _WaitNotice(logger, flow_run_id, current.limit)
+    timer = threading.Timer(WAIT_NOTICE_SECONDS, notice.announce)
+    timer.daemon = True
+    with ExitStack() as held:
+        timer.start()
+        try:
+            held.enter_context(_slot(name, holder))
+        except ConcurrencySlotAcquisitionError as exc:
+            raise TransientError(f"could not take a slot of the Prefect concurrency limit {name!r}: {exc}") from exc
+        finally:
+            timer.cancel()
+            notice.settle()
+        logger.info("Holding a report-run slot (%s, %d at once)", name, current.limit, extra={LOG_KEY: HELD})
+        try:
+            yield
+        finally:
+            logger.info("Releasing the report-run slot", extra={LOG_KEY: "releasing"})
+
+
+def is_waiting_for_slot(flow_run: FlowRun) -> bool:
+    """Whether a deliver-report flow run is running but still waiting for a report-run slot (show it as QUEUED)."""
+    state = flow_run.state
+    return state is not None and state.is_running() and flow_run.labels.get(SLOT_LABEL) == WAITING
+
+
+@contextmanager
+def _slot(name: str, holder: ConcurrencyLeaseHolder | None) -> Iterator[None]:
+    with concurrency(
+        name,
+        occupy=1,
+        lease_duration=LEASE_SECONDS,
+        strict=True,
+        holder=holder,
+        raise_on_lease_renewal_failure=False,
+    ):
+        yield
+
+
+class _WaitNotice:
+    """Says once that a run waits for its slot, then that it got one. ``announce`` runs on a timer thread; the lock
+    keeps it from announcing a wait that has just ended."""
+
+    def __init__(self, logger: Logger, flow_run_id: UUID | None, limit: int) -> None:
+        self._logger = logger
+        self._flow_run_id = flow_run_id
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._started = time.monotonic()
+        self._settled = False
+        self._announced = False
+
+    def announce(self) -> None:
+        with self._lock:
+            if self._settled:
+                return
+            self._announced = True
+            _label(self._flow_run_id, WAITING, self._logger)  # first, so whoever reads the log finds the label
+            self._logger.info(
+                "Waiting for a report-run slot (at most %d report runs at once: BULLETIN_MAX_CONCURRENT_RUNS); this "
+                "run starts when one is free",
+                self._limit,
+                extra={LOG_KEY: WAITING},
+            )
+
+    def settle(self) -> None:
+        with self._lock:
+            self._settled = True
+            if not self._announced:
+                return
+        _label(self._flow_run_id, HELD, self._logger)
+        self._logger.info("Got a report-run slot after %.0f s", time.monotonic() - self._started)
+
+
+def _label(flow_run_id: UUID | None, value: str, logger: Logger) -> None:
+    """Best effort: the label only informs; a failure to set it must not stop the run."""
+    if flow_run_id is None:
+        return
+    try:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run_labels(flow_run_id, {SLOT_LABEL: value})
+    except httpx.HTTPError as exc:
+        logger.debug("could not label flow run %s %s=%s: %s", flow_run_id, SLOT_LABEL, value, exc)

@@ -1,0 +1,113 @@
+"""End to end on uvicorn with the session's real Prefect API: submit a job for a report over the demo warehouse,
+poll it to COMPLETED, download a file through the link the API returns (a Bulletin file link: the local bucket)
+and compare its sha256 with the manifest's; replay the job_id (same job) and reuse it with another body (409);
+delete the job and its files.
+
+The flow run reads its settings from the environment, as in production, so the test sets them there for both."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+import pytest
+
+from bulletin.api.server import build_server
+from bulletin.settings import Settings
+from bulletin.store import migrate, open_store
+from bulletin.store.api_keys import create_key
+
+BODY = {
+    "report_id": "weekly-regional-sales",
+    "formats": ["pdf"],
+    "recipients": ["rm-emea-north", "rm-apac"],
+    "parameters": {"as_of": "2026-10-31"},
+    "job_id": "e2e-weekly",
+}
+
+
+@pytest.fixture
+def api_url(prefect_api: None, bulletin_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setenv("BULLETIN_DATABASE_URL", f"sqlite:///{tmp_path / 'state' / 'bulletin.db'}")
+    (tmp_path / "triggers").mkdir()
+    monkeypatch.setenv("BULLETIN_TRIGGERS_DIR", str(tmp_path / "triggers"))
+    server = build_server(Settings(), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert server.started
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=120)
+
+
+def key(org: str, role: str = "admin") -> str:
+    with open_store(Settings().database) as store:
+        migrate(store)
+        _, made = create_key(store, org=org, role=role, now=datetime.now(UTC))
+    return made
+
+
+def wait_until_finished(http: httpx.Client, job_id: str, seconds: float = 180) -> dict[str, Any]:
+    """Poll until the job has finished (a wait, not a timing assertion: the limit only stops a hang)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        job: dict[str, Any] = http.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in ("COMPLETED", "PARTIAL", "FAILED", "CANCELLED") or time.monotonic() > deadline:
+            return job
+        time.sleep(0.3)
+
+
+def test_a_job_runs_to_completed_and_its_file_downloads_through_the_returned_link(api_url: str) -> None:
+    with httpx.Client(base_url=api_url, headers={"x-api-key": key("acme", "member")}, timeout=60) as http:
+        submitted = http.post("/v1/jobs", json=BODY)
+        assert submitted.status_code == 202, submitted.text
+        assert submitted.json() == {"job_id": "e2e-weekly", "status": "QUEUED"}
+
+        replay = http.post("/v1/jobs", json=BODY)
+        assert replay.status_code == 200 and replay.json()["job_id"] == "e2e-weekly", replay.text
+        clash = http.post("/v1/jobs", json={**BODY, "formats": ["xlsx"]})
+        assert clash.status_code == 409 and clash.json()["error"]["field"] == "job_id"
+
+        job = wait_until_finished(http, "e2e-weekly")
+        assert job["status"] == "COMPLETED", job
+        assert job["parameters"] == {"as_of": "2026-10-31"} and job["started_at"] and job["finished_at"]
+        listed = http.get("/v1/jobs?status=COMPLETED").json()
+        assert [j["job_id"] for j in listed["jobs"]] == ["e2e-weekly"]
+
+        manifest = http.get("/v1/jobs/e2e-weekly/result").json()
+        assert manifest["run_key"].startswith("job-") and manifest["status"] == "COMPLETED"
+        assert sorted(d["recipient"] for d in manifest["deliveries"]) == ["rm-apac", "rm-emea-north"]
+        delivery = next(d for d in manifest["deliveries"] if d["recipient"] == "rm-emea-north")
+        artifact = next(a for a in delivery["artifacts"] if a["channel"] == "s3" and a["format"] == "pdf")
+
+        link = http.get("/v1/jobs/e2e-weekly/download", params={"format": "pdf", "recipient": "rm-emea-north"})
+        assert link.status_code == 200, link.text
+        url = link.json()["url"]
+        assert urlparse(url).path.startswith("/v1/files/") and link.json()["expires_at"]
+        with httpx.Client(timeout=60) as anonymous:  # the link alone is the credential
+            got = anonymous.get(url)
+            assert got.status_code == 200 and got.headers["content-type"] == "application/pdf"
+            assert hashlib.sha256(got.content).hexdigest() == artifact["sha256"]
+            assert anonymous.get(url[:-3] + ("AAA" if not url.endswith("AAA") else "BBB")).status_code == 403
+
+        globex = {"x-api-key": key("globex")}
+        assert http.get("/v1/jobs/e2e-weekly", headers=globex).status_code == 404
+
+        admin = {"x-api-key": key("acme", "admin")}
+        assert http.delete("/v1/jobs/e2e-weekly").status_code == 403  # a member key
+        assert http.delete("/v1/jobs/e2e-weekly", headers=admin).status_code == 204
+        assert http.get("/v1/jobs/e2e-weekly").status_code == 404
+        with httpx.Client(timeout=60) as anonymous:
+            assert anonymous.get(url).status_code == 404  # the file went with the job
