@@ -468,11 +468,11 @@ def child_ours(scopes: list[Scope]) -> dict[str, Any]:
     from bulletin import progress as bulletin_progress
     from bulletin.models import DeliveryStatus, Manifest
     from bulletin.settings import Settings
-    from flows.deliver_report import deliver_report
+    from flows.deliver_report import THREADS_BESIDE_PROCESSES, deliver_report
     from tasks.services import delivery_processes
 
-    threads = getattr(deliver_report.task_runner, "_max_workers", None)  # for the output only
-    processes = delivery_processes(Settings().delivery_processes, len(scopes))
+    processes = delivery_processes(Settings().delivery_processes, len(scopes))  # for the output only
+    threads = THREADS_BESIDE_PROCESSES if processes else getattr(deliver_report.task_runner, "_max_workers", None)
 
     reports = Path(os.environ["BULLETIN_REPORTS_DIR"])
     reports.mkdir(parents=True, exist_ok=True)
