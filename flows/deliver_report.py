@@ -35,6 +35,7 @@ from tasks.deliver import DeliveryPlan, deliver_batch, failed_delivery
 from tasks.manifest import batch_size, publish_run_artifacts, save_manifest
 from tasks.services import DeliveryServices, ServicesSpec, delivery_processes, open_services
 from tasks.spread import Lane, spread
+from tasks.storage import check_prefix
 from tasks.tokens import load_keyset
 from tasks.webhooks import publish_run_events, s3_links
 
@@ -68,6 +69,7 @@ def deliver_report(
     parameters: dict[str, Any] | None = None,
     dry_run: bool = False,
     run_key: str | None = None,
+    output_prefix: str | None = None,
 ) -> State:
     """Deliver ``report_id`` to its audience (or only ``recipients``), in its formats (or only ``formats``).
 
@@ -79,10 +81,11 @@ def deliver_report(
 
     ``run_key`` names the run in the delivery ledger: a re-run with the same key sends only what has not been sent.
     Default: the report and slot of a run the Prefect scheduler made, else a key of this flow run (stable across
-    retries); a run of a deployment started by hand is ad hoc.
+    retries); a run of a deployment started by hand is ad hoc. ``output_prefix`` puts the files in a folder of their
+    own, inside the recipient's organisation's prefix (a job's ``output.prefix``).
     """
     try:
-        return _deliver_in_turn(report_id, recipients, formats, parameters, dry_run, run_key)
+        return _deliver_in_turn(report_id, recipients, formats, parameters, dry_run, run_key, output_prefix)
     except BulletinError as exc:
         get_run_logger().error("%s", exc)
         return Failed(message=str(exc), data=exc)
@@ -95,6 +98,7 @@ def _deliver_in_turn(
     parameters: dict[str, Any] | None,
     dry_run: bool,
     requested_key: str | None,
+    output_prefix: str | None = None,
 ) -> State:
     """The request's checks and the missed-run policy, then the delivery inside a report-run slot.
 
@@ -115,7 +119,7 @@ def _deliver_in_turn(
         late = _late_run(settings, report, slot, requested_key, parameters, dry_run)
         if late is not None:
             return late
-        return _deliver(report_id, recipients, formats, parameters, dry_run, requested_key)
+        return _deliver(report_id, recipients, formats, parameters, dry_run, requested_key, output_prefix)
 
 
 def _scheduled_slot() -> datetime | None:
@@ -177,6 +181,7 @@ def _deliver(
     parameters: dict[str, Any] | None,
     dry_run: bool,
     requested_key: str | None,
+    output_prefix: str | None = None,
 ) -> State:
     settings = Settings()
     logger = get_run_logger()
@@ -201,6 +206,7 @@ def _deliver(
         token_ttl_minutes=settings.token_ttl_minutes,
         batch_rows=settings.query_batch_rows,
         csv_bom=settings.csv_bom,
+        output_prefix=check_prefix(output_prefix) if output_prefix else None,
     )
     with ExitStack() as stack:
         if dry_run:

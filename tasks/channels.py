@@ -60,6 +60,7 @@ class KeyParts:
     org: str | None
     run_id: str
     when: datetime
+    output_prefix: str | None = None  # a job's own folder (POST /v1/jobs output.prefix), inside its organisation's
 
 
 def make_destination(settings: Settings) -> Destination:
@@ -79,7 +80,7 @@ class BucketChannel:
         self.link_seconds = link_seconds
 
     def store(self, parts: KeyParts, file: RenderedFile, metadata: dict[str, str]) -> StoredObject:
-        prefix = "/".join(p for p in (parts.prefix, parts.org) if p)
+        prefix = "/".join(p for p in (parts.prefix, parts.org, parts.output_prefix) if p)
         key = build_key(
             prefix=prefix,
             report_id=parts.report_id,

@@ -59,6 +59,7 @@ class DeliveryPlan:
     batch_rows: int
     csv_bom: bool = False
     lease_seconds: float = 900.0
+    output_prefix: str | None = None  # key segments after the organisation's prefix (a job's output.prefix)
     #: The communication-channel preferences for this run's event type, loaded once by the flow
     #: (``load_run_preferences``). None: every recipient gets ``channels``.
     channel_preferences: RunPreferences | None = None
@@ -317,6 +318,7 @@ def _send(
         org=recipient.org,
         run_id=plan.run_id,
         when=plan.started_at,
+        output_prefix=plan.output_prefix,
     )
     metadata = {"report": plan.report.id, "recipient": recipient.ref, "run": plan.run_id, "token-jti": jti}
     stored: dict[str, StoredObject] = {}

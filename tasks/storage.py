@@ -36,6 +36,18 @@ def check_segment(segment: str) -> str:
     return segment
 
 
+PREFIX_MAX_BYTES = 256
+
+
+def check_prefix(prefix: str) -> str:
+    """A folder inside a bucket: safe segments joined by ``/``, no leading or trailing ``/``, at most 256 bytes."""
+    if len(prefix.encode("utf-8")) > PREFIX_MAX_BYTES or prefix.startswith("/") or prefix.endswith("/"):
+        raise StorageError(f"unsafe key prefix {prefix[:PREFIX_MAX_BYTES]!r}")
+    for segment in prefix.split("/"):
+        check_segment(segment)
+    return prefix
+
+
 def check_key(key: str) -> str:
     """A whole key: relative, at most 1024 bytes, every segment safe."""
     if len(key.encode("utf-8")) > MAX_KEY_BYTES:

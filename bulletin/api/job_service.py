@@ -48,11 +48,12 @@ from bulletin.store import Store
 from bulletin.store.jobs import Job, create_job, cursor_of, delete_job, get_job, list_jobs, set_flow_run
 from flows.deliver_report import check_request, deliver_report
 from tasks.audience import resolve_audience
-from tasks.storage import check_key, check_segment
+from tasks.storage import PREFIX_MAX_BYTES, check_key
+from tasks.storage import check_prefix as check_storage_prefix
 
 logger = logging.getLogger(__name__)
 
-PREFIX_MAX = 256
+PREFIX_MAX = PREFIX_MAX_BYTES
 #: Jobs read per store page while filtering a listing by status (status lives in Prefect, not in the store).
 SCAN_CHUNK = 200
 SCAN_CHUNKS_MAX = 10
@@ -61,17 +62,13 @@ SCAN_CHUNKS_MAX = 10
 def check_prefix(prefix: str) -> str:
     """``output.prefix``: one or more safe key segments (security.md's S3 key rules), no leading or trailing ``/``."""
     try:
-        if len(prefix.encode()) > PREFIX_MAX or prefix.startswith("/") or prefix.endswith("/"):
-            raise StorageError("bad prefix")
-        for segment in prefix.split("/"):
-            check_segment(segment)
+        return check_storage_prefix(prefix)
     except StorageError as exc:
         raise RequestError(
             f"output.prefix must be at most {PREFIX_MAX} bytes of segments of letters, digits, '.', '_' and '-' "
             "joined by '/' (no '..', no leading or trailing '/', no backslash)",
             field="output.prefix",
         ) from exc
-    return prefix
 
 
 def manifest_path(settings: Settings, job: Job) -> Path | None:
@@ -132,6 +129,7 @@ class JobService:
             "formats": request.get("formats"),
             "parameters": request.get("parameters"),
             "run_key": job.run_key,
+            "output_prefix": (request.get("output") or {}).get("prefix"),
         }
         try:
             with self.starter.prepare(Target(f"deliver-report/{report_id}", deliver_report), parameters) as ready:

@@ -29,6 +29,7 @@ BODY = {
     "formats": ["pdf"],
     "recipients": ["rm-emea-north", "rm-apac"],
     "parameters": {"as_of": "2026-10-31"},
+    "output": {"prefix": "board-pack/2026-10"},
     "job_id": "e2e-weekly",
 }
 
@@ -91,6 +92,7 @@ def test_a_job_runs_to_completed_and_its_file_downloads_through_the_returned_lin
         assert sorted(d["recipient"] for d in manifest["deliveries"]) == ["rm-apac", "rm-emea-north"]
         delivery = next(d for d in manifest["deliveries"] if d["recipient"] == "rm-emea-north")
         artifact = next(a for a in delivery["artifacts"] if a["channel"] == "s3" and a["format"] == "pdf")
+        assert "/acme/board-pack/2026-10/weekly-regional-sales/" in artifact["uri"]  # the job's folder, in its org's
 
         link = http.get("/v1/jobs/e2e-weekly/download", params={"format": "pdf", "recipient": "rm-emea-north"})
         assert link.status_code == 200, link.text
