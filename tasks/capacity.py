@@ -105,9 +105,10 @@ def report_run_slot(
 
 
 def is_waiting_for_slot(flow_run: FlowRun) -> bool:
-    """Whether a deliver-report flow run is running but still waiting for a report-run slot (show it as QUEUED)."""
+    """Whether a deliver-report flow run is running but does not hold its report-run slot yet (show it as QUEUED):
+    every run is labelled ``held`` once it has its slot, before it delivers anything."""
     state = flow_run.state
-    return state is not None and state.is_running() and flow_run.labels.get(SLOT_LABEL) == WAITING
+    return state is not None and state.is_running() and flow_run.labels.get(SLOT_LABEL) != HELD
 
 
 @contextmanager
@@ -150,12 +151,14 @@ class _WaitNotice:
             )
 
     def settle(self) -> None:
+        """The wait is over: label the run as holding its slot (every run, so a run not yet labelled so is still
+        queued to whoever asks), and say how long it waited if it said it waits."""
         with self._lock:
             self._settled = True
-            if not self._announced:
-                return
+            announced = self._announced
         _label(self._flow_run_id, HELD, self._logger)
-        self._logger.info("Got a report-run slot after %.0f s", time.monotonic() - self._started)
+        if announced:
+            self._logger.info("Got a report-run slot after %.0f s", time.monotonic() - self._started)
 
 
 def _label(flow_run_id: UUID | None, value: str, logger: Logger) -> None:

@@ -113,3 +113,33 @@ def test_a_job_runs_to_completed_and_its_file_downloads_through_the_returned_lin
         assert http.get("/v1/jobs/e2e-weekly").status_code == 404
         with httpx.Client(timeout=60) as anonymous:
             assert anonymous.get(url).status_code == 404  # the file went with the job
+
+
+def test_a_job_waiting_under_the_concurrency_cap_is_queued_then_runs(
+    api_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With BULLETIN_MAX_CONCURRENT_RUNS=1 and the one slot held here (as another report run would), the job's flow
+    run waits for it: the API shows QUEUED (not RUNNING) until the slot is free, then the job completes."""
+    from prefect.client.orchestration import get_client
+
+    from tasks.capacity import RUN_LIMIT, _slot, ensure_run_limit
+
+    monkeypatch.setenv("BULLETIN_MAX_CONCURRENT_RUNS", "1")
+    with get_client(sync_client=True) as client:
+        ensure_run_limit(client, 1)
+    body = {**BODY, "job_id": "e2e-queued", "formats": ["pdf"], "recipients": ["rm-apac"]}
+    body.pop("output")
+    with httpx.Client(base_url=api_url, headers={"x-api-key": key("acme", "member")}, timeout=60) as http:
+        with _slot(RUN_LIMIT, None):  # another run holds the only slot
+            assert http.post("/v1/jobs", json=body).status_code == 202
+            deadline = time.monotonic() + 120
+            seen: list[str] = []
+            while time.monotonic() < deadline:  # until the run has started and says it waits (a wait, not a timing)
+                job = http.get("/v1/jobs/e2e-queued").json()
+                seen.append(job["status"])
+                if job["status"] == "QUEUED" and job.get("started_at"):
+                    break
+                time.sleep(0.3)
+            assert seen[-1] == "QUEUED" and "RUNNING" not in seen, seen
+        job = wait_until_finished(http, "e2e-queued")
+        assert job["status"] == "COMPLETED", job
