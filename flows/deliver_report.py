@@ -12,6 +12,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import httpx
 from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import State
 from prefect.context import FlowRunContext
@@ -119,7 +120,26 @@ def _deliver_in_turn(
         late = _late_run(settings, report, slot, requested_key, parameters, dry_run)
         if late is not None:
             return late
+        if current and _cancel_requested(uuid.UUID(current)):
+            get_run_logger().warning("cancelled while it waited for a report-run slot: nothing delivered")
+            return Cancelled(message="cancelled while queued: nothing delivered")
         return _deliver(report_id, recipients, formats, parameters, dry_run, requested_key, output_prefix)
+
+
+def _cancel_requested(flow_run_id: uuid.UUID) -> bool:
+    """Whether someone asked to cancel this run while it waited for its slot (``DELETE /v1/jobs/{id}``, the UI).
+
+    A worker stops a cancelled run's process itself; a run that the API or a script executes in its own process
+    is only marked Cancelling, so a queued run looks once, before it delivers anything.
+    """
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(flow_run_id).state
+    except httpx.HTTPError:
+        return False  # the API is unreachable: the run goes on, as it would have without this look
+    return state is not None and (state.is_cancelling() or state.is_cancelled())
 
 
 def _scheduled_slot() -> datetime | None:

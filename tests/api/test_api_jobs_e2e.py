@@ -21,7 +21,7 @@ import pytest
 
 from bulletin.api.server import build_server
 from bulletin.settings import Settings
-from bulletin.store import migrate, open_store
+from bulletin.store import list_deliveries, migrate, open_store
 from bulletin.store.api_keys import create_key
 
 BODY = {
@@ -115,31 +115,59 @@ def test_a_job_runs_to_completed_and_its_file_downloads_through_the_returned_lin
             assert anonymous.get(url).status_code == 404  # the file went with the job
 
 
-def test_a_job_waiting_under_the_concurrency_cap_is_queued_then_runs(
-    api_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With BULLETIN_MAX_CONCURRENT_RUNS=1 and the one slot held here (as another report run would), the job's flow
-    run waits for it: the API shows QUEUED (not RUNNING) until the slot is free, then the job completes."""
+def _queue_behind_a_held_slot(http: httpx.Client, job_id: str) -> list[str]:
+    """Submit ``job_id`` while the caller holds the only report-run slot; poll until its run has started and waits
+    (QUEUED with a start time). The statuses seen on the way."""
+    body = {**BODY, "job_id": job_id, "recipients": ["rm-apac"]}
+    body.pop("output")
+    assert http.post("/v1/jobs", json=body).status_code == 202
+    deadline = time.monotonic() + 120
+    seen: list[str] = []
+    while time.monotonic() < deadline:  # a wait, not a timing assertion
+        job = http.get(f"/v1/jobs/{job_id}").json()
+        seen.append(job["status"])
+        if job["status"] == "QUEUED" and job.get("started_at"):
+            break
+        time.sleep(0.3)
+    return seen
+
+
+@pytest.fixture
+def one_slot(monkeypatch: pytest.MonkeyPatch) -> None:
     from prefect.client.orchestration import get_client
 
-    from tasks.capacity import RUN_LIMIT, _slot, ensure_run_limit
+    from tasks.capacity import ensure_run_limit
 
     monkeypatch.setenv("BULLETIN_MAX_CONCURRENT_RUNS", "1")
     with get_client(sync_client=True) as client:
         ensure_run_limit(client, 1)
-    body = {**BODY, "job_id": "e2e-queued", "formats": ["pdf"], "recipients": ["rm-apac"]}
-    body.pop("output")
+
+
+@pytest.mark.usefixtures("one_slot")
+def test_a_job_waiting_under_the_concurrency_cap_is_queued_then_runs(api_url: str) -> None:
+    """With BULLETIN_MAX_CONCURRENT_RUNS=1 and the one slot held here (as another report run would), the job's flow
+    run waits for it: the API shows QUEUED (not RUNNING) until the slot is free, then the job completes."""
+    from tasks.capacity import RUN_LIMIT, _slot
+
     with httpx.Client(base_url=api_url, headers={"x-api-key": key("acme", "member")}, timeout=60) as http:
         with _slot(RUN_LIMIT, None):  # another run holds the only slot
-            assert http.post("/v1/jobs", json=body).status_code == 202
-            deadline = time.monotonic() + 120
-            seen: list[str] = []
-            while time.monotonic() < deadline:  # until the run has started and says it waits (a wait, not a timing)
-                job = http.get("/v1/jobs/e2e-queued").json()
-                seen.append(job["status"])
-                if job["status"] == "QUEUED" and job.get("started_at"):
-                    break
-                time.sleep(0.3)
+            seen = _queue_behind_a_held_slot(http, "e2e-queued")
             assert seen[-1] == "QUEUED" and "RUNNING" not in seen, seen
         job = wait_until_finished(http, "e2e-queued")
         assert job["status"] == "COMPLETED", job
+
+
+@pytest.mark.usefixtures("one_slot")
+def test_a_queued_job_deleted_before_its_turn_delivers_nothing(api_url: str) -> None:
+    from tasks.capacity import RUN_LIMIT, _slot
+
+    admin = {"x-api-key": key("acme", "admin")}
+    with httpx.Client(base_url=api_url, headers=admin, timeout=60) as http:
+        with _slot(RUN_LIMIT, None):
+            assert _queue_behind_a_held_slot(http, "e2e-cancelled")[-1] == "QUEUED"
+            assert http.delete("/v1/jobs/e2e-cancelled").status_code == 204
+        job = wait_until_finished(http, "e2e-cancelled")
+        assert job["status"] == "CANCELLED", job
+        assert http.get("/v1/jobs/e2e-cancelled/result").status_code == 409  # no manifest: nothing was delivered
+    with open_store(Settings().database) as store:
+        assert [r for r in list_deliveries(store) if r.run_key.startswith("job-")] == []
