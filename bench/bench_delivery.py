@@ -83,6 +83,7 @@ TARGET_ROWS = 1_000  # rows per recipient, on average
 SMALL_AUDIENCE = 500
 TARGET_RATIO = 10.0
 CHILD_TIMEOUT_SECONDS = 1_800
+SETTINGS_PASSED_ON = ("BULLETIN_DELIVERY_PROCESSES", "BULLETIN_RECIPIENTS_PER_TASK")
 SERVER_START_SECONDS = 60
 SAMPLED_FILES = 3
 
@@ -537,6 +538,9 @@ def measure(case: Case, *, endpoint: str, bucket: str, env: dict[str, str], work
             "PREFECT_CLI_PROMPT": "false",
         }
     )
+    for name in SETTINGS_PASSED_ON:  # what --processes / --per-task set for ours
+        if name in os.environ:
+            child_env[name] = os.environ[name]
     command = [sys.executable, "-m", "bench.bench_delivery", "--child", case.side, "--scopes", str(scopes_file)]
     command += ["--warehouse", str(WAREHOUSE), "--endpoint", endpoint, "--bucket", bucket]
     done = subprocess.run(
@@ -666,6 +670,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--naive-recipients", type=int, default=None, help="recipients of the naive loop (default: as many as ours)"
     )
+    parser.add_argument("--processes", type=int, default=None, help="BULLETIN_DELIVERY_PROCESSES for ours")
+    parser.add_argument("--per-task", type=int, default=None, help="BULLETIN_RECIPIENTS_PER_TASK for ours")
     parser.add_argument("--child", choices=["naive", "ours"], help=argparse.SUPPRESS)
     for hidden in ("--scopes", "--warehouse", "--endpoint", "--bucket"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
@@ -673,6 +679,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         run_child(args)
         return
+    if args.processes is not None:
+        os.environ["BULLETIN_DELIVERY_PROCESSES"] = str(args.processes)
+    if args.per_task is not None:
+        os.environ["BULLETIN_RECIPIENTS_PER_TASK"] = str(args.per_task)
     count = args.recipients or (50 if args.quick else 1_000)
     naive_count = min(args.naive_recipients or count, count)
     if count < 1 or naive_count < 1:
