@@ -12,6 +12,7 @@ own messages carry the SQL parameters).
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -190,6 +191,26 @@ def _first_line(error: BaseException | None) -> str:
     return lines[0][:300] if lines else "no detail"
 
 
+def _switch_to_wal(cursor: Any) -> None:
+    """``PRAGMA journal_mode = WAL``, retried while another connection holds the lock it needs.
+
+    SQLite answers "database is locked" at once, without its busy handler, when connections race to open a brand-new
+    file (seen with four report runs starting together on a fresh state store). Once the file is in WAL mode the
+    pragma is a no-op, so this loop only ever waits on a file's first moments.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_SECONDS
+    delay = 0.01
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
 def _configure_sqlite(engine: Engine) -> None:
     """WAL, busy timeout and foreign keys per connection; our own BEGIN so writers can ask for IMMEDIATE."""
 
@@ -200,7 +221,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         # busy_timeout first: switching a fresh file to WAL takes a lock that another process may hold.
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_SECONDS * 1000}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _switch_to_wal(cursor)
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
 

@@ -37,14 +37,16 @@ class SlotWatch(logging.Handler):
 
     It also holds each run that has a slot until some run has had to wait and two runs hold slots, so the runs
     really overlap and the cap is seen at work. While they are held, it reads the waiting run's flow run back from
-    the API and asks ``is_waiting_for_slot``. It overrides ``handle``, not ``emit``: ``Handler.handle`` holds the
-    handler's lock around ``emit``, and a run held there would block every other run's log line.
+    the API and asks ``is_waiting_for_slot``, before either is let go. It overrides ``handle``, not ``emit``:
+    ``Handler.handle`` holds the handler's lock around ``emit``, and a run held there would block every other run's
+    log line.
     """
 
     def __init__(self) -> None:
         super().__init__(level=logging.INFO)
         self.events: list[tuple[str, str]] = []
         self.waiting_seen_by_api: list[bool] = []
+        self._overlap_seen = False
         self._changed = threading.Condition()
 
     def handle(self, record: logging.LogRecord) -> bool:
@@ -57,16 +59,27 @@ class SlotWatch(logging.Handler):
             self._changed.notify_all()
             if event == HELD:
                 self._changed.wait_for(self._both_held_and_one_waits, timeout=STUCK_SECONDS)
-        if event == HELD and not self.waiting_seen_by_api:
-            self._check_the_waiting_run()
+                if not self.waiting_seen_by_api:
+                    # Still under the lock: the other run holding a slot cannot go on (and free its slot for the
+                    # waiting run) until the API has been asked, so the answer does not depend on timing.
+                    self._check_the_waiting_run()
         return True
 
+    def _still_waiting(self) -> list[str]:
+        """Runs that said they wait and have no slot yet (a run slow to get a free slot on a busy machine says it
+        waits too, then gets one: not the run to ask about)."""
+        held = {run_id for run_id, event in self.events if event == HELD}
+        return [run_id for run_id, event in self.events if event == WAITING and run_id not in held]
+
     def _both_held_and_one_waits(self) -> bool:
-        kinds = [event for _, event in self.events]
-        return WAITING in kinds and kinds.count(HELD) >= 2
+        """True from the first moment two runs hold slots while another still waits, and from then on."""
+        self._overlap_seen = self._overlap_seen or (
+            bool(self._still_waiting()) and [event for _, event in self.events].count(HELD) >= 2
+        )
+        return self._overlap_seen
 
     def _check_the_waiting_run(self) -> None:
-        waiting_run = next(run_id for run_id, event in self.events if event == WAITING)
+        waiting_run = self._still_waiting()[0]
         with get_client(sync_client=True) as client:
             flow_run = client.read_flow_run(UUID(waiting_run))
         self.waiting_seen_by_api.append(is_waiting_for_slot(flow_run))

@@ -186,7 +186,10 @@ def test_two_dispatchers_at_once_send_an_event_once(store: Store, settings: Sett
     event = event_for(store, receiver.url("/slow"), clock)
     with ThreadPoolExecutor(max_workers=2) as pool:
         passes = list(pool.map(lambda _: deliver_due_events(store, settings, now=clock), range(2)))
-    assert sorted(r for p in passes for r in p.results.values()) == sorted([Result.DELIVERED, Result.BUSY])
+    results = [r for p in passes for r in p.results.values()]
+    # One pass sends it. The other either finds it claimed (BUSY) or, when it looks after the claim, not due at all:
+    # which one depends on timing; that it is sent once does not.
+    assert results.count(Result.DELIVERED) == 1 and set(results) <= {Result.DELIVERED, Result.BUSY}
     assert len(receiver.received("/slow")) == 1 and se.get_event(store, event.id).status is EventStatus.DELIVERED
 
 
