@@ -62,7 +62,7 @@ class Settings(BaseSettings):
         default=50_000, ge=1_000, le=1_000_000, description="Rows per batch streamed from the warehouse."
     )
     recipients_per_task: int = Field(
-        default=25,
+        default=100,
         ge=1,
         le=1_000,
         description="Recipients delivered by one Prefect task; larger audiences are split into batches.",
