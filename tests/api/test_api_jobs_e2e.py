@@ -8,7 +8,6 @@ The flow run reads its settings from the environment, as in production, so the t
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -19,10 +18,10 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from bulletin.api.server import build_server
 from bulletin.settings import Settings
 from bulletin.store import list_deliveries, migrate, open_store
 from bulletin.store.api_keys import create_key
+from tests.api.v1_support import serving
 
 BODY = {
     "report_id": "weekly-regional-sales",
@@ -39,18 +38,8 @@ def api_url(prefect_api: None, bulletin_env: Path, tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("BULLETIN_DATABASE_URL", f"sqlite:///{tmp_path / 'state' / 'bulletin.db'}")
     (tmp_path / "triggers").mkdir()
     monkeypatch.setenv("BULLETIN_TRIGGERS_DIR", str(tmp_path / "triggers"))
-    server = build_server(Settings(), "127.0.0.1", 0)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 60
-        while not server.started and thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert server.started
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=120)
+    with serving(Settings(), "jobs-e2e") as url:
+        yield url
 
 
 def key(org: str, role: str = "admin") -> str:

@@ -9,8 +9,6 @@ documented answer, and these tests run without a Prefect API.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,10 +26,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from bulletin.api.server import build_server
 from bulletin.store import migrate, open_store
 from bulletin.store.api_keys import create_key
-from tests.api.v1_support import Api, api_settings, region
+from tests.api.v1_support import Api, api_settings, region, serving
 
 MAX_EXAMPLES = 20
 SKIPPED = {"/readyz"}
@@ -56,18 +53,8 @@ def live(tmp_path_factory: pytest.TempPathFactory, demo_warehouse: Path) -> Iter
         migrate(store)
         _, key = create_key(store, org="acme", role="admin", cluster_admin=True, now=datetime.now(UTC))
     token = Api(client=None, settings=settings_).token([region("EMEA-North")])  # type: ignore[arg-type]
-    server = build_server(settings_, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.run, name="openapi-fuzz", daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 60
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}", key, token
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with serving(settings_, "openapi-fuzz") as url:
+        yield url, key, token
 
 
 def test_no_5xx_and_answers_match_the_schema(live: tuple[str, str, str]) -> None:

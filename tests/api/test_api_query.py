@@ -8,8 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,9 +17,8 @@ import httpx
 import pytest
 
 from bulletin.api.query import QueryResult, choose_format
-from bulletin.api.server import build_server
 from bulletin.errors import NotAcceptableError
-from tests.api.v1_support import Api, api_settings, bearer, region, running_api
+from tests.api.v1_support import Api, api_settings, bearer, region, running_api, serving
 
 EMEA = [region("EMEA-North")]
 
@@ -190,24 +187,12 @@ def test_a_missing_keyset_is_503_without_a_server_path(tmp_path: Path, demo_ware
 
 def test_end_to_end_through_uvicorn_on_loopback(tmp_path: Path, demo_warehouse: Path) -> None:
     settings = api_settings(tmp_path, demo_warehouse)
-    server = build_server(settings, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.run, name="query-e2e", daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 60
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        token = Api(client=None, settings=settings).token(EMEA)  # type: ignore[arg-type]
-        body = {"dataset": "sales", "columns": ["region", "amount"], "filters": [region("APAC", "!=")], "limit": 3}
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-            as_json = http.post("/v1/query", json=body, headers=bearer(token))
-            as_csv = http.post("/v1/query", json=body, headers={**bearer(token), "accept": "text/csv"})
-            unauthorised = http.post("/v1/query", json=body)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    token = Api(client=None, settings=settings).token(EMEA)  # type: ignore[arg-type]
+    body = {"dataset": "sales", "columns": ["region", "amount"], "filters": [region("APAC", "!=")], "limit": 3}
+    with serving(settings, "query-e2e") as url, httpx.Client(base_url=url, timeout=30) as http:
+        as_json = http.post("/v1/query", json=body, headers=bearer(token))
+        as_csv = http.post("/v1/query", json=body, headers={**bearer(token), "accept": "text/csv"})
+        unauthorised = http.post("/v1/query", json=body)
     assert as_json.status_code == 200 and as_json.json()["row_count"] == 3
     assert {row["region"] for row in as_json.json()["rows"]} == {"EMEA-North"}
     csv_rows = list(csv.reader(io.StringIO(as_csv.text)))
@@ -215,4 +200,3 @@ def test_end_to_end_through_uvicorn_on_loopback(tmp_path: Path, demo_warehouse: 
     amounts = [float(r["amount"]) for r in as_json.json()["rows"]]
     assert [float(r[1]) for r in csv_rows[1:4]] == amounts
     assert unauthorised.status_code == 401
-    assert not thread.is_alive()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,12 +22,12 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 from prefect.client.schemas.sorting import FlowRunSort
 
 from bulletin.api import create_app
-from bulletin.api.server import build_server
 from bulletin.settings import Settings
 from bulletin.store import migrate, open_store
 from bulletin.store import scheduled_events as se
 from bulletin.store.api_keys import create_key
 from tests.api.conftest import AppClient
+from tests.api.v1_support import serving
 from tests.fixtures.webhook_receiver import Receiver, Reply, running_receiver
 
 CREDENTIAL = "Bearer receiver-credential-0123456789"
@@ -51,18 +50,8 @@ def env(prefect_api: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 
 @pytest.fixture
 def api_url(env: None) -> Iterator[str]:
-    server = build_server(Settings(), "127.0.0.1", 0)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 60
-        while not server.started and thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert server.started
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=60)
+    with serving(Settings(), "events-e2e") as url:
+        yield url
 
 
 def admin_key() -> str:

@@ -6,6 +6,8 @@ Each test module declares its own two-line fixture around ``running_api``.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -89,3 +91,23 @@ def bearer(key: str) -> dict[str, str]:
 
 def region(value: Any, op: str = "=") -> dict[str, Any]:
     return {"field": "region", "op": op, "value": value}
+
+
+@contextmanager
+def serving(settings: Settings, name: str = "bulletin-api") -> Iterator[str]:
+    """The app on uvicorn at 127.0.0.1 on a free port, in a thread: yields its base URL, stops it at the end."""
+    from bulletin.api.server import build_server
+
+    server = build_server(settings, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.run, name=name, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+    assert not thread.is_alive(), "uvicorn did not stop"
