@@ -6,7 +6,7 @@ import tempfile
 import uuid
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -85,45 +85,52 @@ def deliver_report(
     retries); a run of a deployment started by hand is ad hoc. ``output_prefix`` puts the files in a folder of their
     own, inside the recipient's organisation's prefix (a job's ``output.prefix``).
     """
+    request = _Request(report_id, recipients, formats, parameters, dry_run, run_key, output_prefix)
     try:
-        return _deliver_in_turn(report_id, recipients, formats, parameters, dry_run, run_key, output_prefix)
+        return _deliver_in_turn(Settings(), request)
     except BulletinError as exc:
         get_run_logger().error("%s", exc)
         return Failed(message=str(exc), data=exc)
 
 
-def _deliver_in_turn(
-    report_id: str,
-    recipients: list[str] | None,
-    formats: list[str] | None,
-    parameters: dict[str, Any] | None,
-    dry_run: bool,
-    requested_key: str | None,
-    output_prefix: str | None = None,
-) -> State:
+@dataclass(frozen=True)
+class _Request:
+    """The flow's arguments, as the steps below pass them on."""
+
+    report_id: str
+    recipients: list[str] | None
+    formats: list[str] | None
+    parameters: dict[str, Any] | None
+    dry_run: bool
+    run_key: str | None
+    output_prefix: str | None
+
+
+def _deliver_in_turn(settings: Settings, request: _Request) -> State:
     """The request's checks and the missed-run policy, then the delivery inside a report-run slot.
 
     Both come before the slot, so a bad request or a stale run never waits in the queue; the policy is asked again
-    once the slot is held, because a run that waited past its tolerance is just as stale.
+    once the slot is held, because a run that waited past its tolerance is just as stale. The report is loaded once,
+    by the checks.
     """
-    settings = Settings()
-    check_request(settings, report_id, formats=formats, parameters=parameters, run_key=requested_key)
+    report = check_request(
+        settings, request.report_id, formats=request.formats, parameters=request.parameters, run_key=request.run_key
+    )
     slot = _scheduled_slot()
-    report = get_report(settings.reports_dir, report_id) if slot is not None else None
-    late = _late_run(settings, report, slot, requested_key, parameters, dry_run)
+    late = _late_run(settings, report, slot, request)
     if late is not None:
         return late
     current = flow_run.get_id()
     with report_run_slot(
         settings.max_concurrent_runs, logger=get_run_logger(), flow_run_id=uuid.UUID(current) if current else None
     ):
-        late = _late_run(settings, report, slot, requested_key, parameters, dry_run)
+        late = _late_run(settings, report, slot, request)
         if late is not None:
             return late
         if current and _cancel_requested(uuid.UUID(current)):
             get_run_logger().warning("cancelled while it waited for a report-run slot: nothing delivered")
             return Cancelled(message="cancelled while queued: nothing delivered")
-        return _deliver(report_id, recipients, formats, parameters, dry_run, requested_key, output_prefix)
+        return _deliver(settings, report, request)
 
 
 def _cancel_requested(flow_run_id: uuid.UUID) -> bool:
@@ -155,21 +162,14 @@ def _scheduled_slot() -> datetime | None:
     return run.expected_start_time
 
 
-def _late_run(
-    settings: Settings,
-    report: ReportDefinition | None,
-    slot: datetime | None,
-    requested_key: str | None,
-    parameters: dict[str, Any] | None,
-    dry_run: bool,
-) -> State | None:
+def _late_run(settings: Settings, report: ReportDefinition, slot: datetime | None, request: _Request) -> State | None:
     """None when the run may deliver; else the recorded outcome of a missed or superseded run, which sent nothing.
 
     It ends Cancelled (named "Missed" or "Superseded"), not Completed: it is not a success, and it is not a failure
     to retry or page about either. Its manifest (status MISSED, the reason in ``note``) is saved like any other, and
     ``bulletin schedules missed`` lists them. It publishes no webhook events: nothing was delivered.
     """
-    if report is None or slot is None:
+    if slot is None:
         return None
     now = datetime.now(UTC)
     decision = decide_report_run(report, slot, now)
@@ -179,38 +179,29 @@ def _late_run(
     manifest = Manifest(
         report_id=report.id,
         run_id=run_id,
-        run_key=None if dry_run else _run_key(report.id, requested_key, run_id, parameters),
+        run_key=None if request.dry_run else _run_key(report.id, request.run_key, run_id, request.parameters),
         started_at=now,
         finished_at=now,
         status=RunStatus.MISSED,
-        dry_run=dry_run,
+        dry_run=request.dry_run,
         note=decision.reason,
     )
     get_run_logger().warning("%s %s", report.id, decision.reason)
-    if not dry_run:
+    if not request.dry_run:
         save_manifest(settings.manifests_dir, manifest)
     publish_run_artifacts(manifest)
     name = "Missed" if decision.verdict is Verdict.MISSED else "Superseded"
     return Cancelled(name=name, message=f"{report.id} {decision.reason}", data=manifest)
 
 
-def _deliver(
-    report_id: str,
-    recipients: list[str] | None,
-    formats: list[str] | None,
-    parameters: dict[str, Any] | None,
-    dry_run: bool,
-    requested_key: str | None,
-    output_prefix: str | None = None,
-) -> State:
-    settings = Settings()
+def _deliver(settings: Settings, report: ReportDefinition, request: _Request) -> State:
     logger = get_run_logger()
     started = datetime.now(UTC)
     run_id = _run_id()
-    report = get_report(settings.reports_dir, report_id)
-    key = _run_key(report.id, requested_key, run_id, parameters)
-    chosen_formats = _formats(report.formats, formats)
-    params = resolve_parameters(report, parameters or {}, started.astimezone().date())
+    dry_run, recipients, output_prefix = request.dry_run, request.recipients, request.output_prefix
+    key = _run_key(report.id, request.run_key, run_id, request.parameters)
+    chosen_formats = _formats(report.formats, request.formats)
+    params = resolve_parameters(report, request.parameters or {}, started.astimezone().date())
     plan = DeliveryPlan(
         report=report,
         params=params,
@@ -305,13 +296,15 @@ def check_request(
     formats: list[str] | None = None,
     parameters: dict[str, Any] | None = None,
     run_key: str | None = None,
-) -> None:
-    """The checks the flow makes before any work, for callers that want to refuse a bad request up front."""
+) -> ReportDefinition:
+    """The checks the flow makes before any work, for callers that want to refuse a bad request up front; the
+    report, loaded once for them."""
     report = get_report(settings.reports_dir, report_id)
     _formats(report.formats, formats)
     resolve_parameters(report, parameters or {}, datetime.now(UTC).date())
     if run_key:
         check_run_key(run_key)
+    return report
 
 
 def _run_key(report_id: str, requested: str | None, run_id: str, parameters: dict[str, Any] | None) -> str:
