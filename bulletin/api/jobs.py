@@ -18,9 +18,6 @@ Any key of the organisation may submit and read jobs (a job delivers only to the
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from datetime import datetime
 from typing import Any, Literal
 
@@ -31,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from bulletin.api.auth import Principal, principal, require_admin
 from bulletin.api.job_service import JobService
 from bulletin.api.job_status import JobStatus
-from bulletin.errors import RequestError
+from bulletin.api.paging import encode_page_token, read_page_token
 from bulletin.models import Manifest
 from bulletin.store.jobs import JOB_ID_MAX
 
@@ -106,23 +103,6 @@ class JobPage(BaseModel):
 class DownloadLink(BaseModel):
     url: str = Field(description="A presigned S3 link, or a signed link to this API's /v1/files for the local bucket.")
     expires_at: datetime
-
-
-def encode_page_token(cursor: tuple[datetime, str]) -> str:
-    raw = json.dumps([cursor[0].isoformat(), cursor[1]], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def read_page_token(token: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        created, job_id = json.loads(raw)
-        when = datetime.fromisoformat(created)
-    except (binascii.Error, ValueError, TypeError) as exc:
-        raise RequestError("page_token is not one this API gave", field="page_token") from exc
-    if when.tzinfo is None or not isinstance(job_id, str):
-        raise RequestError("page_token is not one this API gave", field="page_token")
-    return when, job_id
 
 
 def _service(request: Request) -> JobService:

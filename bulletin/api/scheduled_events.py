@@ -19,9 +19,6 @@ answers 404 exactly as a missing one.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -33,6 +30,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 from starlette.concurrency import run_in_threadpool
 
 from bulletin.api.auth import Principal, principal, require_admin
+from bulletin.api.paging import encode_page_token, read_page_token
 from bulletin.api.scheduled_runs import ScheduledRunner
 from bulletin.errors import BulletinError, RequestError, TransientError, UnsafeTargetError
 from bulletin.settings import Settings
@@ -176,24 +174,6 @@ def shown_invocation(invocation: Invocation) -> dict[str, Any]:
     return invocation.model_dump(include=set(InvocationShown.model_fields))
 
 
-def page_token(event: ScheduledEvent) -> str:
-    created, event_id = cursor_of(event)
-    raw = json.dumps([created.isoformat(), event_id], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def read_page_token(token: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        created, event_id = json.loads(raw)
-        when = datetime.fromisoformat(created)
-    except (binascii.Error, ValueError, TypeError) as exc:
-        raise RequestError("page_token is not one this API gave", field="page_token") from exc
-    if when.tzinfo is None or not isinstance(event_id, str):
-        raise RequestError("page_token is not one this API gave", field="page_token")
-    return when, event_id
-
-
 # --- the service: plain functions over the store and the runner, run in a worker thread ----------------------------
 
 
@@ -257,7 +237,7 @@ class ScheduledEventService:
         events = found[:limit]
         return {
             "events": [shown(e) for e in events],
-            "next_page_token": page_token(events[-1]) if more else None,
+            "next_page_token": encode_page_token(cursor_of(events[-1])) if more else None,
         }
 
     def detail(self, who: Principal, event_id: str) -> dict[str, Any]:
