@@ -45,22 +45,31 @@ class DownloadLink(Protocol):
 #: Given a delivered file, its download link (or just a URL), or None when there is none to give.
 LinkMaker = Callable[[Artifact], "str | DownloadLink | None"]
 Event = tuple[str, dict[str, Any]]
+#: Whether any endpoint hears an event of this type about this organisation (None: a run's totals).
+Wanted = Callable[[str, "str | None"], bool]
 
 
-def report_events(manifest: Manifest, *, links: LinkMaker | None = None) -> list[Event]:
+def report_events(manifest: Manifest, *, links: LinkMaker | None = None, wanted: Wanted | None = None) -> list[Event]:
     """``report.delivered`` per delivered recipient, ``report.failed`` per failed one, then ``run.completed``.
 
     Skipped recipients (no rows, unchanged, in progress elsewhere) get no per-recipient event; they are counted.
+    ``wanted(event_type, org)`` leaves out, before any link is made, the events nobody subscribes to.
     """
     events: list[Event] = []
     for delivery in manifest.deliveries:
-        if delivery.status is DeliveryStatus.DELIVERED:
+        if delivery.status is DeliveryStatus.SKIPPED:
+            continue
+        event_type = REPORT_DELIVERED if delivery.status is DeliveryStatus.DELIVERED else REPORT_FAILED
+        if wanted is not None and not wanted(event_type, delivery.org):
+            continue
+        if event_type == REPORT_DELIVERED:
             events.append((REPORT_DELIVERED, _delivery_data(manifest, delivery, links)))
-        elif delivery.status is DeliveryStatus.FAILED:
+        else:
             data = _delivery_data(manifest, delivery, None)
             data["error"] = (delivery.error or "unknown error")[:ERROR_MAX]
             events.append((REPORT_FAILED, data))
-    events.append((RUN_COMPLETED, run_data(manifest)))
+    if wanted is None or wanted(RUN_COMPLETED, None):
+        events.append((RUN_COMPLETED, run_data(manifest)))
     return events
 
 

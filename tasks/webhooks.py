@@ -22,7 +22,7 @@ from bulletin.errors import BulletinError
 from bulletin.models import Artifact, Manifest
 from bulletin.settings import Settings
 from bulletin.store.db import Store
-from bulletin.store.webhooks import enqueue
+from bulletin.store.webhooks import enabled_endpoints, enqueue_events
 from tasks.webhook_dispatch import DispatchSummary, Result, attempt_headers, dispatch_due, plan_next
 from tasks.webhook_events import (
     DownloadLink,
@@ -88,11 +88,16 @@ def publish_run_events(
             logger.warning("could not emit the Prefect event %s: %s", event["event"], type(error).__name__)
     ids: list[str] = []
     try:
-        delay = next_attempt_delay(1, settings.webhook_retry_schedule, rng or random.SystemRandom()) or 0.0
-        for event_type, data in report_events(manifest, links=links):
-            org = data.get("org")  # per-recipient events: that recipient's organisation; a run's totals: none
-            messages = enqueue(store, event_type=event_type, payload=data, now=now(), delay_seconds=delay, org=org)
-            ids.extend(m.id for m in messages)
+        endpoints = enabled_endpoints(store)
+        if endpoints:  # else nothing to queue: no link is made, nothing is written
+
+            def wanted(event_type: str, org: str | None) -> bool:
+                return any(e.subscribes_to(event_type) and e.hears_from(org) for e in endpoints)
+
+            delay = next_attempt_delay(1, settings.webhook_retry_schedule, rng or random.SystemRandom()) or 0.0
+            # Per-recipient events carry that recipient's organisation; a run's totals none.
+            events = [(t, data, data.get("org")) for t, data in report_events(manifest, links=links, wanted=wanted)]
+            ids = enqueue_events(store, events, now=now(), delay_seconds=delay)
     except BulletinError as error:
         logger.error("webhook events of run %s were not all queued: %s", manifest.run_id, error)
     if ids and first_attempt:
@@ -136,17 +141,15 @@ def s3_links(settings: Settings) -> LinkMaker | None:
         return None
     from tasks.s3 import make_s3_client, presign_download  # boto3 only when S3 is in use
 
-    try:
-        client = make_s3_client(settings)
-    except BulletinError as error:
-        logger.warning("webhook events will carry no download links: %s", error)
-        return None
+    clients: list[Any] = []  # made on the first link: a run whose events nobody hears makes none
 
     def link(artifact: Artifact) -> DownloadLink | None:
         if not artifact.uri.startswith("s3://"):
             return None
         try:
-            return presign_download(client, artifact.uri, expires_seconds=settings.link_expiry_seconds)
+            if not clients:
+                clients.append(make_s3_client(settings))
+            return presign_download(clients[0], artifact.uri, expires_seconds=settings.link_expiry_seconds)
         except BulletinError as error:
             logger.warning("no download link for a %s file in the webhook event: %s", artifact.format, error)
             return None

@@ -13,6 +13,7 @@ row models (``bulletin.store.webhook_schema``) and the inbound receivers' replay
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -60,6 +61,8 @@ from bulletin.store.webhook_schema import (
     webhook_messages,
 )
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "ALL_EVENTS",
     "EVENT_TYPES",
@@ -79,7 +82,9 @@ __all__ = [
     "disable_endpoint",
     "due_messages",
     "enable_endpoint",
+    "enabled_endpoints",
     "enqueue",
+    "enqueue_events",
     "event_body",
     "generate_secret",
     "get_endpoint",
@@ -122,28 +127,69 @@ def enqueue(
     due = now + timedelta(seconds=max(0.0, delay_seconds))
     with store.write() as conn:
         if endpoint_ids is None:
-            query = select(webhook_endpoints).where(webhook_endpoints.c.enabled.is_(True))
-            targets = [e for e in _endpoints(conn, query) if e.subscribes_to(event_type) and e.hears_from(org)]
+            targets = [e for e in _enabled(conn) if e.subscribes_to(event_type) and e.hears_from(org)]
         else:
             targets = [e for e in (fetch_endpoint(conn, i) for i in dict.fromkeys(endpoint_ids)) if e.enabled]
-        ids = [f"msg_{uuid.uuid4().hex}" for _ in targets]
-        rows = [
-            {
-                "id": message_id,
-                "endpoint_id": endpoint.id,
-                "event_type": event_type,
-                "payload": body,
-                "status": MessageStatus.PENDING.value,
-                "attempts": 0,
-                "next_attempt_at": due,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for message_id, endpoint in zip(ids, targets, strict=True)
-        ]
+        rows = _message_rows(event_type, body, targets, now=now, due=due)
         if rows:
             conn.execute(insert(webhook_messages), rows)
-        return [_message(conn, message_id) for message_id in ids]
+        return [_message(conn, row["id"]) for row in rows]
+
+
+def enqueue_events(
+    store: Store, events: Sequence[tuple[str, dict[str, Any], str | None]], *, now: datetime, delay_seconds: float = 0.0
+) -> list[str]:
+    """``enqueue`` for many ``(event_type, payload, org)`` at once, in one transaction; the new messages' ids.
+
+    A run's events: a thousand recipients are one write, not a thousand. An event whose body cannot be encoded
+    (too large) is left out and logged; the others are queued.
+    """
+    now = aware(now)
+    due = now + timedelta(seconds=max(0.0, delay_seconds))
+    with store.write() as conn:
+        endpoints = _enabled(conn)
+        rows: list[dict[str, Any]] = []
+        for event_type, payload, org in events:
+            targets = [e for e in endpoints if e.subscribes_to(event_type) and e.hears_from(org)]
+            if not targets:
+                continue
+            try:
+                body = event_body(event_type, payload, now=now)
+            except ConfigError as exc:  # one event that cannot be sent must not hold back the others
+                logger.warning("webhook event %s not queued: %s", event_type, exc)
+                continue
+            rows += _message_rows(event_type, body, targets, now=now, due=due)
+        if rows:
+            conn.execute(insert(webhook_messages), rows)
+    return [row["id"] for row in rows]
+
+
+def enabled_endpoints(store: Store) -> list[Endpoint]:
+    with store.read() as conn:
+        return _enabled(conn)
+
+
+def _enabled(conn: Connection) -> list[Endpoint]:
+    return _endpoints(conn, select(webhook_endpoints).where(webhook_endpoints.c.enabled.is_(True)))
+
+
+def _message_rows(
+    event_type: str, body: str, targets: Sequence[Endpoint], *, now: datetime, due: datetime
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": f"msg_{uuid.uuid4().hex}",
+            "endpoint_id": endpoint.id,
+            "event_type": event_type,
+            "payload": body,
+            "status": MessageStatus.PENDING.value,
+            "attempts": 0,
+            "next_attempt_at": due,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for endpoint in targets
+    ]
 
 
 def get_message(store: Store, message_id: str) -> Message:

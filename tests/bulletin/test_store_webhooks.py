@@ -168,6 +168,24 @@ def test_enqueue_goes_to_enabled_subscribers_with_one_canonical_body(store: Stor
     assert all(m.status is MessageStatus.PENDING and m.attempts == 0 and m.next_attempt_at == T0 for m in messages)
 
 
+def test_enqueue_events_queues_a_runs_events_at_once_for_their_subscribers_only(store: Store) -> None:
+    delivered = add(store, ["report.delivered"])
+    acme = add(store, ["*"], org="acme")
+    events = [
+        ("report.delivered", {"recipient": "a"}, "acme"),
+        ("report.delivered", {"recipient": "b"}, "globex"),
+        ("report.delivered", {"x": "a" * 300_000}, "acme"),  # too large: left out, the others still queued
+        ("run.completed", {"counts": {}}, None),
+    ]
+    ids = wh.enqueue_events(store, events, now=T0, delay_seconds=5)
+    messages = [wh.get_message(store, i) for i in ids]
+    heard = sorted((m.endpoint_id, json.loads(m.body)["data"].get("recipient")) for m in messages)
+    assert heard == sorted([(delivered.id, "a"), (delivered.id, "b"), (acme.id, "a")])
+    assert all(m.next_attempt_at == T0 + timedelta(seconds=5) for m in messages)
+    assert wh.enqueue_events(store, [], now=T0) == []
+    assert [e.id for e in wh.enabled_endpoints(store)] == [delivered.id, acme.id]
+
+
 def test_enqueue_to_named_endpoints_ignores_subscriptions(store: Store) -> None:
     only_reports = add(store, ["report.failed"])
     (ping,) = wh.enqueue(store, event_type="ping", payload={}, now=T0, endpoint_ids=[only_reports.id])

@@ -422,6 +422,23 @@ def test_publish_emits_prefect_events_enqueues_and_sends_at_once(store: Store, r
     assert all(b"eyJ" not in r.body and len(r.body) < 2000 for r in got)
 
 
+def test_publish_makes_links_only_for_events_someone_hears(store: Store, receiver: Receiver) -> None:
+    asked: list[str] = []
+
+    def links(artifact: Any) -> str:
+        asked.append(artifact.uri)
+        return "https://example.com/presigned"
+
+    emitted: list[dict[str, Any]] = []
+    ids = publish_run_events(settings(), store, manifest(), links=links, emit=lambda **kw: emitted.append(kw))
+    assert ids == [] and asked == [], "no endpoint: no link made, nothing queued"
+    assert len(emitted) == 3, "the Prefect events go out all the same"
+    subscribe(store, receiver, events=["run.completed"])
+    assert len(publish_run_events(settings(), store, manifest(), links=links, first_attempt=False)) == 1
+    assert asked == [], "nobody hears report.delivered: still no link"
+    assert [t for t, _ in report_events(manifest(), wanted=lambda t, org: t == "report.failed")] == ["report.failed"]
+
+
 def test_publish_never_raises_and_leaves_unsent_messages_due(store: Store, receiver: Receiver) -> None:
     clock = Clock()
     endpoint, _ = wh.add_endpoint(store, url="http://127.0.0.1:9/closed", event_types=["*"], now=clock())
