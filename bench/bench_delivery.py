@@ -15,7 +15,7 @@ only, one fresh bucket per measured case.
 Ours: the real ``deliver_report`` Prefect flow (ledger claim, ES256 token, token-scoped DuckDB query streamed as Arrow
 batches, XLSX writer, S3 put with If-None-Match, ledger mark-sent, manifest, Prefect artifacts) for an inline-audience
 report written to a temporary reports folder, against a Prefect test server started and warmed up before the clock.
-The flow batches recipients into tasks itself (``tasks.manifest.batch_size``) and runs them on its own task runner.
+The flow spreads the recipients over lanes itself (tasks/spread.py): its own task thread and a worker process.
 Naive: what a user would write: one DuckDB connection, then per recipient ``pandas.read_sql`` + ``to_excel``
 (openpyxl) + boto3 ``put_object``, in one loop.
 
@@ -83,7 +83,7 @@ TARGET_ROWS = 1_000  # rows per recipient, on average
 SMALL_AUDIENCE = 500
 TARGET_RATIO = 10.0
 CHILD_TIMEOUT_SECONDS = 1_800
-SETTINGS_PASSED_ON = ("BULLETIN_DELIVERY_PROCESSES", "BULLETIN_RECIPIENTS_PER_TASK")
+SETTINGS_PASSED_ON = ("BULLETIN_DELIVERY_PROCESSES",)
 SERVER_START_SECONDS = 60
 SAMPLED_FILES = 3
 
@@ -469,11 +469,11 @@ def child_ours(scopes: list[Scope]) -> dict[str, Any]:
     from bulletin import progress as bulletin_progress
     from bulletin.models import DeliveryStatus, Manifest
     from bulletin.settings import Settings
-    from flows.deliver_report import THREADS_BESIDE_PROCESSES, deliver_report
+    from flows.deliver_report import DELIVERY_THREADS, LANES_PER_PROCESS, THREADS_BESIDE_PROCESSES, deliver_report
     from tasks.services import delivery_processes
 
     processes = delivery_processes(Settings().delivery_processes, len(scopes))  # for the output only
-    threads = THREADS_BESIDE_PROCESSES if processes else getattr(deliver_report.task_runner, "_max_workers", None)
+    threads = THREADS_BESIDE_PROCESSES if processes else DELIVERY_THREADS
 
     reports = Path(os.environ["BULLETIN_REPORTS_DIR"])
     reports.mkdir(parents=True, exist_ok=True)
@@ -501,8 +501,8 @@ def child_ours(scopes: list[Scope]) -> dict[str, Any]:
         raise SystemExit(f"the flow run ended {state.type.value}: {state.message}")
     errors = sorted({d.error or "" for d in manifest.deliveries if d.status is not DeliveryStatus.DELIVERED})
     extra = {"delivered": manifest.delivered, "failed": manifest.failed, "errors": errors[:3]}
-    threads_text = threads if threads != sys.maxsize else "unbounded"
-    return meter.result(progress, floor, task_threads=threads_text, worker_processes=processes, **extra)
+    lanes = f"{threads} on the flow's task threads, {processes * LANES_PER_PROCESS} in {processes} worker process(es)"
+    return meter.result(progress, floor, lanes=lanes, worker_processes=processes, **extra)
 
 
 def run_child(args: argparse.Namespace) -> None:
@@ -538,7 +538,7 @@ def measure(case: Case, *, endpoint: str, bucket: str, env: dict[str, str], work
             "PREFECT_CLI_PROMPT": "false",
         }
     )
-    for name in SETTINGS_PASSED_ON:  # what --processes / --per-task set for ours
+    for name in SETTINGS_PASSED_ON:  # what --processes sets for ours
         if name in os.environ:
             child_env[name] = os.environ[name]
     command = [sys.executable, "-m", "bench.bench_delivery", "--child", case.side, "--scopes", str(scopes_file)]
@@ -647,7 +647,7 @@ def print_results(results: list[tuple[Case, dict[str, Any], float]], count: int)
     ours = {len(c.scopes): r for c, r, _ in results if c.side == "ours"}
     big = ours[count]
     ratio = count / big["seconds"] / naive_rate
-    print(f"\nTask threads of the flow: {big['task_threads']}; worker processes beside it: {big['worker_processes']}.")
+    print(f"\nLanes of ours: {big['lanes']}.")
     verdict = "met" if ratio >= TARGET_RATIO else "MISSED"
     print(f"Rate: {ratio:.1f}x the naive loop's; target >= {TARGET_RATIO:.0f}x: {verdict}")
     # Flat: the RSS does not climb over the run, and the peak does not depend on the audience size. With worker
@@ -671,7 +671,6 @@ def main(argv: list[str] | None = None) -> None:
         "--naive-recipients", type=int, default=None, help="recipients of the naive loop (default: as many as ours)"
     )
     parser.add_argument("--processes", type=int, default=None, help="BULLETIN_DELIVERY_PROCESSES for ours")
-    parser.add_argument("--per-task", type=int, default=None, help="BULLETIN_RECIPIENTS_PER_TASK for ours")
     parser.add_argument("--child", choices=["naive", "ours"], help=argparse.SUPPRESS)
     for hidden in ("--scopes", "--warehouse", "--endpoint", "--bucket"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
@@ -681,8 +680,6 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.processes is not None:
         os.environ["BULLETIN_DELIVERY_PROCESSES"] = str(args.processes)
-    if args.per_task is not None:
-        os.environ["BULLETIN_RECIPIENTS_PER_TASK"] = str(args.per_task)
     count = args.recipients or (50 if args.quick else 1_000)
     naive_count = min(args.naive_recipients or count, count)
     if count < 1 or naive_count < 1:

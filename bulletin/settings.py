@@ -61,12 +61,6 @@ class Settings(BaseSettings):
     query_batch_rows: int = Field(
         default=50_000, ge=1_000, le=1_000_000, description="Rows per batch streamed from the warehouse."
     )
-    recipients_per_task: int = Field(
-        default=100,
-        ge=1,
-        le=1_000,
-        description="Recipients delivered by one Prefect task; larger audiences are split into batches.",
-    )
     delivery_processes: int | None = Field(
         default=None,
         ge=0,

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextvars
+import multiprocessing
+import queue
 import tempfile
+import threading
+import time
 import uuid
-from collections.abc import Sequence
-from contextlib import ExitStack
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -32,10 +37,10 @@ from bulletin.store import check_run_key, migrate, open_store, scheduled_run_key
 from bulletin.store.channel_preferences import EventType, load_run_preferences
 from tasks.audience import resolve_audience, select_recipients
 from tasks.capacity import report_run_slot
-from tasks.deliver import DeliveryPlan, deliver_batch, failed_delivery
-from tasks.manifest import batch_size, publish_run_artifacts, save_manifest
+from tasks.deliver import DeliveryPlan, deliver_batch, deliver_lane, failed_delivery
+from tasks.manifest import TASK_PER_RECIPIENT_UP_TO, publish_run_artifacts, save_manifest
 from tasks.services import DeliveryServices, ServicesSpec, delivery_processes, open_services
-from tasks.spread import Lane, spread
+from tasks.spread import Dispatcher, attach_queues, dispatch, forwarding
 from tasks.storage import check_prefix
 from tasks.tokens import load_keyset
 from tasks.webhooks import publish_run_events, s3_links
@@ -46,14 +51,17 @@ def _run_id() -> str:
     return (current or uuid.uuid4().hex).replace("-", "")[:12]
 
 
-#: Prefect task threads per report run. Prefect's default pool is unbounded: with one thread per batch, a large
+#: Prefect task threads per report run. Prefect's default pool is unbounded: with one thread per task, a large
 #: audience ran dozens of deliveries at once, which only fought over the GIL and the ledger's single SQLite writer
 #: and made memory grow with the audience (docs/benchmarks.md, "Delivery to S3"). A run of 500+ recipients also
-#: spreads its batches over worker processes (tasks/services.py, tasks/spread.py): one process's GIL is the limit.
+#: has lanes in worker processes (tasks/services.py, tasks/spread.py): one process's GIL is the limit.
 DELIVERY_THREADS = 4
-#: Task threads of the flow's own process while worker processes deliver too: fewer, so this process's GIL and the
-#: ledger's write lock are not held against the workers (2 measured best on 2 cores: docs/benchmarks.md).
-THREADS_BESIDE_PROCESSES = 2
+#: Lanes on the flow's own task threads while worker processes deliver too: one, as this process also dispatches,
+#: forwards the workers' results and runs Prefect's clients (docs/benchmarks.md, "Delivery to S3").
+THREADS_BESIDE_PROCESSES = 1
+#: Lanes (threads) in each worker process: with one, the process's core idles while the lane waits for S3 or the
+#: ledger's commit.
+LANES_PER_PROCESS = 2
 
 
 @flow(
@@ -195,10 +203,9 @@ def _late_run(settings: Settings, report: ReportDefinition, slot: datetime | Non
 
 
 def _deliver(settings: Settings, report: ReportDefinition, request: _Request) -> State:
-    logger = get_run_logger()
     started = datetime.now(UTC)
     run_id = _run_id()
-    dry_run, recipients, output_prefix = request.dry_run, request.recipients, request.output_prefix
+    dry_run, output_prefix = request.dry_run, request.output_prefix
     key = _run_key(report.id, request.run_key, run_id, request.parameters)
     chosen_formats = _formats(report.formats, request.formats)
     params = resolve_parameters(report, request.parameters or {}, started.astimezone().date())
@@ -219,6 +226,15 @@ def _deliver(settings: Settings, report: ReportDefinition, request: _Request) ->
         csv_bom=settings.csv_bom,
         output_prefix=check_prefix(output_prefix) if output_prefix else None,
     )
+    with ExitStack() as finishing:  # what may still be ending while the run writes its manifest (_in_lanes)
+        return _deliver_planned(settings, report, request, plan, finishing)
+
+
+def _deliver_planned(
+    settings: Settings, report: ReportDefinition, request: _Request, plan: DeliveryPlan, finishing: ExitStack
+) -> State:
+    logger = get_run_logger()
+    dry_run, recipients, run_id, started = request.dry_run, request.recipients, plan.run_id, plan.started_at
     with ExitStack() as stack:
         if dry_run:
             workdir = Path(tempfile.mkdtemp(prefix=f"bulletin-dry-run-{report.id}-"))
@@ -234,27 +250,17 @@ def _deliver(settings: Settings, report: ReportDefinition, request: _Request) ->
             plan = replace(plan, channel_preferences=load_run_preferences(services.store, kind))
         audience = select_recipients(resolve_audience(report, services.warehouse), recipients)
         progress.notify(report.id, "planned", str(len(audience)))
-        logger.info("Delivering %s to %d recipient(s) as %s", report.id, len(audience), ", ".join(chosen_formats))
-        size = batch_size(len(audience), settings.recipients_per_task)
-        batches = [audience[i : i + size] for i in range(0, len(audience), size)]
-        processes = delivery_processes(settings.delivery_processes, len(audience))
-        spread_out = processes > 0 and len(batches) > DELIVERY_THREADS
-        threads = THREADS_BESIDE_PROCESSES if spread_out else DELIVERY_THREADS
-        lanes = [Lane("threads", partial(_submit_here, plan, services, size), threads)]
-        if spread_out:
-            logger.info("%d batches on this process's threads and %d worker process(es)", len(batches), processes)
+        logger.info("Delivering %s to %d recipient(s) as %s", report.id, len(audience), ", ".join(plan.formats))
+        if len(audience) <= TASK_PER_RECIPIENT_UP_TO:
+            deliveries = _task_each(plan, services, audience)
+        else:
             spec = ServicesSpec(run_id=run_id, settings=settings, workdir=workdir, dry_run=dry_run)
-            runner = stack.enter_context(ProcessPoolTaskRunner(max_workers=processes))
-            lanes.append(Lane("processes", partial(_submit_there, runner, plan, spec, size), processes))
-        results, per_lane = spread(batches, lanes, partial(_collect, report.id))
-        if len(lanes) > 1:
-            logger.info("Batches per lane: %s", ", ".join(f"{name} {n}" for name, n in per_lane.items()))
-        deliveries = [d for batch_deliveries in results for d in batch_deliveries]
+            deliveries = _in_lanes(settings, finishing, plan, services, spec, audience)
 
     manifest = Manifest(
         report_id=report.id,
         run_id=run_id,
-        run_key=None if dry_run else key,
+        run_key=None if dry_run else plan.run_key,
         started_at=started,
         finished_at=datetime.now(UTC),
         status=run_status(deliveries),
@@ -318,27 +324,139 @@ def _run_key(report_id: str, requested: str | None, run_id: str, parameters: dic
     return check_run_key(f"adhoc-{run_id}")
 
 
-def _batch_parameters(
-    plan: DeliveryPlan, services: DeliveryServices | ServicesSpec, size: int, batch: list[Recipient]
-) -> dict[str, Any]:
-    """One deliver-batch task's arguments. quote(): Prefect would otherwise walk the whole report and audience."""
-    label = batch[0].ref if size == 1 else f"{batch[0].ref}+{len(batch) - 1}"
-    return {"plan": quote(plan), "services": quote(services), "recipients": quote(batch), "label": label}
+def _task_each(plan: DeliveryPlan, services: DeliveryServices, audience: list[Recipient]) -> list[Delivery]:
+    """A small run: one Prefect task per recipient on the flow's task threads, so the UI shows each one."""
+    futures = [
+        deliver_batch.submit(**_quoted(plan=plan, services=services, recipients=[r], label=r.ref)) for r in audience
+    ]
+    return [d for future, r in zip(futures, audience, strict=True) for d in _collect(plan, future, [r])]
 
 
-def _submit_here(
-    plan: DeliveryPlan, services: DeliveryServices, size: int, batch: list[Recipient]
-) -> PrefectFuture[list[Delivery]]:
-    """A batch on the flow's own task threads, with the run's services."""
-    future: PrefectFuture[list[Delivery]] = deliver_batch.submit(**_batch_parameters(plan, services, size, batch))
-    return future
+def _quoted(**parameters: Any) -> dict[str, Any]:
+    """A task's arguments wrapped in quote(): Prefect would otherwise walk the whole report and audience."""
+    return {name: value if isinstance(value, str | int) else quote(value) for name, value in parameters.items()}
 
 
-def _submit_there(
-    runner: ProcessPoolTaskRunner, plan: DeliveryPlan, spec: ServicesSpec, size: int, batch: list[Recipient]
-) -> PrefectFuture[list[Delivery]]:
-    """A batch in a worker process, which builds its own services from ``spec`` (they cannot be pickled)."""
-    return runner.submit(deliver_batch, _batch_parameters(plan, spec, size, batch))
+def _in_lanes(
+    settings: Settings,
+    finishing: ExitStack,
+    plan: DeliveryPlan,
+    services: DeliveryServices,
+    spec: ServicesSpec,
+    audience: list[Recipient],
+) -> list[Delivery]:
+    """A large run: lanes on the flow's task threads and in worker processes, fed one recipient at a time by a
+    dispatcher (tasks/spread.py), which retries transient failures and hands a stopped lane's work to the others.
+
+    The worker processes are stopped on a thread that ``finishing`` joins: a worker takes about a second to exit,
+    which the run spends on its manifest, events and artifacts instead of waiting.
+    """
+    logger = get_run_logger()
+    processes = delivery_processes(settings.delivery_processes, len(audience))
+    threads = THREADS_BESIDE_PROCESSES if processes else DELIVERY_THREADS
+    if processes:
+        logger.info("%d lanes on this process's threads and %d worker process(es)", threads, processes)
+    with ExitStack() as workers:
+        futures, lanes, reports = _start_lanes(workers, plan, services, spec, audience, threads, processes)
+        dispatcher: Dispatcher[Delivery] = Dispatcher(len(audience), len(lanes))
+        dispatch(dispatcher, lanes, reports, clock=time.monotonic, on_result=lambda _, d: _ended(plan, d))
+        errors = [e for e in map(_lane_error, futures) if e is not None]
+        finishing.enter_context(_closing_meanwhile(workers.pop_all()))
+    counts = [f"thread {i + 1} {n}" for i, n in enumerate(dispatcher.per_lane[:threads])]
+    counts += [
+        f"process {i // LANES_PER_PROCESS + 1}.{i % LANES_PER_PROCESS + 1} {n}"
+        for i, n in enumerate(dispatcher.per_lane[threads:])
+    ]
+    logger.info("Deliveries per lane: %s", ", ".join(counts))
+    stopped = errors[0] if errors else RuntimeError("the delivery lanes stopped")
+    if dispatcher.unfinished():
+        logger.error("%d recipient(s) not delivered: every lane stopped (%s)", len(dispatcher.unfinished()), stopped)
+    return [d if d is not None else failed_delivery(audience[i], stopped) for i, d in enumerate(dispatcher.results)]
+
+
+def _start_lanes(
+    workers: ExitStack,
+    plan: DeliveryPlan,
+    services: DeliveryServices,
+    spec: ServicesSpec,
+    audience: list[Recipient],
+    threads: int,
+    processes: int,
+) -> tuple[list[PrefectFuture[int]], list[Any], queue.SimpleQueue[Any]]:
+    """Submit every lane's task; their futures, each lane's queue, and the dispatcher's queue they report on.
+
+    The flow's own lanes report on it directly. Worker processes get their queues when they start (multiprocessing
+    queues cannot be task arguments) and report through a thread that forwards onto it.
+    """
+    thread_queues: list[Any] = [queue.SimpleQueue() for _ in range(threads)]
+    reports: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    futures: list[PrefectFuture[int]] = [
+        deliver_lane.submit(
+            **_quoted(
+                plan=plan,
+                services=services,
+                audience=audience,
+                lanes=[lane],
+                queues=[(q, reports)],
+                label=f"thread {lane + 1}",
+            )
+        )
+        for lane, q in enumerate(thread_queues)
+    ]
+    lanes_of = [[lane] for lane in range(threads)]  # per future
+    process_queues: dict[int, Any] = {}
+    if processes:
+        context = multiprocessing.get_context("spawn")  # what ProcessPoolTaskRunner uses
+        from_processes = context.Queue()
+        process_queues = {threads + i: context.Queue() for i in range(processes * LANES_PER_PROCESS)}
+        workers.enter_context(forwarding(from_processes, reports))
+        runner = workers.enter_context(
+            ProcessPoolTaskRunner(
+                max_workers=processes, initializer=attach_queues, initargs=(process_queues, from_processes)
+            )
+        )
+        numbers = list(process_queues)
+        for p in range(processes):
+            lanes = numbers[p * LANES_PER_PROCESS : (p + 1) * LANES_PER_PROCESS]
+            parameters = _quoted(plan=plan, services=spec, audience=audience, lanes=lanes, label=f"process {p + 1}")
+            futures.append(runner.submit(deliver_lane, {**parameters, "queues": None}))
+            lanes_of.append(lanes)
+    for future, lanes in zip(futures, lanes_of, strict=True):
+        future.add_done_callback(partial(_lanes_ended, reports, lanes))
+    return futures, [*thread_queues, *process_queues.values()], reports
+
+
+@contextmanager
+def _closing_meanwhile(stack: ExitStack) -> Iterator[None]:
+    """Close ``stack`` on a thread at once; wait for it on exit."""
+
+    def close() -> None:
+        try:
+            stack.close()
+        except Exception as exc:  # noqa: BLE001 - deliveries are done: a worker that exits badly is worth a warning
+            get_run_logger().warning("the worker processes did not stop cleanly: %s", exc)
+
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(close,), name="bulletin-stop-workers")
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
+
+
+def _lanes_ended(reports: queue.SimpleQueue[Any], lanes: list[int], _future: PrefectFuture[int]) -> None:
+    """A lane task ended (done callback): tell the dispatcher, which may still be waiting for its lanes."""
+    for lane in lanes:
+        reports.put(("ended", lane))
+
+
+def _lane_error(future: PrefectFuture[int]) -> BaseException | None:
+    future.wait()
+    try:
+        future.result()
+    except Exception as exc:  # noqa: BLE001 - the edge: why a lane stopped, for the recipients it left
+        return exc
+    return None
 
 
 def _formats(allowed: Sequence[str], requested: list[str] | None) -> list[str]:
@@ -350,13 +468,23 @@ def _formats(allowed: Sequence[str], requested: list[str] | None) -> list[str]:
     return list(dict.fromkeys(requested))
 
 
-def _collect(report_id: str, future: PrefectFuture[list[Delivery]], batch: list[Recipient]) -> list[Delivery]:
+def _collect(plan: DeliveryPlan, future: PrefectFuture[list[Delivery]], batch: list[Recipient]) -> list[Delivery]:
     """A batch's deliveries; if its task failed outright, each of its recipients is recorded as failed."""
     future.wait()
     try:
         deliveries = future.result()
     except Exception as exc:  # noqa: BLE001 - the edge: one batch's failure must not lose the others' deliveries
         deliveries = [failed_delivery(r, exc) for r in batch]
-    for delivery in deliveries:  # here, as each batch finishes: a worker process cannot reach these listeners
-        progress.notify(report_id, delivery.status.value, delivery.recipient)
+    for delivery in deliveries:
+        _ended(plan, delivery)
     return deliveries
+
+
+def _ended(plan: DeliveryPlan, delivery: Delivery) -> None:
+    """A recipient's delivery has ended: tell the terminal's progress bar, here in the flow's process as results
+    arrive (a worker process cannot reach its listeners).
+
+    The recipients' Prefect events go out with the run's, once it is over: streamed during the run, the Prefect
+    API ingested them one by one and the run was about 7 % slower (docs/benchmarks.md, "Delivery to S3").
+    """
+    progress.notify(plan.report.id, delivery.status.value, delivery.recipient)

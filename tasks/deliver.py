@@ -1,7 +1,8 @@
 """Deliver one report to one recipient: claim in the ledger, mint a scoped token, query through it, render, send.
 
 ``deliver_recipient`` is the whole pipeline as a plain function of explicit dependencies (``DeliveryServices``),
-so tests run it without Prefect; ``deliver_batch`` is the thin Prefect task around it.
+so tests run it without Prefect. Two thin Prefect tasks run it: ``deliver_batch`` (a small run's one task per
+recipient) and ``deliver_lane`` (a large run's long-lived lanes, fed one recipient at a time by tasks/spread.py).
 
 Exactly-once, from the recipient's point of view: every (run key, recipient, format, channel) is claimed in the
 ledger before anything is rendered. What an earlier attempt sent is not sent again, what failed is retried, and a
@@ -10,15 +11,19 @@ delivery another run is sending right now is left to it.
 
 from __future__ import annotations
 
+import contextvars
+import logging
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from bulletin.errors import BulletinError, TransientError
@@ -34,6 +39,7 @@ from tasks.query import run_aggregate, run_query
 from tasks.render import EXTENSIONS, open_writer
 from tasks.render.base import ChartData, RenderContext
 from tasks.services import DeliveryServices, ServicesSpec, services_for
+from tasks.spread import Sink, Source, worker_queues
 from tasks.storage import StoredObject, sha256_file
 from tasks.tokens import TokenClaims, mint_token, verify_token
 
@@ -475,11 +481,83 @@ def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
 def deliver_batch(
     plan: DeliveryPlan, services: DeliveryServices | ServicesSpec, recipients: list[Recipient], label: str
 ) -> list[Delivery]:
-    """One Prefect task per recipient, or per batch of recipients for large audiences.
+    """A small run's task: one per recipient (``recipients`` holds one; Prefect retries it after a transient failure).
 
-    In the flow's own threads ``services`` are the run's; in a worker process, a spec to build this process's own.
+    ``services`` are the run's, or a spec to build this process's own (a worker process).
     """
     del label  # only in the task-run name
     if isinstance(services, ServicesSpec):
         services = services_for(services)
     return deliver_each(plan, services, recipients)
+
+
+def deliver_from(
+    plan: DeliveryPlan,
+    services: DeliveryServices,
+    audience: list[Recipient],
+    lane: int,
+    todo: Source,
+    reports: Sink,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+) -> int:
+    """One lane (tasks/spread.py): say ready, then deliver each recipient the dispatcher sends until it sends None.
+
+    Every recipient gets a result, whatever fails: a transient failure is marked so the dispatcher retries it, and
+    an unexpected error is logged here (with its traceback, for the operator) and recorded as an internal error.
+    Returns how many deliveries this lane made.
+    """
+    email = services.email_factory() if services.email_factory and "email" in plan.channels else None
+    made = 0
+    try:
+        reports.put(("ready", lane))
+        while (index := todo.get()) is not None:
+            recipient = audience[index]
+            transient = False
+            try:
+                delivery = deliver_recipient(plan, services, recipient, email)
+            except TransientError as exc:
+                delivery, transient = failed_delivery(recipient, exc), True
+            except BulletinError as exc:
+                delivery = failed_delivery(recipient, exc)
+            except Exception as exc:  # the edge: one recipient's bug must not stop the lane
+                logger.exception("delivery to %s failed unexpectedly", recipient.ref)
+                delivery = failed_delivery(recipient, exc)
+            reports.put(("done", lane, index, delivery, transient))
+            made += 1
+    finally:
+        if email is not None:
+            email.close()
+    return made
+
+
+@task(name="deliver-lane", cache_policy=NO_CACHE, task_run_name="deliver ({label})")
+def deliver_lane(
+    plan: DeliveryPlan,
+    services: DeliveryServices | ServicesSpec,
+    audience: list[Recipient],
+    lanes: list[int],
+    queues: list[tuple[Source, Sink]] | None,
+    label: str,
+) -> int:
+    """One or more of a large run's lanes: each delivers recipients one at a time as the flow's dispatcher sends
+    them, on its own thread. Returns how many deliveries they made.
+
+    In the flow's own threads ``services`` are the run's and ``queues`` the lanes'; in a worker process, a spec to
+    build the process's own services, and the queues the process was started with. A worker process runs more than
+    one lane so that it delivers while one lane waits for S3 or the ledger.
+    """
+    del label  # only in the task-run name
+    if isinstance(services, ServicesSpec):
+        services = services_for(services)
+    pairs = queues if queues is not None else [worker_queues(lane) for lane in lanes]
+    logger = get_run_logger()
+    work = [
+        partial(deliver_from, plan, services, audience, lane, todo, sink, logger)
+        for lane, (todo, sink) in zip(lanes, pairs, strict=True)
+    ]
+    if len(work) == 1:
+        return work[0]()
+    with ThreadPoolExecutor(len(work) - 1, thread_name_prefix="bulletin-lane") as pool:
+        others = [pool.submit(contextvars.copy_context().run, w) for w in work[1:]]
+        made = work[0]()
+        return made + sum(f.result() for f in others)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from pathlib import Path
@@ -12,17 +11,10 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from bulletin.errors import NotFoundError
 from bulletin.models import IDENTIFIER_RE, Manifest, RunStatus
 
-#: Up to this many recipients, one task each (visible one by one in the UI); beyond, batches. The Prefect
-#: overheads (about 10 ms and 20 KB per task run, ~20 task runs/s on SQLite) make per-recipient tasks fine for
-#: hundreds of recipients, not for tens of thousands.
+#: Up to this many recipients, one task each (visible one by one in the UI); beyond, a few long-lived lanes
+#: (tasks/spread.py). A task run costs about 60 ms of the flow's CPU and 45 ms of the Prefect API's
+#: (docs/benchmarks.md, "Delivery to S3"): fine for hundreds of recipients, not for thousands.
 TASK_PER_RECIPIENT_UP_TO = 200
-
-
-def batch_size(recipients: int, per_task: int) -> int:
-    """Recipients per task: 1 for small audiences, else ``per_task`` (never more than 500 tasks in one run)."""
-    if recipients <= TASK_PER_RECIPIENT_UP_TO:
-        return 1
-    return max(per_task, math.ceil(recipients / 500))
 
 
 def save_manifest(folder: Path, manifest: Manifest) -> Path:

@@ -1,9 +1,9 @@
 """The I/O a delivery needs (warehouse, ledger, keys, bucket, email), built from settings at the edge.
 
-A run builds its services once in the flow's process. A large run also spreads its batches over worker processes
+A run builds its services once in the flow's process. A large run also spreads its lanes over worker processes
 (``BULLETIN_DELIVERY_PROCESSES``): a DuckDB connection, a SQLAlchemy engine or a boto3 client cannot be pickled, so
 each worker process gets a ``ServicesSpec`` (settings and the run's work folder, which pickle) and builds its own
-services from it once, on its first batch, and keeps them until the process ends.
+services from it once, when its first lane starts, and keeps them until the process ends.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from tasks.query import Warehouse
 
 Clock = Callable[[], datetime]
 
-#: A run spreads its batches over processes only when it has at least this many recipients. A worker process costs
+#: A run has lanes in worker processes only when it has at least this many recipients. A worker process costs
 #: 3-5 s to start on 2 cores (it imports Prefect and Bulletin) and about 300 MB: at 200 recipients it saved nothing,
 #: at 1,000 about a seventh of the run (docs/benchmarks.md, "Delivery to S3").
 PROCESSES_FROM_RECIPIENTS = 500
@@ -85,7 +85,7 @@ _current: tuple[str, ExitStack, DeliveryServices] | None = None
 def services_for(spec: ServicesSpec) -> DeliveryServices:
     """This process's services for the spec's run, opened on first use and closed when the process exits.
 
-    A worker process serves one run at a time: a batch of another run closes the earlier run's services first.
+    A worker process serves one run at a time: a lane of another run closes the earlier run's services first.
     """
     global _current
     with _lock:

@@ -1,5 +1,5 @@
-"""A run of 200+ recipients spreads its batches over this process's threads and a worker process: every recipient
-is delivered once, with its own scope, and the ledger holds under a re-run, exactly as in one process."""
+"""A run of 500+ recipients spreads its recipients over lanes on this process's threads and in a worker process:
+every recipient is delivered once, with its own scope, and the ledger holds under a re-run, as in one process."""
 
 from __future__ import annotations
 
@@ -42,7 +42,6 @@ def test_large_run_uses_a_worker_process_and_delivers_each_recipient_once(
     _report(tmp_path / "reports")
     monkeypatch.setenv("BULLETIN_REPORTS_DIR", str(tmp_path / "reports"))
     monkeypatch.setenv("BULLETIN_DELIVERY_PROCESSES", "1")
-    monkeypatch.setenv("BULLETIN_RECIPIENTS_PER_TASK", "5")  # many batches, so both lanes get some
     params = {"as_of": DEMO_END_DATE.isoformat()}
     since = datetime.now(UTC)
     manifest = run_report("daily-account-orders", parameters=params, run_key="spread-1")
@@ -53,10 +52,12 @@ def test_large_run_uses_a_worker_process_and_delivers_each_recipient_once(
     assert "account_id" in (by_ref["no-account"].error or "")
     delivered = [d for d in manifest.deliveries if d.status is DeliveryStatus.DELIVERED]
     assert len(delivered) == RECIPIENTS - 1
-    lanes = [m for m in read_run_logs(since).splitlines() if m.startswith("Batches per lane")]
-    assert lanes, "the run did not spread its batches"
-    counts = dict(part.rsplit(" ", 1) for part in lanes[0].removeprefix("Batches per lane: ").split(", "))
-    assert int(counts["processes"]) >= 1 and int(counts["threads"]) >= 1
+    lanes = [m for m in read_run_logs(since).splitlines() if m.startswith("Deliveries per lane")]
+    assert lanes, "the run did not spread its recipients over lanes"
+    counts = dict(part.rsplit(" ", 1) for part in lanes[0].removeprefix("Deliveries per lane: ").split(", "))
+    assert set(counts) == {"thread 1", "process 1.1", "process 1.2"}
+    assert sum(int(n) for n in counts.values()) == RECIPIENTS
+    assert int(counts["process 1.1"]) + int(counts["process 1.2"]) >= 1 and int(counts["thread 1"]) >= 1
 
     for delivery in delivered[:: len(delivered) // 10]:  # files from both lanes hold only their account's rows
         account = f"ACC-{int(delivery.recipient[1:]) % 200 + 1:04d}"
