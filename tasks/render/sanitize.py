@@ -32,7 +32,7 @@ TRUNCATION_MARKER = "…[truncated]"
 
 # XML 1.0 cannot hold C0 controls other than tab, LF and CR, nor U+FFFE/U+FFFF; Excel refuses such files.
 _XLSX_ILLEGAL = "[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]"
-_XLSX_ILLEGAL_RE2 = r"[\x00-\x08\x0B\x0C\x0E-\x1F\x{FFFE}\x{FFFF}]"
+XLSX_ILLEGAL_RE2 = r"[\x00-\x08\x0B\x0C\x0E-\x1F\x{FFFE}\x{FFFF}]"
 _XLSX_ILLEGAL_RE = re.compile(_XLSX_ILLEGAL)
 # Drawn text has no line breaks or tabs: a control character would show as a missing glyph or be dropped.
 _CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
@@ -68,9 +68,9 @@ def remove_xlsx_illegal(text: str) -> str:
 
 def remove_xlsx_illegal_array(values: pa.Array) -> pa.Array:
     """:func:`remove_xlsx_illegal` over a string array; skips the rewrite when nothing matches."""
-    if not pc.any(pc.match_substring_regex(values, _XLSX_ILLEGAL_RE2)).as_py():
+    if not pc.any(pc.match_substring_regex(values, XLSX_ILLEGAL_RE2)).as_py():
         return values
-    return pc.replace_substring_regex(values, pattern=_XLSX_ILLEGAL_RE2, replacement="")
+    return pc.replace_substring_regex(values, pattern=XLSX_ILLEGAL_RE2, replacement="")
 
 
 def utf16_length(text: str) -> int:

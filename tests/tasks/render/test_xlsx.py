@@ -219,3 +219,30 @@ def test_less_common_types_are_typed_cells(tmp_path: Path) -> None:
     assert rows[2] == ["", "", "", "", "", 1, "", ""]
     assert rows[3][1:4] == [float(2**63), 2.0, "0001-01-01"]
     assert rows[3][5:] == [-2, "'=b", "b"]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["plain", "text", None, "ünïcode ✓"],
+        ["O'Brien & Sons", "plain"],
+        ["a<b", "c>d"],
+        ["line\rbreak", "x"],
+        ["=1+1", "plain"],
+        ["\tTAB", "-2", "+3", "@SUM(A1)"],
+        ["bad\x00char", "ok"],
+        ["_x0041_", "ok"],
+        ["x" * 40_000, "ok"],
+    ],
+)
+def test_the_clean_column_shortcut_writes_what_the_full_path_writes(
+    values: list[str | None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tasks.render import xlsx
+
+    column = pa.array(values, pa.string())
+    rows = pa.array([str(i + 2) for i in range(len(values))])
+    styles = xlsx.Styles(1, 2, 3)
+    fast = xlsx.cell_xml(column, "text", rows, "C", styles).to_pylist()
+    monkeypatch.setattr(xlsx, "_untouched", lambda _column: False)
+    assert fast == xlsx.cell_xml(column, "text", rows, "C", styles).to_pylist()
