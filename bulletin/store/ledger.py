@@ -37,6 +37,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    Update,
     and_,
     insert,
     or_,
@@ -241,8 +242,9 @@ def claim(
             "created_at": now,
             "updated_at": now,
         }
-        if _insert_if_absent(conn, new_row):
-            return ClaimResult(outcome=ClaimOutcome.CLAIMED, row=_fetch(conn, key))
+        inserted = _insert_if_absent(conn, new_row, key)
+        if inserted is not None:
+            return ClaimResult(outcome=ClaimOutcome.CLAIMED, row=inserted)
         reclaim = (
             update(deliveries)
             .where(key.where(), _reclaimable(now))
@@ -255,8 +257,9 @@ def claim(
                 updated_at=now,
             )
         )
-        if conn.execute(reclaim).rowcount == 1:
-            return ClaimResult(outcome=ClaimOutcome.CLAIMED, row=_fetch(conn, key))
+        reclaimed = _update_one(conn, reclaim, key)
+        if reclaimed is not None:
+            return ClaimResult(outcome=ClaimOutcome.CLAIMED, row=reclaimed)
         row = _fetch(conn, key)
     outcome = {
         LedgerStatus.SENT: ClaimOutcome.ALREADY_SENT,
@@ -348,8 +351,9 @@ def mark_skipped(
     }
     new_row = {**key.values(), **outcome, "report_id": report_id, "attempts": 0, "created_at": now}
     with store.write() as conn:
-        if _insert_if_absent(conn, new_row):
-            return _fetch(conn, key)
+        inserted = _insert_if_absent(conn, new_row, key)
+        if inserted is not None:
+            return inserted
         allowed = _reclaimable(now) if claim is None else or_(_reclaimable(now), _held_by(claim))
         conn.execute(update(deliveries).where(key.where(), allowed).values(**outcome))
         return _fetch(conn, key)
@@ -360,19 +364,20 @@ def _finish(store: Store, claim: ClaimResult, *, now: datetime, status: LedgerSt
         raise StorageError(f"cannot finish a delivery that was not claimed ({claim.outcome.value})")
     key = _Key.from_row(claim.row)
     with store.write() as conn:
-        finished = conn.execute(
+        finish = (
             update(deliveries)
             .where(key.where(), _held_by(claim))
             .values(status=status.value, lease_expires_at=None, updated_at=now, **values)
         )
-        if finished.rowcount != 1:
+        finished = _update_one(conn, finish, key)
+        if finished is None:
             current = _fetch(conn, key)
             raise StorageError(
                 f"delivery {key} is no longer held by this claim (attempt {claim.row.attempts} by "
                 f"{claim.row.claimed_by}); it is now {current.status.value}, attempt {current.attempts} by "
                 f"{current.claimed_by}"
             )
-        return _fetch(conn, key)
+        return finished
 
 
 # --- reading ------------------------------------------------------------------------------------------------------
@@ -480,8 +485,8 @@ class _Key:
         return f"{self.run_key}/{self.recipient}/{self.format}/{self.channel}"
 
 
-def _insert_if_absent(conn: Connection, values: dict[str, Any]) -> bool:
-    """Insert the row unless its key exists; True if this call inserted it."""
+def _insert_if_absent(conn: Connection, values: dict[str, Any], key: _Key) -> LedgerRow | None:
+    """Insert the row unless its key exists; the row as inserted, or None if the key was there already."""
     backend = conn.dialect.name
     if backend in {"sqlite", "postgresql"}:
         dialect_insert = sqlite.insert if backend == "sqlite" else postgresql.insert
@@ -489,17 +494,27 @@ def _insert_if_absent(conn: Connection, values: dict[str, Any]) -> bool:
             dialect_insert(deliveries)
             .values(values)
             .on_conflict_do_nothing(index_elements=["run_key", "recipient", "format", "channel"])
-            # RETURNING says whether a row went in; rowcount does not once the driver returns rows (-1 on psycopg).
-            .returning(deliveries.c.id)
+            # RETURNING says whether a row went in (rowcount does not once the driver returns rows: -1 on psycopg),
+            # and gives it back without a second query.
+            .returning(*deliveries.c)
         )
-        return conn.execute(statement).first() is not None
+        found = conn.execute(statement).mappings().first()
+        return None if found is None else LedgerRow.model_validate(dict(found))
     # Other backends: a savepoint, so a duplicate key does not abort the enclosing transaction.
     try:
         with conn.begin_nested():
             conn.execute(insert(deliveries).values(values))
     except sa_exc.IntegrityError:
-        return False
-    return True
+        return None
+    return _fetch(conn, key)
+
+
+def _update_one(conn: Connection, statement: Update, key: _Key) -> LedgerRow | None:
+    """Run an UPDATE of the row ``key`` (with its conditions); the row after it, or None if it matched nothing."""
+    if conn.dialect.update_returning:  # SQLite 3.35+, PostgreSQL: one round trip
+        found = conn.execute(statement.returning(*deliveries.c)).mappings().first()
+        return None if found is None else LedgerRow.model_validate(dict(found))
+    return _fetch(conn, key) if conn.execute(statement).rowcount == 1 else None
 
 
 def _reclaimable(now: datetime) -> ColumnElement[bool]:
