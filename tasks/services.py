@@ -30,6 +30,10 @@ Clock = Callable[[], datetime]
 #: 3-5 s to start on 2 cores (it imports Prefect and Bulletin) and about 300 MB: at 200 recipients it saved nothing,
 #: at 1,000 about a seventh of the run (docs/benchmarks.md, "Delivery to S3").
 PROCESSES_FROM_RECIPIENTS = 500
+#: DuckDB threads for a run's queries. A run queries from several lanes at once, each for one recipient's few
+#: thousand rows: one thread per query used about 40 % less CPU than DuckDB's default of one per core (1.8 against
+#: 3.0 ms per 1,000-row query on 2 cores, docs/benchmarks.md), and a large result is paced by its writer anyway.
+QUERY_THREADS = 1
 
 
 @dataclass
@@ -54,7 +58,7 @@ def open_services(
     settings: Settings, stack: ExitStack, *, workdir: Path, dry_run: bool, keyset: KeySet | None = None
 ) -> DeliveryServices:
     """Open a run's services; ``stack`` closes them. The ledger is not migrated here: the flow does that once."""
-    warehouse = stack.enter_context(Warehouse(settings.warehouse))
+    warehouse = stack.enter_context(Warehouse(settings.warehouse, duckdb_threads=QUERY_THREADS))
     store = None if dry_run else stack.enter_context(open_store(settings.database))
     return DeliveryServices(
         keyset=keyset if keyset is not None else load_keyset(settings),

@@ -129,7 +129,7 @@ def _duckdb_error(exc: BaseException, display: str) -> BulletinError:
 class _DuckDB:
     """A read-only DuckDB file: one connection, one cursor per query."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, threads: int | None = None) -> None:
         self.display = str(path)
         if not path.is_file():
             raise ConfigError(f"no warehouse at {path}: run `bulletin demo` or set BULLETIN_WAREHOUSE_URL")
@@ -143,6 +143,8 @@ class _DuckDB:
             self._con.execute("SET enable_external_access = false")
             self._con.execute("SET python_enable_replacements = false")
             self._con.execute("SET enable_progress_bar = false")  # a long query would draw on the CLI's terminal
+            if threads is not None:
+                self._con.execute(f"SET threads = {int(threads)}")
         except duckdb.Error as exc:
             raise _duckdb_error(exc, self.display) from exc
         self._lock = threading.Lock()
@@ -200,17 +202,19 @@ def bounded(rows: list[dict[str, Any]], compiled: CompiledQuery, max_rows: int) 
 class Warehouse:
     """The warehouse named by a DuckDB path, ``duckdb:///path``, or any SQLAlchemy URL. Use as a context manager."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, duckdb_threads: int | None = None) -> None:
+        """``duckdb_threads``: DuckDB's worker threads (a setting of the whole file's instance in this process);
+        None keeps DuckDB's default, one per core."""
         self._backend: Backend
         if url.startswith(_DUCKDB_PREFIX):
-            self._backend = _DuckDB(Path(url.removeprefix(_DUCKDB_PREFIX)))
+            self._backend = _DuckDB(Path(url.removeprefix(_DUCKDB_PREFIX)), duckdb_threads)
         elif _URL.match(url):
             # Imported only when needed: DuckDB users never pay for SQLAlchemy's dialect machinery.
             from tasks.warehouse_sql import SQLAlchemyBackend
 
             self._backend = SQLAlchemyBackend(url)
         else:
-            self._backend = _DuckDB(Path(url).expanduser())
+            self._backend = _DuckDB(Path(url).expanduser(), duckdb_threads)
 
     @property
     def display_url(self) -> str:

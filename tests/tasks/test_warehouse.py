@@ -171,3 +171,11 @@ def test_an_unreachable_database_is_transient(tmp_path):
 def test_a_missing_table_is_a_config_error(lite):
     with pytest.raises(ConfigError, match="does not match"):
         lite.stream(CompiledQuery('SELECT "x" FROM "ghost"', [], ["x"]), 10)
+
+
+def test_duckdb_threads_can_be_set_for_a_runs_small_queries(tmp_path: Path) -> None:
+    path = tmp_path / "w.duckdb"
+    duckdb.connect(str(path)).close()
+    with Warehouse(str(path), duckdb_threads=1) as warehouse:
+        (threads,) = warehouse.fetch_all(CompiledQuery("SELECT current_setting('threads') AS t", [], ["t"]))
+    assert int(threads["t"]) == 1
