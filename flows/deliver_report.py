@@ -9,7 +9,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -270,8 +270,10 @@ def _deliver_planned(
     )
     if not dry_run:
         save_manifest(settings.manifests_dir, manifest)
-        _publish_events(settings, manifest)
-    publish_run_artifacts(manifest)
+    # The artifacts wait mostly on the Prefect API, the events mostly on this process: side by side.
+    with _meanwhile(partial(publish_run_artifacts, manifest), "the run's artifacts were not published"):
+        if not dry_run:
+            _publish_events(settings, manifest)
     summary = (
         f"{manifest.status.value}: {manifest.delivered} delivered, {manifest.skipped} skipped, {manifest.failed} failed"
     )
@@ -361,7 +363,7 @@ def _in_lanes(
         dispatcher: Dispatcher[Delivery] = Dispatcher(len(audience), len(lanes))
         dispatch(dispatcher, lanes, reports, clock=time.monotonic, on_result=lambda _, d: _ended(plan, d))
         errors = [e for e in map(_lane_error, futures) if e is not None]
-        finishing.enter_context(_closing_meanwhile(workers.pop_all()))
+        finishing.enter_context(_meanwhile(workers.pop_all().close, "the worker processes did not stop cleanly"))
     counts = [f"thread {i + 1} {n}" for i, n in enumerate(dispatcher.per_lane[:threads])]
     counts += [
         f"process {i // LANES_PER_PROCESS + 1}.{i % LANES_PER_PROCESS + 1} {n}"
@@ -427,16 +429,19 @@ def _start_lanes(
 
 
 @contextmanager
-def _closing_meanwhile(stack: ExitStack) -> Iterator[None]:
-    """Close ``stack`` on a thread at once; wait for it on exit."""
+def _meanwhile(work: Callable[[], object], failure: str) -> Iterator[None]:
+    """Run ``work`` on a thread (in this run's Prefect context) while the block runs; wait for it on exit.
 
-    def close() -> None:
+    It only records or tidies up after the deliveries: a failure is logged as ``failure``, never raised.
+    """
+
+    def run() -> None:
         try:
-            stack.close()
-        except Exception as exc:  # noqa: BLE001 - deliveries are done: a worker that exits badly is worth a warning
-            get_run_logger().warning("the worker processes did not stop cleanly: %s", exc)
+            work()
+        except Exception as exc:  # noqa: BLE001 - the deliveries are done: this is worth a warning, not a failure
+            get_run_logger().warning("%s: %s", failure, exc)
 
-    thread = threading.Thread(target=contextvars.copy_context().run, args=(close,), name="bulletin-stop-workers")
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(run,), name="bulletin-meanwhile")
     thread.start()
     try:
         yield
