@@ -1,10 +1,11 @@
 """Spread a large run's recipients over lanes (the flow's task threads, worker processes), one recipient at a time.
 
-Each lane is one long-lived Prefect task that takes recipients from its own small queue, delivers each and reports
-it on one shared queue. The flow's dispatcher hands the next recipient to whichever lane just reported, keeping at
-most ``ahead`` recipients queued per lane. So a lane starts work only once it says it is ready (a worker process
-takes seconds to import and open its services, while the threads already deliver), fast lanes take more, and every
-lane ends within one delivery of the others: no batch boundaries, no idle lane while another finishes a batch.
+Each lane is a thread of a long-lived Prefect task (one lane per task on the flow's threads, several in a worker
+process's task) that takes recipients from its own small queue, delivers each and reports it on one shared queue.
+The flow's dispatcher hands the next recipient to whichever lane just reported, keeping at most ``ahead``
+recipients per lane. So a lane starts work only once it says it is ready (a worker process takes seconds to import
+and open its services, while the threads already deliver), fast lanes take more, and every lane ends within one
+delivery of the others: no batch boundaries, no idle lane while another finishes a batch.
 
 ``Dispatcher`` is the bookkeeping, pure and clock-driven: who holds what, transient failures retried after a delay,
 a lane that stops early. ``dispatch`` drives it with the queues. A lane's messages, in order:
@@ -25,8 +26,8 @@ from typing import Any, Generic, Protocol, TypeVar
 
 R = TypeVar("R")
 
-#: Recipients queued per lane beyond the one it is delivering: enough that a lane never waits for the dispatcher
-#: between two deliveries, few enough that lanes end together.
+#: Recipients a lane holds at once: the one it delivers and the next, so it never waits for the dispatcher between
+#: two deliveries; few, so the lanes end together.
 AHEAD = 2
 #: Seconds before the first and second retry of a recipient whose delivery failed for a transient reason (the
 #: warehouse or a destination did not answer); after that its failure is final. Prefect's retries did this per task.
