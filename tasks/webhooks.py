@@ -92,7 +92,7 @@ def publish_run_events(
         if endpoints:  # else nothing to queue: no link is made, nothing is written
 
             def wanted(event_type: str, org: str | None) -> bool:
-                return any(e.subscribes_to(event_type) and e.hears_from(org) for e in endpoints)
+                return any(e.hears(event_type, org) for e in endpoints)
 
             delay = next_attempt_delay(1, settings.webhook_retry_schedule, rng or random.SystemRandom()) or 0.0
             # Per-recipient events carry that recipient's organisation; a run's totals none.

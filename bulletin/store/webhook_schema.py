@@ -146,6 +146,10 @@ class Endpoint(BaseModel):
     def subscribes_to(self, event_type: str) -> bool:
         return ALL_EVENTS in self.event_types or event_type in self.event_types
 
+    def hears(self, event_type: str, org: str | None) -> bool:
+        """Whether a subscribed event of ``event_type`` about ``org``'s recipients (None: a run's totals) goes here."""
+        return self.subscribes_to(event_type) and self.hears_from(org)
+
     def hears_from(self, org: str | None) -> bool:
         """An org-less endpoint (added by an operator) hears every event; an organisation's endpoint only events
         about its own recipients: never another organisation's, nor a run's totals across organisations."""

@@ -127,7 +127,7 @@ def enqueue(
     due = now + timedelta(seconds=max(0.0, delay_seconds))
     with store.write() as conn:
         if endpoint_ids is None:
-            targets = [e for e in _enabled(conn) if e.subscribes_to(event_type) and e.hears_from(org)]
+            targets = [e for e in _enabled(conn) if e.hears(event_type, org)]
         else:
             targets = [e for e in (fetch_endpoint(conn, i) for i in dict.fromkeys(endpoint_ids)) if e.enabled]
         rows = _message_rows(event_type, body, targets, now=now, due=due)
@@ -150,7 +150,7 @@ def enqueue_events(
         endpoints = _enabled(conn)
         rows: list[dict[str, Any]] = []
         for event_type, payload, org in events:
-            targets = [e for e in endpoints if e.subscribes_to(event_type) and e.hears_from(org)]
+            targets = [e for e in endpoints if e.hears(event_type, org)]
             if not targets:
                 continue
             try:
