@@ -141,15 +141,22 @@ def s3_links(settings: Settings) -> LinkMaker | None:
         return None
     from tasks.s3 import make_s3_client, presign_download  # boto3 only when S3 is in use
 
-    clients: list[Any] = []  # made on the first link: a run whose events nobody hears makes none
+    made: dict[str, Any] = {}  # the client, made on the first link: a run whose events nobody hears makes none
+
+    def client() -> Any:
+        if "client" not in made:
+            try:
+                made["client"] = make_s3_client(settings)
+            except BulletinError as error:  # said once; then no event carries a link
+                logger.warning("webhook events will carry no download links: %s", error)
+                made["client"] = None
+        return made["client"]
 
     def link(artifact: Artifact) -> DownloadLink | None:
-        if not artifact.uri.startswith("s3://"):
+        if not artifact.uri.startswith("s3://") or client() is None:
             return None
         try:
-            if not clients:
-                clients.append(make_s3_client(settings))
-            return presign_download(clients[0], artifact.uri, expires_seconds=settings.link_expiry_seconds)
+            return presign_download(client(), artifact.uri, expires_seconds=settings.link_expiry_seconds)
         except BulletinError as error:
             logger.warning("no download link for a %s file in the webhook event: %s", artifact.format, error)
             return None

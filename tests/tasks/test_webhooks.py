@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import importlib.util
 import json
 import logging
 import random
@@ -516,3 +517,16 @@ def test_s3_links_are_presigned_downloads_of_the_delivered_file(s3_bucket: S3Tes
     with urllib.request.urlopen(file["download_url"], timeout=10) as response:
         assert response.read() == b"%PDF-1.7 report"
     assert links(stored.model_copy(update={"uri": "<message-id@bulletin>", "channel": "email"})) is None
+
+
+def test_s3_links_without_a_client_say_so_once_and_give_none(caplog: pytest.LogCaptureFixture) -> None:
+    # prefect-aws is not a dependency: without it a credentials block cannot be read, so no client can be made.
+    if importlib.util.find_spec("prefect_aws") is not None:
+        pytest.skip("prefect-aws is installed: the block would be looked up on a Prefect server")
+    links = s3_links(Settings(s3_bucket="bulletin-links", s3_aws_credentials_block="no-such-block"))
+    assert links is not None
+    stored = Artifact(format="pdf", uri="s3://bulletin-links/a.pdf", sha256=SHA, bytes=15, rows=1)
+    with caplog.at_level(logging.WARNING, logger="tasks.webhooks"):
+        assert [links(stored), links(stored), links(stored)] == [None, None, None]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "tasks.webhooks"]
+    assert len(warnings) == 1 and "will carry no download links" in warnings[0]
