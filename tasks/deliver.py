@@ -443,13 +443,8 @@ def deliver_each(plan: DeliveryPlan, services: DeliveryServices, recipients: lis
     email = services.email_factory() if services.email_factory and "email" in plan.channels else None
     try:
         for recipient in recipients:
-            try:
-                delivery = deliver_recipient(plan, services, recipient, email)
-            except TransientError as exc:
-                transient += 1
-                delivery = failed_delivery(recipient, exc)
-            except BulletinError as exc:
-                delivery = failed_delivery(recipient, exc)
+            delivery, retry = _attempt(plan, services, recipient, email)
+            transient += retry
             deliveries.append(delivery)
     finally:
         if email is not None:
@@ -457,6 +452,21 @@ def deliver_each(plan: DeliveryPlan, services: DeliveryServices, recipients: lis
     if recipients and transient == len(recipients):
         raise TransientError(f"every delivery in this batch failed: {deliveries[0].error}")
     return deliveries
+
+
+def _attempt(
+    plan: DeliveryPlan, services: DeliveryServices, recipient: Recipient, email: EmailChannel | None
+) -> tuple[Delivery, bool]:
+    """One recipient's delivery, or its failure as a Delivery; and whether a retry may help (a TransientError).
+
+    Anything other than a BulletinError is raised: a bug, which the caller decides how to record.
+    """
+    try:
+        return deliver_recipient(plan, services, recipient, email), False
+    except TransientError as exc:
+        return failed_delivery(recipient, exc), True
+    except BulletinError as exc:
+        return failed_delivery(recipient, exc), False
 
 
 def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -512,16 +522,11 @@ def deliver_from(
         reports.put(("ready", lane))
         while (index := todo.get()) is not None:
             recipient = audience[index]
-            transient = False
             try:
-                delivery = deliver_recipient(plan, services, recipient, email)
-            except TransientError as exc:
-                delivery, transient = failed_delivery(recipient, exc), True
-            except BulletinError as exc:
-                delivery = failed_delivery(recipient, exc)
+                delivery, transient = _attempt(plan, services, recipient, email)
             except Exception as exc:  # the edge: one recipient's bug must not stop the lane
                 logger.exception("delivery to %s failed unexpectedly", recipient.ref)
-                delivery = failed_delivery(recipient, exc)
+                delivery, transient = failed_delivery(recipient, exc), False
             reports.put(("done", lane, index, delivery, transient))
             made += 1
     finally:
