@@ -39,7 +39,7 @@ from tasks.query import run_aggregate, run_query
 from tasks.render import EXTENSIONS, open_writer
 from tasks.render.base import ChartData, RenderContext
 from tasks.services import DeliveryServices, ServicesSpec, services_for
-from tasks.spread import Sink, Source, worker_queues
+from tasks.spread import RETRY_DELAYS, Sink, Source, worker_queues
 from tasks.storage import StoredObject, sha256_file
 from tasks.tokens import TokenClaims, mint_token, verify_token
 
@@ -482,8 +482,8 @@ def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
 
 @task(
     name="deliver-recipients",
-    retries=2,
-    retry_delay_seconds=[2, 10],
+    retries=len(RETRY_DELAYS),  # the same schedule as a large run's lanes (tasks/spread.py)
+    retry_delay_seconds=list(RETRY_DELAYS),
     retry_condition_fn=_retry_transient,
     cache_policy=NO_CACHE,
     task_run_name="deliver {label}",
