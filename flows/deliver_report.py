@@ -47,8 +47,10 @@ from tasks.webhooks import publish_run_events, s3_links
 
 
 def _run_id() -> str:
+    """This run's name everywhere (manifest, run key, file names, events): the whole flow-run id. Prefect's ids are
+    UUIDv7, whose first 12 hex digits are the creation millisecond: runs the scheduler creates together share them."""
     current = flow_run.get_id()
-    return (current or uuid.uuid4().hex).replace("-", "")[:12]
+    return str(uuid.UUID(current)) if current else str(uuid.uuid4())
 
 
 #: Prefect task threads per report run. Prefect's default pool is unbounded: with one thread per task, a large

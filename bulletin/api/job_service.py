@@ -72,12 +72,17 @@ def check_prefix(prefix: str) -> str:
 
 
 def manifest_path(settings: Settings, job: Job) -> Path | None:
-    """Where the job's run saved its manifest (``tasks.manifest.save_manifest``, run id = the flow run's first 12
-    hex digits)."""
+    """Where the job's run saved its manifest (``tasks.manifest.save_manifest``, named by the whole flow-run id).
+
+    A manifest saved before runs were named by their whole id is named by the id's first 12 hex digits: that name
+    is read when it is the only one there.
+    """
     if job.flow_run_id is None:
         return None
-    run_id = job.flow_run_id.replace("-", "")[:12]
-    return settings.manifests_dir / job.report_id / f"{run_id}.json"
+    folder = settings.manifests_dir / job.report_id
+    path = folder / f"{job.flow_run_id}.json"
+    legacy = folder / f"{job.flow_run_id.replace('-', '')[:12]}.json"
+    return legacy if not path.exists() and legacy.exists() else path
 
 
 def own_deliveries(manifest: Manifest, org: str) -> Manifest:

@@ -30,6 +30,7 @@ from bulletin.models import Manifest
 from bulletin.settings import Settings
 from bulletin.store import migrate, open_store
 from bulletin.store.webhooks import add_endpoint, remove_endpoint
+from tasks.dependents import refresh_run_key
 from tasks.webhook_signing import dbt_signature, generate_secret
 
 UPSTREAM, DEPENDENT = "daily-account-orders", "account-orders-digest"
@@ -153,8 +154,9 @@ def _wait(manifests_dir: Path, event_id: str) -> ChainResult:
 
 
 def _keyed_after(run_id: str) -> Callable[[Manifest], bool]:
-    """A refresh's ledger key carries the upstream run id."""
-    return lambda manifest: run_id in (manifest.run_key or "")
+    """The dependent's refresh after exactly this upstream run: its ledger key is made from the upstream run id."""
+    key = refresh_run_key(DEPENDENT, UPSTREAM, run_id)
+    return lambda manifest: manifest.run_key == key
 
 
 def _find(folder: Path, match: Callable[[Manifest], bool]) -> Manifest | None:

@@ -170,7 +170,7 @@ def dbt_request(body: bytes) -> dict[str, str]:
 
 def run_completed(report_id: str = "daily-account-orders", status: str = "COMPLETED") -> bytes:
     """A body shaped like Bulletin's own run.completed event."""
-    data = {"report_id": report_id, "run_id": uuid.uuid4().hex[:12], "status": status}
+    data = {"report_id": report_id, "run_id": str(uuid.uuid4()), "status": status}
     return json.dumps({"type": "run.completed", "timestamp": datetime.now(UTC).isoformat(), "data": data}).encode()
 
 

@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 
 from bulletin.api.file_links import FileLink, sign_link, verify_link
-from bulletin.api.job_service import check_prefix, local_key
+from bulletin.api.job_service import check_prefix, local_key, manifest_path
 from bulletin.api.job_status import JobStatus, job_status
 from bulletin.errors import ConflictError, ForbiddenError, GoneError, RequestError, StorageError
-from bulletin.store.jobs import create_job, list_jobs
+from bulletin.settings import Settings
+from bulletin.store.jobs import Job, create_job, list_jobs
 from tests.api.v1_support import Api, bearer, running_api
 
 REPORT = "weekly-regional-sales"
@@ -99,6 +100,35 @@ def test_a_local_uri_outside_the_bucket_has_no_key(tmp_path: Path) -> None:
     for uri in ((tmp_path / "other.pdf").as_uri(), (root / ".." / "x.pdf").as_uri(), "s3://b/k"):
         with pytest.raises(StorageError):
             local_key(root, uri)
+
+
+def job_of_run(flow_run_id: str) -> Job:
+    return Job(
+        id="j1",
+        org="acme",
+        job_id="j1",
+        key_id="k",
+        report_id=REPORT,
+        request={},
+        request_digest="d",
+        flow_run_id=flow_run_id,
+        created_at=NOW,
+        updated_at=NOW,
+        error=None,
+    )
+
+
+def test_a_jobs_manifest_is_named_by_its_whole_flow_run_id(tmp_path: Path) -> None:
+    # Prefect's UUIDv7 ids of runs made in one millisecond share their first 12 hex digits.
+    first, second = "01a24abd-a9f5-7000-8000-000000000001", "01a24abd-a9f5-7000-8000-000000000002"
+    settings = Settings(home=tmp_path)
+    assert manifest_path(settings, job_of_run(first)) == settings.manifests_dir / REPORT / f"{first}.json"
+    assert manifest_path(settings, job_of_run(first)) != manifest_path(settings, job_of_run(second))
+    # A manifest saved before runs were named by their whole id (its first 12 hex digits) is still found.
+    legacy = settings.manifests_dir / REPORT / "01a24abda9f5.json"
+    legacy.parent.mkdir(parents=True)
+    legacy.write_text("{}")
+    assert manifest_path(settings, job_of_run(first)) == legacy
 
 
 # --- the store -------------------------------------------------------------------------------------------------
