@@ -16,6 +16,7 @@ from rich.table import Table
 from bulletin import progress
 from bulletin.cli import app
 from bulletin.cli.options import environment, parse_params
+from bulletin.cli.terminal_logs import terminal_logs
 from bulletin.errors import BulletinError
 from bulletin.models import Manifest, RunStatus
 from bulletin.settings import Settings
@@ -127,7 +128,7 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
     """Deliver one report now, through the deliver-report flow. Exits 0 only if no delivery failed."""
-    with _progress_bar(not as_json):
+    with terminal_logs(), _progress_bar(not as_json):
         manifest = run_report(
             report_id,
             recipients=recipients,
@@ -155,7 +156,7 @@ def demo(
     the signed-webhook chain through the HTTP API."""
     # The flows read settings from the environment: point them at ``out`` for the demo only.
     overrides = {"BULLETIN_BUCKET_DIR": str(out.resolve())} if out is not None else {}
-    with environment(**overrides):
+    with environment(**overrides), terminal_logs():
         _demo(as_json, chain)
 
 
