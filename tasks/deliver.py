@@ -41,7 +41,17 @@ from bulletin.models import (
     describe_scope,
 )
 from bulletin.reports import ReportDefinition, recipient_context, template_filters
-from bulletin.store import ClaimOutcome, ClaimResult, LedgerRow, LedgerStatus, claim, last_sent, mark_failed, mark_sent
+from bulletin.store import (
+    ClaimOutcome,
+    ClaimResult,
+    LedgerRow,
+    LedgerStatus,
+    Store,
+    claim,
+    last_sent,
+    mark_failed,
+    mark_sent,
+)
 from bulletin.store import mark_skipped as ledger_skip
 from bulletin.store.channel_preferences import RunPreferences
 from tasks.audience import scope_for_recipient
@@ -50,7 +60,7 @@ from tasks.preferences import recipient_channels
 from tasks.query import run_aggregate, run_query
 from tasks.render import EXTENSIONS, open_writer
 from tasks.render.base import ChartData, RenderContext
-from tasks.services import DeliveryServices, ServicesSpec, services_for
+from tasks.services import Clock, DeliveryServices, ServicesSpec, services_for
 from tasks.spread import RETRY_DELAYS, Sink, Source, worker_queues
 from tasks.storage import StoredObject, sha256_file
 from tasks.tokens import TokenClaims, mint_token, verify_token
@@ -160,7 +170,7 @@ def _deliver(
             scope = claims_tok.secure_filters
             _apply_rules(plan, services, recipient, todo, files, out, finished)
         except BulletinError as exc:  # nothing to send: every file of this attempt failed, for one reason
-            _fail(services, todo, [p for p in todo if p not in finished], exc, out, finished, {}, channel=None)
+            _fail(store, services.clock, todo, [p for p in todo if p not in finished], exc, out, finished, {}, None)
         else:
             _send(plan, services, recipient, email, todo, files, ctx, minted_jti, scope, out, finished)
     except Exception as exc:
@@ -172,22 +182,22 @@ def _deliver(
 
 
 def _fail(
-    services: DeliveryServices,
+    store: Store,
+    clock: Clock,
     todo: dict[Pair, ClaimResult],
     pairs: list[Pair],
     exc: BulletinError,
     out: _Outcomes,
     finished: set[Pair],
     files: dict[str, RenderedFile],
-    *,
     channel: str | None,
 ) -> None:
     """Record ``pairs`` as failed with ``exc``: in the ledger (a retry with the run key tries them again) and in the
-    manifest, with the rendered file's checksum and size when there is one, so the reader sees what did not go."""
-    assert services.store is not None  # checked by the caller: only real runs reach here
+    manifest, with the rendered file's checksum and size when there is one, so the reader sees what did not go.
+    ``channel``: the one channel that failed, named in the recipient's error; None when every file failed."""
     text = _error_text(exc)
     for pair in pairs:
-        mark_failed(services.store, todo[pair], error=text, now=services.clock())
+        mark_failed(store, todo[pair], error=text, now=clock())
         finished.add(pair)
         file = files.get(pair[0])
         out.add(
@@ -416,7 +426,7 @@ def _send(
         out.add(pair, _artifact(file, pair[1], uri=uri, outcome="sent", note=note))
 
     def fail(pairs: list[Pair], exc: BulletinError, channel: str) -> None:
-        _fail(services, todo, pairs, exc, out, finished, files, channel=channel)
+        _fail(store, services.clock, todo, pairs, exc, out, finished, files, channel)
 
     s3 = [p for p in todo if p[1] == "s3" and p not in finished]
     for pair in s3:
