@@ -118,12 +118,17 @@ class RunStatus(StrEnum):
 
 class DeliveryStatus(StrEnum):
     DELIVERED = "DELIVERED"  # every file is with the recipient: sent now, or sent earlier under the same run key
+    #: some files are with the recipient (sent, or sent earlier) and at least one channel failed: a re-run with the
+    #: same run key retries only what failed
+    PARTIAL = "PARTIAL"
     SKIPPED = "SKIPPED"  # nothing sent, on purpose: no rows, unchanged, or another run is sending it right now
-    FAILED = "FAILED"
+    FAILED = "FAILED"  # nothing is with the recipient, and something failed
 
 
 class Artifact(BaseModel):
-    """One file on one channel. ``uri`` is where it went (never a presigned link: those carry a signature)."""
+    """One file on one channel. ``uri`` is where it went (never a presigned link: those carry a signature).
+
+    A ``failed`` file did not reach that channel: ``note`` says why, and ``uri`` is empty."""
 
     format: Literal["pdf", "csv", "xlsx"]
     uri: str
@@ -131,7 +136,7 @@ class Artifact(BaseModel):
     bytes: int
     rows: int
     channel: str = "s3"
-    outcome: Literal["sent", "already_sent", "skipped", "in_progress", "rendered"] = "sent"
+    outcome: Literal["sent", "already_sent", "skipped", "in_progress", "rendered", "failed"] = "sent"
     note: str | None = None
 
 
@@ -165,6 +170,10 @@ class Manifest(BaseModel):
         return sum(d.status is DeliveryStatus.DELIVERED for d in self.deliveries)
 
     @property
+    def partial(self) -> int:
+        return sum(d.status is DeliveryStatus.PARTIAL for d in self.deliveries)
+
+    @property
     def failed(self) -> int:
         return sum(d.status is DeliveryStatus.FAILED for d in self.deliveries)
 
@@ -172,10 +181,30 @@ class Manifest(BaseModel):
     def skipped(self) -> int:
         return sum(d.status is DeliveryStatus.SKIPPED for d in self.deliveries)
 
+    @property
+    def tally(self) -> str:
+        """The recipients by status, as the flow state, the CLI and the run's summary artifact say it."""
+        return f"{self.delivered} delivered, {self.partial} partial, {self.skipped} skipped, {self.failed} failed"
+
+
+#: What a recipient holds after a delivery: files sent now, sent earlier under the run key, or rendered (dry run).
+HELD_OUTCOMES = frozenset({"sent", "already_sent", "rendered"})
+
+
+def delivery_status(artifacts: list[Artifact]) -> DeliveryStatus:
+    """A recipient's status from its files' outcomes: PARTIAL when some are with the recipient and some failed,
+    FAILED when something failed and nothing is with them, DELIVERED when something is, else SKIPPED."""
+    held = any(a.outcome in HELD_OUTCOMES for a in artifacts)
+    if any(a.outcome == "failed" for a in artifacts):
+        return DeliveryStatus.PARTIAL if held else DeliveryStatus.FAILED
+    return DeliveryStatus.DELIVERED if held else DeliveryStatus.SKIPPED
+
 
 def run_status(deliveries: list[Delivery]) -> RunStatus:
-    """COMPLETED when nothing failed, FAILED when everything did (or there was no one to deliver to), else PARTIAL."""
+    """COMPLETED when no recipient failed even in part, FAILED when every one failed outright (or there was no one
+    to deliver to), else PARTIAL: a run whose recipients all got only part of their files is PARTIAL, not FAILED."""
     failed = sum(d.status is DeliveryStatus.FAILED for d in deliveries)
-    if deliveries and failed == 0:
+    partial = sum(d.status is DeliveryStatus.PARTIAL for d in deliveries)
+    if deliveries and failed == partial == 0:
         return RunStatus.COMPLETED
     return RunStatus.FAILED if failed == len(deliveries) else RunStatus.PARTIAL

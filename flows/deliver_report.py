@@ -276,9 +276,7 @@ def _deliver_planned(
     with _meanwhile(partial(publish_run_artifacts, manifest), "the run's artifacts were not published"):
         if not dry_run:
             _publish_events(settings, manifest)
-    summary = (
-        f"{manifest.status.value}: {manifest.delivered} delivered, {manifest.skipped} skipped, {manifest.failed} failed"
-    )
+    summary = f"{manifest.status.value}: {manifest.tally}"
     logger.info("%s", summary)
     if manifest.status is RunStatus.FAILED:
         return Failed(message=summary, data=manifest)

@@ -7,6 +7,9 @@ recipient) and ``deliver_lane`` (a large run's long-lived lanes, fed one recipie
 Exactly-once, from the recipient's point of view: every (run key, recipient, format, channel) is claimed in the
 ledger before anything is rendered. What an earlier attempt sent is not sent again, what failed is retried, and a
 delivery another run is sending right now is left to it.
+
+Each channel is tried on its own, so the manifest tells per file what happened: a refused email does not stop the
+S3 copy, nor hide it. The recipient's status follows from its files (``bulletin.models.delivery_status``).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import logging
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -25,11 +28,30 @@ from zoneinfo import ZoneInfo
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime.task_run import get_run_count
 
 from bulletin.errors import BulletinError, TransientError
-from bulletin.models import Artifact, Delivery, DeliveryStatus, QuerySpec, Recipient, describe_scope
+from bulletin.models import (
+    Artifact,
+    Delivery,
+    DeliveryStatus,
+    QuerySpec,
+    Recipient,
+    delivery_status,
+    describe_scope,
+)
 from bulletin.reports import ReportDefinition, recipient_context, template_filters
-from bulletin.store import ClaimOutcome, ClaimResult, LedgerRow, LedgerStatus, claim, last_sent, mark_failed, mark_sent
+from bulletin.store import (
+    ClaimOutcome,
+    ClaimResult,
+    LedgerRow,
+    LedgerStatus,
+    Store,
+    claim,
+    last_sent,
+    mark_failed,
+    mark_sent,
+)
 from bulletin.store import mark_skipped as ledger_skip
 from bulletin.store.channel_preferences import RunPreferences
 from tasks.audience import scope_for_recipient
@@ -38,7 +60,7 @@ from tasks.preferences import recipient_channels
 from tasks.query import run_aggregate, run_query
 from tasks.render import EXTENSIONS, open_writer
 from tasks.render.base import ChartData, RenderContext
-from tasks.services import DeliveryServices, ServicesSpec, services_for
+from tasks.services import Clock, DeliveryServices, ServicesSpec, services_for
 from tasks.spread import RETRY_DELAYS, Sink, Source, worker_queues
 from tasks.storage import StoredObject, sha256_file
 from tasks.tokens import TokenClaims, mint_token, verify_token
@@ -73,9 +95,12 @@ class DeliveryPlan:
 
 @dataclass
 class _Outcomes:
-    """Per (format, channel): the manifest entry, filled in as each one is decided."""
+    """Per (format, channel): the manifest entry, filled in as each one is decided; and what failed, and whether a
+    retry may help (some failure was a TransientError)."""
 
     artifacts: dict[Pair, Artifact]
+    errors: list[str] = field(default_factory=list)
+    transient: bool = False
 
     def add(self, pair: Pair, artifact: Artifact) -> None:
         self.artifacts[pair] = artifact
@@ -96,12 +121,22 @@ def build_query(plan: DeliveryPlan, recipient: Recipient) -> QuerySpec:
 def deliver_recipient(
     plan: DeliveryPlan, services: DeliveryServices, recipient: Recipient, email: EmailChannel | None = None
 ) -> Delivery:
-    """Deliver every format on every channel to one recipient. Raises BulletinError; the caller records it.
+    """Deliver every format on every channel to one recipient; the Delivery lists every file with its outcome.
 
     The channels are the plan's that the recipient's organisation's preference keeps (tasks/preferences.py); the
-    others are recorded as skipped with the reason."""
+    others are recorded as skipped with the reason. A channel that fails is recorded (its files ``failed``, with
+    the reason) and the other channels still go; a failure before any channel (the token, the query, a render)
+    fails every file this attempt had to deliver. A BulletinError raised from here (the ledger itself failing) is
+    for the caller to record; anything else is a bug, raised once the ledger says the unfinished files failed."""
+    return _deliver(plan, services, recipient, email)[0]
+
+
+def _deliver(
+    plan: DeliveryPlan, services: DeliveryServices, recipient: Recipient, email: EmailChannel | None
+) -> tuple[Delivery, bool]:
+    """``deliver_recipient``, and whether a retry may help: some file failed for a transient reason."""
     if plan.dry_run or services.store is None:
-        return _dry_run(plan, services, recipient)
+        return _dry_run(plan, services, recipient), False
     store = services.store
     chosen = recipient_channels(plan.channels, plan.channel_preferences, recipient.org)
     claims = {
@@ -125,19 +160,64 @@ def deliver_recipient(
             out.add((fmt, ch), _turned_off(plan, services, recipient, (fmt, ch), chosen.reason or "turned off"))
     todo = {pair: c for pair, c in claims.items() if c.claimed}
     if not todo:
-        return _delivery(recipient, out, token_id=None, scope={})
+        return _delivery(recipient, out, token_id=None, scope={}), False
     finished: set[Pair] = set()
+    minted_jti: str | None = None
+    scope: dict[str, Any] = {}
     try:
-        minted_jti, claims_tok, ctx, files = _render_for(plan, services, recipient, sorted({f for f, _ in todo}))
-        scope = claims_tok.secure_filters
-        _apply_rules(plan, services, recipient, todo, files, out, finished)
-        _send(plan, services, recipient, email, todo, files, ctx, minted_jti, scope, out, finished)
+        try:
+            minted_jti, claims_tok, ctx, files = _render_for(plan, services, recipient, sorted({f for f, _ in todo}))
+            scope = claims_tok.secure_filters
+            _apply_rules(plan, services, recipient, todo, files, out, finished)
+        except BulletinError as exc:  # nothing to send: every file of this attempt failed, for one reason
+            _fail(store, services.clock, todo, [p for p in todo if p not in finished], exc, out, finished, {}, None)
+        else:
+            _send(plan, services, recipient, email, todo, files, ctx, minted_jti, scope, out, finished)
     except Exception as exc:
         for pair, c in todo.items():
             if pair not in finished:
                 mark_failed(store, c, error=_error_text(exc), now=services.clock())
         raise
-    return _delivery(recipient, out, token_id=minted_jti, scope=scope)
+    return _delivery(recipient, out, token_id=minted_jti, scope=scope), out.transient
+
+
+def _fail(
+    store: Store,
+    clock: Clock,
+    todo: dict[Pair, ClaimResult],
+    pairs: list[Pair],
+    exc: BulletinError,
+    out: _Outcomes,
+    finished: set[Pair],
+    files: dict[str, RenderedFile],
+    channel: str | None,
+) -> None:
+    """Record ``pairs`` as failed with ``exc``: in the ledger (a retry with the run key tries them again) and in the
+    manifest, with the rendered file's checksum and size when there is one, so the reader sees what did not go.
+    ``channel``: the one channel that failed, named in the recipient's error; None when every file failed."""
+    text = _error_text(exc)
+    for pair in pairs:
+        mark_failed(store, todo[pair], error=text, now=clock())
+        finished.add(pair)
+        file = files.get(pair[0])
+        out.add(
+            pair,
+            Artifact.model_validate(
+                {
+                    "format": pair[0],
+                    "channel": pair[1],
+                    "uri": "",
+                    "sha256": file.sha256 if file else "",
+                    "bytes": file.bytes if file else 0,
+                    "rows": file.rows if file else 0,
+                    "outcome": "failed",
+                    "note": text,
+                }
+            ),
+        )
+    if pairs:
+        out.errors.append(f"{channel}: {text}" if channel else text)
+        out.transient = out.transient or isinstance(exc, TransientError)
 
 
 def _earlier(c: ClaimResult) -> Artifact:
@@ -345,30 +425,42 @@ def _send(
         finished.add(pair)
         out.add(pair, _artifact(file, pair[1], uri=uri, outcome="sent", note=note))
 
-    for pair in [p for p in todo if p[1] == "s3" and p not in finished]:
-        stored[pair[0]] = services.bucket.store(parts, files[pair[0]], metadata)
+    def fail(pairs: list[Pair], exc: BulletinError, channel: str) -> None:
+        _fail(store, services.clock, todo, pairs, exc, out, finished, files, channel)
+
+    s3 = [p for p in todo if p[1] == "s3" and p not in finished]
+    for pair in s3:
+        try:
+            stored[pair[0]] = services.bucket.store(parts, files[pair[0]], metadata)
+        except BulletinError as exc:
+            # The bucket is refusing: its other files wait for a retry rather than each waiting on it in turn.
+            fail([p for p in s3 if p not in finished], exc, "s3")
+            break
         record(pair, stored[pair[0]].uri)
 
     mail = [p for p in todo if p[1] == "email" and p not in finished]
     if not mail:
         return
-    if email is None:
-        raise BulletinError("the email channel is not configured for this run")
 
     def link_for(file: RenderedFile) -> Any:
         if file.format not in stored:
             stored[file.format] = services.bucket.store(parts, file, metadata)
         return services.bucket.link(stored[file.format], file)
 
-    figures = _key_figures(ctx, files)
-    sent = email.send(
-        recipient,
-        [files[f] for f, _ in mail],
-        ctx,
-        link_for=link_for,
-        key_figures=figures,
-        templates=plan.report.email,
-    )
+    try:
+        if email is None:
+            raise BulletinError("the email channel is not configured for this run")
+        sent = email.send(
+            recipient,
+            [files[f] for f, _ in mail],
+            ctx,
+            link_for=link_for,
+            key_figures=_key_figures(ctx, files),
+            templates=plan.report.email,
+        )
+    except BulletinError as exc:
+        fail(mail, exc, "email")
+        return
     note = "attached" if sent.attached else "over the size cap: sent as download links"
     for pair in mail:
         record(pair, sent.location, note)
@@ -412,15 +504,14 @@ def _dry_run(plan: DeliveryPlan, services: DeliveryServices, recipient: Recipien
 
 def _delivery(recipient: Recipient, out: _Outcomes, *, token_id: str | None, scope: dict[str, Any]) -> Delivery:
     artifacts = list(out.artifacts.values())
-    done = [a for a in artifacts if a.outcome in {"sent", "already_sent", "rendered"}]
-    status = DeliveryStatus.DELIVERED if done else DeliveryStatus.SKIPPED
     return Delivery(
         recipient=recipient.ref,
-        status=status,
+        status=delivery_status(artifacts),
         org=recipient.org,
         token_id=token_id,
         secure_filters=scope,
         artifacts=artifacts,
+        error="; ".join(out.errors) or None,
     )
 
 
@@ -432,11 +523,15 @@ def failed_delivery(recipient: Recipient, error: BaseException) -> Delivery:
     return Delivery(recipient=recipient.ref, status=DeliveryStatus.FAILED, org=recipient.org, error=_error_text(error))
 
 
-def deliver_each(plan: DeliveryPlan, services: DeliveryServices, recipients: list[Recipient]) -> list[Delivery]:
+def deliver_each(
+    plan: DeliveryPlan, services: DeliveryServices, recipients: list[Recipient], *, retry_left: bool = True
+) -> list[Delivery]:
     """Deliver to each recipient in turn; one recipient's failure never stops the others.
 
-    If every recipient failed for a transient reason (the warehouse is down, say), raise TransientError so Prefect
-    retries the task: the ledger makes the retry send only what has not been sent.
+    If every recipient failed for a transient reason, at least in part (the warehouse is down, the SMTP server
+    said "try later"), raise TransientError so Prefect retries the task: the ledger makes the retry send only what
+    has not been sent. With no ``retry_left`` (the task's last attempt) the deliveries are returned as they are, so
+    what was sent is still reported.
     """
     deliveries: list[Delivery] = []
     transient = 0
@@ -449,7 +544,7 @@ def deliver_each(plan: DeliveryPlan, services: DeliveryServices, recipients: lis
     finally:
         if email is not None:
             email.close()
-    if recipients and transient == len(recipients):
+    if retry_left and recipients and transient == len(recipients):
         raise TransientError(f"every delivery in this batch failed: {deliveries[0].error}")
     return deliveries
 
@@ -457,12 +552,13 @@ def deliver_each(plan: DeliveryPlan, services: DeliveryServices, recipients: lis
 def _attempt(
     plan: DeliveryPlan, services: DeliveryServices, recipient: Recipient, email: EmailChannel | None
 ) -> tuple[Delivery, bool]:
-    """One recipient's delivery, or its failure as a Delivery; and whether a retry may help (a TransientError).
+    """One recipient's delivery, or its failure as a Delivery; and whether a retry may help (some file, or the
+    whole delivery, failed with a TransientError).
 
     Anything other than a BulletinError is raised: a bug, which the caller decides how to record.
     """
     try:
-        return deliver_recipient(plan, services, recipient, email), False
+        return _deliver(plan, services, recipient, email)
     except TransientError as exc:
         return failed_delivery(recipient, exc), True
     except BulletinError as exc:
@@ -498,7 +594,8 @@ def deliver_batch(
     del label  # only in the task-run name
     if isinstance(services, ServicesSpec):
         services = services_for(services)
-    return deliver_each(plan, services, recipients)
+    # run_count is 1 on the first attempt: retries remain while it is at most the number of retries.
+    return deliver_each(plan, services, recipients, retry_left=get_run_count() <= len(RETRY_DELAYS))
 
 
 def deliver_from(

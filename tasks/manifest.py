@@ -9,7 +9,7 @@ from pathlib import Path
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from bulletin.errors import NotFoundError
-from bulletin.models import IDENTIFIER_RE, Manifest, RunStatus
+from bulletin.models import HELD_OUTCOMES, IDENTIFIER_RE, Delivery, Manifest, RunStatus
 
 #: Up to this many recipients, one task each (visible one by one in the UI); beyond, a few long-lived lanes
 #: (tasks/spread.py). A task run costs about 60 ms of the flow's CPU and 45 ms of the Prefect API's
@@ -49,6 +49,8 @@ def _artifact_key(text: str) -> str:
 
 
 def delivery_rows(manifest: Manifest) -> list[dict[str, object]]:
+    """One row per file per channel, with its outcome (a failed one with its error), so a PARTIAL recipient shows
+    what went where and what did not; a recipient with no file at all gets one row with its error."""
     rows: list[dict[str, object]] = []
     for delivery in manifest.deliveries:
         if not delivery.artifacts:
@@ -57,6 +59,8 @@ def delivery_rows(manifest: Manifest) -> list[dict[str, object]]:
                     "recipient": delivery.recipient,
                     "status": delivery.status.value,
                     "format": "",
+                    "channel": "",
+                    "outcome": "",
                     "key": "",
                     "rows": 0,
                     "bytes": 0,
@@ -70,11 +74,13 @@ def delivery_rows(manifest: Manifest) -> list[dict[str, object]]:
                     "recipient": delivery.recipient,
                     "status": delivery.status.value,
                     "format": artifact.format,
+                    "channel": artifact.channel,
+                    "outcome": artifact.outcome,
                     "key": artifact.uri,
                     "rows": artifact.rows,
                     "bytes": artifact.bytes,
                     "sha256": artifact.sha256,
-                    "error": "",
+                    "error": (artifact.note or "") if artifact.outcome == "failed" else "",
                 }
             )
     return rows
@@ -85,15 +91,26 @@ def summary_markdown(manifest: Manifest) -> str:
         f"# {manifest.report_id}: {manifest.status.value}",
         "",
         f"- run `{manifest.run_id}`, {manifest.started_at:%Y-%m-%d %H:%M:%S} to {manifest.finished_at:%H:%M:%S} UTC",
-        f"- {manifest.delivered} delivered, {manifest.failed} failed, {len(manifest.deliveries)} recipient(s)",
+        f"- {manifest.tally}, {len(manifest.deliveries)} recipient(s)",
     ]
     if manifest.note:
         lines.append(f"- {manifest.note}")
     failed = [d for d in manifest.deliveries if d.error]
     if failed:
-        lines += ["", "| recipient | error |", "|---|---|"]
-        lines += [f"| {d.recipient} | {(d.error or '').replace('|', '/')} |" for d in failed]
+        lines += ["", "| recipient | status | delivered | error |", "|---|---|---|---|"]
+        lines += [
+            f"| {d.recipient} | {d.status.value} | {_held(d)} | {(d.error or '').replace('|', '/')} |" for d in failed
+        ]
     return "\n".join(lines) + "\n"
+
+
+def _held(delivery: Delivery) -> str:
+    """What a recipient has despite a failure: ``channel: formats`` per channel that delivered."""
+    by_channel: dict[str, list[str]] = {}
+    for a in delivery.artifacts:
+        if a.outcome in HELD_OUTCOMES:
+            by_channel.setdefault(a.channel, []).append(a.format)
+    return "; ".join(f"{ch}: {' '.join(fmts)}" for ch, fmts in by_channel.items()) or "nothing"
 
 
 def publish_run_artifacts(manifest: Manifest) -> None:

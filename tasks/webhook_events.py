@@ -2,9 +2,11 @@
 
 Webhook events (the ``data`` of ``{"type", "timestamp", "data"}``; ``bulletin.store.webhooks.event_body`` wraps it):
 
-- ``report.delivered``, one per recipient delivered: the report, run and recipient, and per file its format,
-  channel, uri, sha256, bytes, rows, and a presigned ``download_url`` with ``expires_at`` when ``links`` gives one;
-- ``report.failed``, one per recipient that failed, with the error;
+- ``report.delivered``, one per recipient delivered or partly delivered: the report, run and recipient, and per file
+  its format, channel, uri, sha256, bytes, rows, outcome, and a presigned ``download_url`` with ``expires_at`` when
+  ``links`` gives one. A recipient some of whose files failed (``status: PARTIAL``) hears it here, not in
+  ``report.failed``: it has files to fetch. Its failed files have ``outcome: failed``, and ``error`` says why;
+- ``report.failed``, one per recipient that got nothing, with the error;
 - ``run.completed``, once per run, with counts;
 - ``ping`` (``bulletin webhooks test``) and ``endpoint.disabled`` (to the other endpoints): addressed, not
   subscribed to.
@@ -20,7 +22,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
-from bulletin.models import Artifact, Delivery, DeliveryStatus, Manifest
+from bulletin.models import HELD_OUTCOMES, Artifact, Delivery, DeliveryStatus, Manifest
 
 REPORT_DELIVERED = "report.delivered"
 REPORT_FAILED = "report.failed"
@@ -28,8 +30,8 @@ RUN_COMPLETED = "run.completed"
 ENDPOINT_DISABLED = "endpoint.disabled"
 PING = "ping"
 ERROR_MAX = 500
-#: Outcomes of a file that the recipient has: only those get a download link.
-_HELD = frozenset({"sent", "already_sent"})
+#: Recipients that have files to fetch: announced as ``report.delivered``, a PARTIAL one with its ``error``.
+_DELIVERED = frozenset({DeliveryStatus.DELIVERED, DeliveryStatus.PARTIAL})
 
 
 class DownloadLink(Protocol):
@@ -50,7 +52,8 @@ Wanted = Callable[[str, "str | None"], bool]
 
 
 def report_events(manifest: Manifest, *, links: LinkMaker | None = None, wanted: Wanted | None = None) -> list[Event]:
-    """``report.delivered`` per delivered recipient, ``report.failed`` per failed one, then ``run.completed``.
+    """``report.delivered`` per delivered or partly delivered recipient, ``report.failed`` per failed one, then
+    ``run.completed``.
 
     Skipped recipients (no rows, unchanged, in progress elsewhere) get no per-recipient event; they are counted.
     ``wanted(event_type, org)`` leaves out, before any link is made, the events nobody subscribes to.
@@ -59,15 +62,13 @@ def report_events(manifest: Manifest, *, links: LinkMaker | None = None, wanted:
     for delivery in manifest.deliveries:
         if delivery.status is DeliveryStatus.SKIPPED:
             continue
-        event_type = REPORT_DELIVERED if delivery.status is DeliveryStatus.DELIVERED else REPORT_FAILED
+        event_type = REPORT_DELIVERED if delivery.status in _DELIVERED else REPORT_FAILED
         if wanted is not None and not wanted(event_type, delivery.org):
             continue
-        if event_type == REPORT_DELIVERED:
-            events.append((REPORT_DELIVERED, _delivery_data(manifest, delivery, links)))
-        else:
-            data = _delivery_data(manifest, delivery, None)
+        data = _delivery_data(manifest, delivery, links if event_type == REPORT_DELIVERED else None)
+        if delivery.status is not DeliveryStatus.DELIVERED:
             data["error"] = (delivery.error or "unknown error")[:ERROR_MAX]
-            events.append((REPORT_FAILED, data))
+        events.append((event_type, data))
     if wanted is None or wanted(RUN_COMPLETED, None):
         events.append((RUN_COMPLETED, run_data(manifest)))
     return events
@@ -82,6 +83,7 @@ def run_data(manifest: Manifest) -> dict[str, Any]:
         "counts": {
             "recipients": len(manifest.deliveries),
             "delivered": manifest.delivered,
+            "partial": manifest.partial,
             "skipped": manifest.skipped,
             "failed": manifest.failed,
         },
@@ -106,9 +108,11 @@ def endpoint_disabled_event(
 
 
 def prefect_events(manifest: Manifest) -> list[dict[str, Any]]:
-    """Keyword arguments for ``prefect.events.emit_event``: one per delivered or failed recipient, one per run.
+    """Keyword arguments for ``prefect.events.emit_event``: one per delivered, partly delivered or failed
+    recipient, one per run. A PARTIAL recipient's is ``bulletin.report.delivered``, as its webhook event.
 
-    The report is the resource and the recipient a related resource, so automations can match on either.
+    The report is the resource and the recipient a related resource, so automations can match on either. Each file
+    is named by format, channel and outcome only (no uri: the event is for automations, the manifest has the rest).
     """
     report = {
         "prefect.resource.id": f"bulletin.report.{manifest.report_id}",
@@ -119,7 +123,7 @@ def prefect_events(manifest: Manifest) -> list[dict[str, Any]]:
     for delivery in manifest.deliveries:
         if delivery.status is DeliveryStatus.SKIPPED:
             continue
-        name = "delivered" if delivery.status is DeliveryStatus.DELIVERED else "failed"
+        name = "delivered" if delivery.status in _DELIVERED else "failed"
         recipient = {
             "prefect.resource.id": f"bulletin.recipient.{delivery.recipient}",
             "prefect.resource.role": "recipient",
@@ -130,7 +134,10 @@ def prefect_events(manifest: Manifest) -> list[dict[str, Any]]:
             "recipient": delivery.recipient,
             "status": delivery.status.value,
             "formats": sorted({a.format for a in delivery.artifacts}),
+            "files": [{"format": a.format, "channel": a.channel, "outcome": a.outcome} for a in delivery.artifacts],
         }
+        if delivery.error:
+            payload["error"] = delivery.error[:ERROR_MAX]
         events.append(
             {"event": f"bulletin.report.{name}", "resource": report, "related": [recipient, run], "payload": payload}
         )
@@ -154,7 +161,7 @@ def _delivery_data(manifest: Manifest, delivery: Delivery, links: LinkMaker | No
 
 
 def _file(artifact: Artifact, links: LinkMaker | None) -> dict[str, Any]:
-    link = links(artifact) if links is not None and artifact.outcome in _HELD else None
+    link = links(artifact) if links is not None and artifact.outcome in HELD_OUTCOMES else None
     url, expires = (link, None) if isinstance(link, str) or link is None else (link.url, link.expires_at)
     return {
         "format": artifact.format,

@@ -35,11 +35,17 @@ def _progress_bar(enabled: bool) -> Iterator[None]:
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     )
     tasks: dict[str, Any] = {}
+    troubles: dict[str, dict[str, int]] = {}  # per report: how many recipients ended partial, failed
 
     def listener(report_id: str, event: str, detail: str) -> None:
         if event == "planned":
             tasks[report_id] = bar.add_task(report_id, total=int(detail))
         elif report_id in tasks:
+            if event in {"PARTIAL", "FAILED"}:  # said as they happen, not only in the table at the end
+                counts = troubles.setdefault(report_id, {})
+                counts[event.lower()] = counts.get(event.lower(), 0) + 1
+                said = ", ".join(f"{n} {status}" for status, n in counts.items())
+                bar.update(tasks[report_id], description=f"{report_id} ({said})")
             bar.advance(tasks[report_id])
 
     with bar, progress.listening(listener):
@@ -82,21 +88,22 @@ def run_report(
 
 
 def _summary(manifests: list[Manifest]) -> Table:
-    table = Table("report", "recipient", "status", "rows", "delivered (channel: formats)", "note")
-    colours = {"DELIVERED": "green", "SKIPPED": "yellow", "FAILED": "red"}
+    table = Table("report", "recipient", "status", "rows", "files by channel (outcome)", "note")
+    colours = {"DELIVERED": "green", "PARTIAL": "dark_orange", "SKIPPED": "yellow", "FAILED": "red"}
     for manifest in manifests:
         for delivery in manifest.deliveries:
             by_channel: dict[str, list[str]] = {}
             for a in delivery.artifacts:
                 by_channel.setdefault(f"{a.channel} ({a.outcome.replace('_', ' ')})", []).append(a.format)
-            notes = {a.note for a in delivery.artifacts if a.note and a.note != "attached"}
+            # A failed file's note is its error, which ``delivery.error`` already says per channel.
+            notes = {a.note for a in delivery.artifacts if a.note and a.note != "attached" and a.outcome != "failed"}
             table.add_row(
                 manifest.report_id,
                 delivery.recipient,
                 f"[{colours[delivery.status.value]}]{delivery.status.value.lower()}[/]",
                 str(max((a.rows for a in delivery.artifacts), default=0)),
                 "; ".join(f"{ch}: {' '.join(fmts)}" for ch, fmts in by_channel.items()),
-                delivery.error or "; ".join(sorted(notes)),
+                "; ".join([*([delivery.error] if delivery.error else []), *sorted(notes)]),
             )
     return table
 
@@ -109,8 +116,7 @@ def _print(manifests: list[Manifest], as_json: bool) -> None:
     console.print(_summary(manifests))
     for m in manifests:
         console.print(
-            f"{m.report_id}: [bold]{m.status.value}[/] ({m.delivered} delivered, {m.skipped} skipped, "
-            f"{m.failed} failed), run {m.run_id}" + (f"; {m.note}" if m.note else ""),
+            f"{m.report_id}: [bold]{m.status.value}[/] ({m.tally}), run {m.run_id}" + (f"; {m.note}" if m.note else ""),
             highlight=False,
         )
 

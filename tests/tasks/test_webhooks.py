@@ -161,7 +161,7 @@ def test_report_events_are_a_manifest_with_links_and_no_token() -> None:
         "files": [],
         "error": "warehouse timed out",
     }
-    assert completed["counts"] == {"recipients": 3, "delivered": 1, "skipped": 1, "failed": 1}
+    assert completed["counts"] == {"recipients": 3, "delivered": 1, "partial": 0, "skipped": 1, "failed": 1}
     assert completed["status"] == "PARTIAL"
     assert seen == [pdf["uri"], mail["uri"]], "links are asked for delivered files only"
     text = json.dumps(events)
@@ -172,6 +172,44 @@ def test_a_plain_url_link_and_no_links() -> None:
     events = report_events(manifest(), links=lambda a: "https://example.com/file")
     assert events[0][1]["files"][0]["download_url"] == "https://example.com/file"
     assert all(f["download_url"] is None for f in report_events(manifest())[0][1]["files"])
+
+
+def partial_manifest() -> Manifest:
+    """dave's S3 copy is stored and his email refused."""
+    pdf = Artifact(format="pdf", uri="s3://bucket/reports/weekly/dave.pdf", sha256=SHA, bytes=1234, rows=10)
+    refused = Artifact.model_validate(
+        {**pdf.model_dump(), "channel": "email", "uri": "", "outcome": "failed", "note": "554 refused"}
+    )
+    dave = Delivery(recipient="dave", status=DeliveryStatus.PARTIAL, artifacts=[pdf, refused], error="email: 554")
+    return manifest().model_copy(update={"deliveries": [dave]})
+
+
+def test_a_partial_recipient_is_report_delivered_with_its_sent_and_failed_files() -> None:
+    asked: list[str] = []
+
+    def links(artifact: Artifact) -> str:
+        asked.append(artifact.channel)
+        return "https://example.com/presigned"
+
+    events = report_events(partial_manifest(), links=links)
+    assert [t for t, _ in events] == ["report.delivered", "run.completed"]
+    data = events[0][1]
+    assert data["status"] == "PARTIAL" and data["error"] == "email: 554"
+    sent, failed = data["files"]
+    assert (sent["channel"], sent["outcome"], sent["download_url"]) == ("s3", "sent", "https://example.com/presigned")
+    assert (failed["channel"], failed["outcome"], failed["download_url"]) == ("email", "failed", None)
+    assert asked == ["s3"], "a link only for the file the recipient has"
+    assert events[1][1]["counts"] == {"recipients": 1, "delivered": 0, "partial": 1, "skipped": 0, "failed": 0}
+    heard_failed_only = report_events(partial_manifest(), wanted=lambda t, org: t == "report.failed")
+    assert heard_failed_only == [], "an endpoint hearing only report.failed is not told of a partial recipient"
+
+    (recipient, _) = prefect_events(partial_manifest())
+    assert recipient["event"] == "bulletin.report.delivered"
+    assert recipient["payload"]["status"] == "PARTIAL" and recipient["payload"]["error"] == "email: 554"
+    assert recipient["payload"]["files"] == [
+        {"format": "pdf", "channel": "s3", "outcome": "sent"},
+        {"format": "pdf", "channel": "email", "outcome": "failed"},
+    ]
 
 
 def test_prefect_events_name_the_report_and_relate_the_recipient() -> None:
