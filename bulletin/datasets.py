@@ -102,6 +102,17 @@ class DatasetSpec(BaseModel):
         """The operators allowed on ``field``; empty when it is not filterable."""
         return list(self.filterable.get(field, []))
 
+    def filter_problem(self, field: str, op: str) -> tuple[Literal["field", "op"], str] | None:
+        """Which part of ``field op value`` this dataset refuses (its query engine allowlist) and why; None if none."""
+        if self.column(field) is None:
+            return "field", f"is not a column of dataset {self.id!r}"
+        allowed = self.operators_for(field)
+        if not allowed:
+            return "field", f"is not filterable in dataset {self.id!r}"
+        if op not in allowed:
+            return "op", f"is not allowed on {field!r} in dataset {self.id!r} (allowed: {', '.join(allowed)})"
+        return None
+
     def label_for(self, name: str) -> str:
         column = self.column(name)
         return column.label if column and column.label else name

@@ -81,6 +81,24 @@ def test_reports_validate(tmp_path: Path) -> None:
     assert {r["id"] for r in json.loads(listing.stdout)} >= {"weekly-regional-sales", "daily-account-orders"}
 
 
+def test_reports_validate_checks_each_report_against_the_datasets(tmp_path: Path) -> None:
+    # Each of these loaded "ok" before and then failed every recipient at run time.
+    weekly = yaml.safe_load((PROJECT_ROOT / "deployments/reports/weekly-regional-sales.yaml").read_text())
+    daily = yaml.safe_load((PROJECT_ROOT / "deployments/reports/daily-account-orders.yaml").read_text())
+    weekly["secure_filters"]["sales"][0]["field"] = "regoin"
+    daily["columns"][1] = "order_dat"
+    scope = daily["secure_filters"]["orders"]
+    digest = {**daily, "id": "digest", "dataset": "salez", "secure_filters": {"salez": scope}}
+    for data in (weekly, daily, digest):
+        (tmp_path / f"{data['id']}.yaml").write_text(yaml.safe_dump(data))
+    bad = cli("reports", "validate", env={"BULLETIN_REPORTS_DIR": str(tmp_path)})
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert f"{tmp_path / 'weekly-regional-sales.yaml'}: secure_filters.sales.0.field: 'regoin' is not" in bad.stderr
+    assert f"{tmp_path / 'daily-account-orders.yaml'}: columns.1: 'order_dat' is not a column" in bad.stderr
+    assert f"{tmp_path / 'digest.yaml'}: dataset: 'salez' is not a dataset" in bad.stderr
+    assert "ok " not in bad.stdout
+
+
 def test_keys_token_and_query_round_trip(bulletin_env: Path) -> None:
     generated = cli("keys", "generate")
     assert generated.returncode == 0, generated.stderr
