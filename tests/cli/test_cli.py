@@ -140,6 +140,25 @@ def test_keys_token_and_query_round_trip(bulletin_env: Path) -> None:
     assert denied.returncode == 5 and "secure filter" in denied.stderr
 
 
+def test_token_mint_refuses_what_no_query_could_use(bulletin_env: Path) -> None:
+    assert cli("keys", "generate").returncode == 0
+    mint = ("token", "mint", "--recipient", "rm-x")
+    refused = {
+        "no dataset 'salez'": (3, ["--dataset", "salez", "--filter", "region=APAC"]),
+        "field 'regoin' is not a column of dataset 'sales'": (5, ["--dataset", "sales", "--filter", "regoin=APAC"]),
+        "op 'starts_with' is not allowed on 'region'": (5, ["--dataset", "sales", "--filter", "region starts_with A"]),
+        "--ttl must be 1-60 minutes, not 0": (2, ["--dataset", "sales", "--filter", "region=APAC", "--ttl", "0"]),
+        "--ttl must be 1-60 minutes, not 61": (2, ["--dataset", "sales", "--filter", "region=APAC", "--ttl", "61"]),
+        "'*' with a filter would drop the filter": (2, ["--dataset", "*", "--filter", "region=APAC"]),
+    }  # fmt: skip
+    for message, (code, args) in refused.items():
+        result = cli(*mint, *args)
+        assert (result.returncode, result.stdout) == (code, ""), (args, result.stderr)
+        assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    every = cli(*mint, "--dataset", "*", "--ttl", "1")
+    assert every.returncode == 0 and every.stdout.count(".") == 2, every.stderr
+
+
 @pytest.mark.usefixtures("prefect_api")
 def test_run_json_through_main(bulletin_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["run", "daily-account-orders", "--param", f"as_of={DEMO_END_DATE}", "--dry-run", "--json"])
