@@ -224,8 +224,12 @@ def test_link_presigns_an_s3_object(s3_bucket, monkeypatch: pytest.MonkeyPatch) 
     url = result.stdout.strip()
     assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in url and "X-Amz-Expires=7200" in url
     assert httpx.get(url).content == b"a,b\r\n1,2\r\n"
-    too_long = cli("link", f"s3://{bucket}/reports/x/file.csv", "--expires", "30d", env=env)
-    assert too_long.returncode == 0 and "X-Amz-Expires=604800" in too_long.stdout, "clamped to 7 days"
+    longest = cli("link", f"s3://{bucket}/reports/x/file.csv", "--expires", "7d", env=env)
+    assert longest.returncode == 0 and "X-Amz-Expires=604800" in longest.stdout, longest.stderr
+    for too_long in ("30d", "169h", "604801"):
+        refused = cli("link", f"s3://{bucket}/reports/x/file.csv", "--expires", too_long, env=env)
+        assert refused.returncode == 2 and refused.stdout == "", refused.stderr  # an error, not a clamped link
+        assert f"--expires {too_long} is longer than the maximum of 7 days" in refused.stderr
     bad = cli("link", "s3://../etc", env=env)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
 
