@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bulletin.datasets import DatasetSpec
-from bulletin.email_templates import template_problems
+from bulletin.email_templates import TemplateKind, template_problems
 from bulletin.models import Filter
 from bulletin.templating import TemplateError, is_template, template_path
 
@@ -162,11 +162,15 @@ def _secure_filters(
 
 def _email(report: ReportDefinition, audience: _Audience) -> list[Problem]:
     problems = []
-    templates = {"subject": report.email.subject, "text": report.email.text, "html": report.email.html}
+    templates: dict[TemplateKind, str | None] = {
+        "subject": report.email.subject,
+        "text": report.email.text,
+        "html": report.email.html,
+    }
     for kind, source in templates.items():
         if source is None:
             continue
-        for reason in template_problems(kind, source, audience.attributes):  # type: ignore[arg-type]
+        for reason in template_problems(kind, source, audience.attributes):
             problems.append(Problem(f"email.{kind}", source, reason))
     return problems
 
