@@ -6,6 +6,7 @@ Nothing outside these lists reaches SQL: the query engine refuses any other colu
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -13,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from pydantic_core.core_schema import ValidationInfo
 
 from bulletin.definitions import load_definition
-from bulletin.errors import ConfigError, DefinitionError
-from bulletin.models import OPERATOR_ALIASES, ColumnName, Identifier, Operator, OrderBy
+from bulletin.errors import ConfigError, DefinitionError, NotFoundError, QueryError, RequestError
+from bulletin.models import OPERATOR_ALIASES, ColumnName, Filter, Identifier, Operator, OrderBy
 
 #: A table or view, optionally schema-qualified: each part is a plain SQL identifier.
 SourceName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")]
@@ -102,9 +103,46 @@ class DatasetSpec(BaseModel):
         """The operators allowed on ``field``; empty when it is not filterable."""
         return list(self.filterable.get(field, []))
 
+    def filter_problem(self, field: str, op: str) -> tuple[Literal["field", "op"], str] | None:
+        """Which part of ``field op value`` this dataset refuses (its query engine allowlist) and why; None if none."""
+        if self.column(field) is None:
+            return "field", f"is not a column of dataset {self.id!r}"
+        allowed = self.operators_for(field)
+        if not allowed:
+            return "field", f"is not filterable in dataset {self.id!r}"
+        if op not in allowed:
+            return "op", f"is not allowed on {field!r} in dataset {self.id!r} (allowed: {', '.join(allowed)})"
+        return None
+
     def label_for(self, name: str) -> str:
         column = self.column(name)
         return column.label if column and column.label else name
+
+
+def check_grant(registry: Mapping[str, DatasetSpec], dataset_ids: Sequence[str], filters: Sequence[Filter]) -> None:
+    """Refuse a token request the query engine would refuse at every query: an unknown dataset, a secure filter on
+    a field or with an operator a granted dataset does not allow, or secure filters with ``*`` (every dataset),
+    which has no dataset to put them on and would otherwise be dropped, leaving a token that sees nothing."""
+    if "*" in dataset_ids:
+        if len(dataset_ids) > 1:
+            raise RequestError("dataset '*' already grants every dataset: give it alone", field="dataset")
+        if filters:
+            raise RequestError(
+                "secure filters need named datasets: '*' with a filter would drop the filter (name each dataset)",
+                field="filter",
+            )
+        return
+    for dataset_id in dataset_ids:
+        spec = registry.get(dataset_id)
+        if spec is None:
+            raise NotFoundError(
+                f"no dataset {dataset_id!r} (known: {', '.join(sorted(registry)) or 'none'})", field="dataset"
+            )
+        for flt in filters:
+            refused = spec.filter_problem(flt.field, flt.op)
+            if refused is not None:
+                part, reason = refused
+                raise QueryError(f"secure filter {part} {getattr(flt, part)!r} {reason}", field=flt.field)
 
 
 def load_dataset(path: Path) -> DatasetSpec:

@@ -27,17 +27,27 @@ def is_template(value: object) -> bool:
     return isinstance(value, str) and value.lstrip().startswith("{{")
 
 
+def _match(value: str) -> re.Match[str]:
+    match = _EXPR.match(value.strip())
+    if not match:
+        raise TemplateError(
+            f"bad template {value!r}: use '{{{{ recipient.<attribute> }}}}' or '{{{{ params.<name> }}}}'"
+        )
+    return match
+
+
+def template_path(value: str) -> list[str]:
+    """The path a template value names (``["recipient", "region"]``), or ``TemplateError`` when it is malformed."""
+    return _match(value)["path"].split(".")
+
+
 def render_value(value: Any, context: dict[str, Any]) -> Any:
     """Resolve one value. Non-template values pass through unchanged; lists are resolved item by item."""
     if isinstance(value, list):
         return [render_value(item, context) for item in value]
     if not is_template(value):
         return value
-    match = _EXPR.match(value.strip())
-    if not match:
-        raise TemplateError(
-            f"bad template {value!r}: use '{{{{ recipient.<attribute> }}}}' or '{{{{ params.<name> }}}}'"
-        )
+    match = _match(value)
     current: Any = context
     for part in match["path"].split("."):
         if not isinstance(current, dict) or part not in current:

@@ -9,18 +9,17 @@ One report email is made in four pure steps and sent in one adapter::
     make_sender(settings)     SmtpSender or OutboxSender: .send(msg)                (tasks.email_send)
 
 Templates may be overridden per report (``subject_template``, ``text_template``, ``html_template``). They run in
-Jinja2's sandbox, because a report definition is data that users write, not code.
+Jinja2's sandbox (``bulletin.email_templates``), because a report definition is data that users write, not code.
+``recipient`` holds the recipient's attributes besides its ref, name, email and org.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from functools import lru_cache
-from typing import Literal
 
-from jinja2 import StrictUndefined, Template, TemplateError
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import TemplateError
 
+from bulletin.email_templates import TemplateKind, compile_template
 from bulletin.errors import DefinitionError
 from bulletin.models import Recipient
 from tasks.email_message import (
@@ -155,25 +154,10 @@ DEFAULT_HTML_TEMPLATE = """\
 </html>
 """
 
-_Kind = Literal["subject", "text", "html"]
 
-
-@lru_cache(maxsize=64)
-def _compile(kind: _Kind, source: str) -> Template:
-    # Only HTML is autoescaped: escaping the text body or the subject would show "&amp;" to the reader.
-    env = SandboxedEnvironment(
-        autoescape=kind == "html",
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=kind != "subject",
-    )
-    return env.from_string(source)
-
-
-def _render(kind: _Kind, source: str, context: dict[str, object]) -> str:
+def _render(kind: TemplateKind, source: str, context: dict[str, object]) -> str:
     try:
-        return _compile(kind, source).render(context)
+        return compile_template(kind, source).render(context)
     except TemplateError as exc:  # syntax errors, undefined names, sandbox refusals
         raise DefinitionError(f"email {kind} template: {exc}", field=f"{kind}_template") from exc
 
@@ -219,7 +203,13 @@ def render_bodies(
     context: dict[str, object] = {
         "title": title,
         "description": description,
-        "recipient": {"ref": recipient.ref, "name": recipient.name, "email": recipient.email, "org": recipient.org},
+        "recipient": {
+            **recipient.attributes,
+            "ref": recipient.ref,
+            "name": recipient.name,
+            "email": recipient.email,
+            "org": recipient.org,
+        },
         "key_figures": [(str(label), str(value)) for label, value in key_figures],
         "files": [{"name": name, "size": human_size(size), "rows": f"{rows:,}"} for name, size, rows in files],
         "links": [

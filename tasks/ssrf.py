@@ -260,6 +260,26 @@ def check_url(
     return Target(url=url, scheme=scheme, host=host, port=port, address=str(addresses[0]))
 
 
+def check_url_at_registration(
+    url: str,
+    *,
+    allowed_networks: Sequence[str] = (),
+    https_only: bool = False,
+    resolve: Resolver = default_resolve,
+) -> None:
+    """Refuse, when a webhook URL is registered, what every send would refuse: ``check_url`` without the DNS need.
+
+    A literal internal address (any notation), or a name that resolves now to one, is an ``UnsafeTargetError``.
+    A name that does not resolve now is accepted: registration must not depend on DNS (the name may be created
+    later, or resolve only where the sends run), and every send checks it again, so a failure then is recorded and
+    retried like any unreachable receiver.
+    """
+    try:
+        check_url(url, allowed_networks=allowed_networks, https_only=https_only, resolve=resolve)
+    except TransientError:
+        return
+
+
 # --- Connecting to the checked address only ---
 
 

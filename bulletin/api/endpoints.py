@@ -27,6 +27,7 @@ from bulletin.settings import Settings
 from bulletin.store import Store
 from bulletin.store import webhooks as wh
 from bulletin.store.webhook_schema import DESCRIPTION_MAX, URL_MAX
+from tasks.ssrf import check_url_at_registration
 
 router = APIRouter(tags=["webhooks"])
 EndpointId = Annotated[str, Field(min_length=1, max_length=40)]
@@ -170,6 +171,10 @@ async def create_endpoint(
         raise RequestError("only https:// webhook URLs are allowed here", field="url")
 
     def add() -> tuple[wh.Endpoint, str]:
+        # Refused now rather than at every send; a name that does not resolve yet is checked at each send.
+        check_url_at_registration(
+            body.url, allowed_networks=settings.webhook_allowed_networks, https_only=settings.webhook_https_only
+        )
         with _bad_input():
             return wh.add_endpoint(
                 _store(request),

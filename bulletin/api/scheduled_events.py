@@ -1,7 +1,8 @@
 """One-off scheduled webhook events over HTTP (the Hasura seed), scoped to the caller's organisation.
 
 * ``POST /v1/scheduled-events`` ``{webhook, schedule_at, payload, headers: [{name, value}], retry_conf, comment}``
-  -> 201 ``{event_id}``. The URL passes the SSRF guard now (and again at every send: DNS changes); ``schedule_at``
+  -> 201 ``{event_id}``. The URL passes the SSRF guard now (and again at every send: DNS changes); a host that
+  does not resolve yet is accepted, and a send that cannot resolve it is logged and retried. ``schedule_at``
   is ISO 8601 with a time zone. The event is stored, then its Prefect flow run is scheduled for its time; if Prefect
   cannot take it, the event is removed again and the answer is 503, so a refused request leaves nothing behind.
 * ``GET /v1/scheduled-events?status=&limit=&page_token=`` -> ``{events, next_page_token}``, newest first, keyset
@@ -32,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from bulletin.api.auth import Principal, principal, require_admin
 from bulletin.api.paging import encode_page_token, read_page_token
 from bulletin.api.scheduled_runs import ScheduledRunner
-from bulletin.errors import BulletinError, RequestError, TransientError, UnsafeTargetError
+from bulletin.errors import BulletinError, RequestError, UnsafeTargetError
 from bulletin.settings import Settings
 from bulletin.store import Store
 from bulletin.store.scheduled_event_schema import COMMENT_MAX, HEADERS_MAX
@@ -57,7 +58,7 @@ from bulletin.store.scheduled_events import (
     set_flow_run,
 )
 from bulletin.store.webhook_schema import URL_MAX
-from tasks.ssrf import check_url
+from tasks.ssrf import check_url_at_registration
 
 router = APIRouter(prefix="/v1/scheduled-events", tags=["scheduled events"])
 
@@ -218,16 +219,15 @@ class ScheduledEventService:
         return event.id
 
     def _check_webhook(self, url: str) -> None:
+        # A host that does not resolve now is accepted (as Hasura does): the send checks it again and logs a failure.
         try:
-            check_url(
+            check_url_at_registration(
                 url,
                 allowed_networks=self.settings.webhook_allowed_networks,
                 https_only=self.settings.webhook_https_only,
             )
         except UnsafeTargetError as exc:
             raise UnsafeTargetError(exc.message, field="webhook") from exc
-        except TransientError as exc:
-            raise RequestError("webhook host does not resolve", field="webhook") from exc
 
     def page(self, who: Principal, status: str | None, limit: int, token: str | None) -> dict[str, Any]:
         statuses = None if status is None else _GROUPS.get(status) or (EventStatus(status),)

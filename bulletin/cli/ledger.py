@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bulletin.cli import app
-from bulletin.errors import ConfigError
+from bulletin.errors import ConfigError, DefinitionError
 from bulletin.models import describe_scope
 from bulletin.settings import Settings
 from bulletin.store import LedgerStatus, Store, audit, list_deliveries, migrate, open_store
@@ -92,10 +92,17 @@ def link(
     expires: str = typer.Option("24h", "--expires", help="Lifetime: 3600, 90m, 24h or 7d (at most 7 days)."),
 ) -> None:
     """Print a presigned (SigV4) download link for a delivered S3 object."""
-    from tasks.s3 import make_s3_client, parse_duration, presign_download
+    from tasks.s3 import MAX_EXPIRY_SECONDS, make_s3_client, parse_duration, presign_download
 
     settings = Settings()
     seconds = parse_duration(expires)
+    if seconds > MAX_EXPIRY_SECONDS:
+        # Said, not clamped: a link that dies days before the user expects is worse than an error now.
+        raise DefinitionError(
+            f"--expires {expires} is longer than the maximum of 7 days (7d, {MAX_EXPIRY_SECONDS} s) that a SigV4 "
+            "link can last",
+            field="expires",
+        )
     presigned = presign_download(make_s3_client(settings), uri, expires_seconds=seconds)
     typer.echo(presigned.url)
     typer.echo(f"expires {presigned.expires_at:%Y-%m-%d %H:%M:%S} UTC", err=True)

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bulletin.datasets import load_datasets
 from bulletin.errors import DefinitionError
 from bulletin.reports import load_reports, validate_reports
 from bulletin.settings import Settings
@@ -54,14 +55,15 @@ def list_reports(as_json: bool = typer.Option(False, "--json", help="Print JSON 
 
 @reports_app.command("validate")
 def validate() -> None:
-    """Validate every report definition; exit non-zero if any is wrong, naming the file, field and reason."""
+    """Validate every report definition against the dataset registry and its audience; exit non-zero if any is
+    wrong, naming the file, the field path and the bad value of every problem."""
     settings = Settings()
-    ok, errors = validate_reports(settings.reports_dir)
+    ok, errors = validate_reports(settings.reports_dir, load_datasets(settings.datasets_dir))
     for report_id in ok:
         console.print(f"[green]ok[/] {report_id}", highlight=False)
     for error in errors:
         Console(stderr=True).print(f"[bold red]invalid[/] {error}", highlight=False, soft_wrap=True)
     if errors:
-        raise DefinitionError(f"{len(errors)} of {len(ok) + len(errors)} report definition(s) are invalid")
+        raise DefinitionError(f"{len(errors)} problem(s) in the report definitions; {len(ok)} report(s) are valid")
     if not ok:
         raise DefinitionError(f"no report definitions in {settings.reports_dir}")

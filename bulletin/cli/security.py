@@ -14,8 +14,8 @@ import typer
 
 from bulletin.cli import app
 from bulletin.cli.options import parse_filter
-from bulletin.datasets import load_datasets
-from bulletin.errors import ConfigError
+from bulletin.datasets import check_grant, load_datasets
+from bulletin.errors import ConfigError, RequestError
 from bulletin.models import QuerySpec
 from bulletin.settings import Settings
 from tasks.query import Warehouse, run_query
@@ -57,19 +57,25 @@ def token_mint(
     ),
     ttl: int | None = typer.Option(None, "--ttl", help="Lifetime in minutes (1-60). Default: the setting."),
 ) -> None:
-    """Print a signed data token for RECIPIENT carrying the given secure filters."""
-    from tasks.tokens import load_keyset
+    """Print a signed data token for RECIPIENT carrying the given secure filters.
+
+    Refused before signing: an unknown dataset, a filter field or operator a dataset does not allow, a TTL outside
+    1-60 minutes, and '*' with a filter (the filter would have nowhere to go)."""
+    from tasks.tokens import MAX_TTL_MINUTES, load_keyset
 
     settings = Settings()
+    if ttl is not None and not 1 <= ttl <= MAX_TTL_MINUTES:
+        raise RequestError(f"--ttl must be 1-{MAX_TTL_MINUTES} minutes, not {ttl}", field="ttl")
     parsed = [parse_filter(f) for f in filters]
+    check_grant(load_datasets(settings.datasets_dir), dataset, parsed)
     dataset_ids: list[str] | str = "*" if dataset == ["*"] else dataset
-    scope = {ds: [parsed] for ds in dataset if ds != "*"} if parsed else {}
+    scope = {ds: [parsed] for ds in dataset} if parsed else {}
     minted = mint_token(
         load_keyset(settings),
         subject=recipient,
         dataset_ids=dataset_ids,  # type: ignore[arg-type]
         secure_filters=scope,
-        ttl_minutes=ttl or settings.token_ttl_minutes,
+        ttl_minutes=ttl if ttl is not None else settings.token_ttl_minutes,
         issuer=settings.token_issuer,
         audience=settings.token_audience,
         now=datetime.now(UTC),

@@ -39,6 +39,7 @@ from bulletin.store.webhooks import (
     remove_endpoint,
     rotate_secret,
 )
+from tasks.ssrf import check_url_at_registration
 
 webhooks_app = typer.Typer(
     help="Signed webhooks out (Standard Webhooks): endpoints, messages, attempts.", no_args_is_help=True
@@ -77,6 +78,10 @@ def webhooks_add(
     settings = Settings()
     if settings.webhook_https_only and not url.lower().startswith("https://"):
         raise ConfigError("BULLETIN_WEBHOOK_HTTPS_ONLY is set: the URL must be https://", field="url")
+    # Refused now rather than at every send; a name that does not resolve yet is checked at each send.
+    check_url_at_registration(
+        url, allowed_networks=settings.webhook_allowed_networks, https_only=settings.webhook_https_only
+    )
     with _store(settings) as store:
         endpoint, shown = add_endpoint(
             store, url=url, event_types=events, secret=secret, style=style, description=description, now=_now()

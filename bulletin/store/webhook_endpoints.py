@@ -2,7 +2,8 @@
 
 Secrets are stored as given: they must be usable to sign, so they cannot be hashed. ``Endpoint`` holds them as
 ``SecretStr``; only ``signing_secrets`` and the return values of ``add_endpoint``/``rotate_secret`` reveal them.
-A URL is checked for syntax only here; the SSRF guard runs at every send, because DNS answers change.
+A URL is checked for syntax only here; the edges (``bulletin webhooks add``, the API) run the SSRF guard when
+an endpoint is added, and it runs again at every send, because DNS answers change.
 Use these through ``bulletin.store.webhooks``, which re-exports them.
 """
 

@@ -93,6 +93,40 @@ def test_bad_input_is_400_naming_the_field_and_stores_nothing(api: Api, body: di
     assert wh.list_endpoints(api.store) == []
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/x",
+        "http://0177.0.0.1/x",  # octal
+        "http://[::ffff:a00:7]/x",  # 10.0.0.7, IPv4-mapped
+        "http://[64:ff9b::a9fe:a9fe]/x",  # 169.254.169.254 through NAT64
+        "http://169.254.169.254/latest/meta-data",
+        "http://localhost:8080/x",  # a name that resolves to loopback
+    ],
+)
+def test_an_internal_target_is_refused_at_registration(api: Api, url: str) -> None:
+    response = api.client.post(
+        "/v1/webhook-endpoints", json={"url": url, "event_types": ["*"]}, headers=bearer(api.key("acme"))
+    )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["field"] == "url" and "internal address" in error["message"]
+    assert wh.list_endpoints(api.store) == []
+
+
+def test_the_allowlist_opens_an_internal_target_and_a_name_not_resolving_yet_is_accepted(
+    tmp_path: Path, demo_warehouse: Path
+) -> None:
+    with running_api(tmp_path, demo_warehouse, webhook_allowed_networks=["127.0.0.0/8"]) as api:
+        admin = api.key("acme")
+        for url in ("http://127.0.0.1:9/x", "https://receiver.invalid/x"):
+            response = api.client.post(
+                "/v1/webhook-endpoints", json={"url": url, "event_types": ["*"]}, headers=bearer(admin)
+            )
+            assert response.status_code == 201, response.text
+        assert len(wh.list_endpoints(api.store)) == 2
+
+
 def test_the_documented_event_types_are_the_stores() -> None:
     assert set(get_args(EventType)) == {*wh.EVENT_TYPES, wh.ALL_EVENTS}
 

@@ -17,6 +17,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 
 from bulletin.store import scheduled_events as se
 from tasks.scheduled_event_runs import schedule_follow_ups
+from tasks.scheduled_events import Result, deliver_due_events
 from tests.api.v1_support import Api, bearer, running_api
 
 CREDENTIAL = "Bearer receiver-credential-0123456789"
@@ -105,7 +106,7 @@ BAD_REQUESTS: list[tuple[dict[str, Any], int, str]] = [
     ({"webhook": "http://10.0.0.7/hook"}, 400, "webhook"),
     ({"webhook": "http://[::ffff:10.0.0.7]/hook"}, 400, "webhook"),
     ({"webhook": "http://user:pw@127.0.0.1/hook"}, 400, "webhook"),
-    ({"webhook": "http://host.invalid/hook"}, 400, "webhook"),
+    ({"webhook": "http://2852039166/hook"}, 400, "webhook"),  # 169.254.169.254 in decimal
     ({"schedule_at": "2026-12-01T09:00:00"}, 400, "body.schedule_at"),
     ({"schedule_at": 1796115600}, 400, "body.schedule_at"),
     ({"schedule_at": "1796115600"}, 400, "body.schedule_at"),
@@ -140,6 +141,37 @@ def test_bad_requests_are_refused_naming_the_field_and_store_nothing(api: Api) -
     assert not_json.status_code == 400
     listed = api.client.get("/v1/scheduled-events", headers=bearer(key))
     assert listed.json() == {"events": [], "next_page_token": None}
+
+
+def test_a_host_that_does_not_resolve_is_accepted_and_its_sends_fail_in_the_log_as_retry_conf_says(api: Api) -> None:
+    key = api.key("acme", role="member")
+    retry_conf = {"num_retries": 1, "retry_interval_seconds": 5}
+    event_id = schedule(api, key, webhook="https://receiver.invalid/hook", retry_conf=retry_conf)  # 201, as Hasura
+    due = datetime.now(UTC) + timedelta(hours=1, seconds=1)
+    settings = api.settings
+    first = deliver_due_events(api.store, settings, now=lambda: due)
+    assert first.results == {event_id: Result.RETRYING}
+    assert first.follow_ups == {event_id: due + timedelta(seconds=5)}
+    final = deliver_due_events(api.store, settings, now=lambda: due + timedelta(seconds=6))
+    assert final.results == {event_id: Result.ERROR}
+    shown = api.client.get(f"/v1/scheduled-events/{event_id}", headers=bearer(key)).json()
+    assert shown["status"] == "error" and shown["tries"] == 2
+    logs = shown["invocations"]
+    assert [i["status_code"] for i in logs] == [None, None]
+    assert all("'receiver.invalid' did not resolve" in i["error"] for i in logs), logs
+
+
+def test_names_resolving_to_internal_addresses_are_still_refused(
+    prefect_api: None, tmp_path: Path, demo_warehouse: Path
+) -> None:
+    with running_api(tmp_path, demo_warehouse) as strict:  # no allowlist: loopback is internal
+        key = strict.key()
+        for webhook in ("http://localhost:9/hook", "http://127.0.0.1:9/hook", "http://0x7f.0.0.1:9/hook"):
+            response = strict.client.post("/v1/scheduled-events", json=body(webhook=webhook), headers=bearer(key))
+            assert response.status_code == 400, (webhook, response.text)
+            error = response.json()["error"]
+            assert error["field"] == "webhook" and "internal address (loopback" in error["message"], error
+        assert strict.client.get("/v1/scheduled-events", headers=bearer(key)).json()["events"] == []
 
 
 def test_an_api_key_is_required(api: Api) -> None:

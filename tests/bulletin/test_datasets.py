@@ -7,9 +7,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from bulletin.datasets import DatasetSpec, load_datasets
+from bulletin.datasets import DatasetSpec, check_grant, load_datasets
 from bulletin.demo_data import build_demo_warehouse
-from bulletin.errors import ConfigError, DefinitionError
+from bulletin.errors import ConfigError, DefinitionError, NotFoundError, QueryError, RequestError
+from bulletin.models import Filter
 from bulletin.settings import PROJECT_ROOT
 
 SHIPPED = PROJECT_ROOT / "deployments" / "datasets"
@@ -133,3 +134,22 @@ def test_the_spec_is_immutable(tmp_path):
     with pytest.raises(ValueError, match="frozen"):
         spec.source = "other"  # type: ignore[misc]
     assert isinstance(spec, DatasetSpec)
+
+
+def test_check_grant_refuses_what_the_query_engine_would() -> None:
+    registry = load_datasets(PROJECT_ROOT / "deployments" / "datasets")
+    region = Filter(field="region", op="=", value="APAC")
+    check_grant(registry, ["sales"], [region])
+    check_grant(registry, ["*"], [])
+    with pytest.raises(NotFoundError, match=r"no dataset 'salez' \(known: orders, sales\)"):
+        check_grant(registry, ["sales", "salez"], [])
+    with pytest.raises(QueryError, match="field 'regoin' is not a column of dataset 'sales'"):
+        check_grant(registry, ["sales"], [region.model_copy(update={"field": "regoin"})])
+    with pytest.raises(QueryError, match="field 'region' is not a column of dataset 'orders'"):
+        check_grant(registry, ["sales", "orders"], [region])
+    with pytest.raises(QueryError, match=r"op 'is_one_of' is not allowed on 'amount'.*\(allowed: >, <, >=, <=\)"):
+        check_grant(registry, ["sales"], [Filter(field="amount", op="is_one_of", value=[1])])
+    with pytest.raises(RequestError, match=r"'\*' with a filter would drop the filter"):
+        check_grant(registry, ["*"], [region])
+    with pytest.raises(RequestError, match="give it alone"):
+        check_grant(registry, ["*", "sales"], [])

@@ -81,6 +81,24 @@ def test_reports_validate(tmp_path: Path) -> None:
     assert {r["id"] for r in json.loads(listing.stdout)} >= {"weekly-regional-sales", "daily-account-orders"}
 
 
+def test_reports_validate_checks_each_report_against_the_datasets(tmp_path: Path) -> None:
+    # Each of these loaded "ok" before and then failed every recipient at run time.
+    weekly = yaml.safe_load((PROJECT_ROOT / "deployments/reports/weekly-regional-sales.yaml").read_text())
+    daily = yaml.safe_load((PROJECT_ROOT / "deployments/reports/daily-account-orders.yaml").read_text())
+    weekly["secure_filters"]["sales"][0]["field"] = "regoin"
+    daily["columns"][1] = "order_dat"
+    scope = daily["secure_filters"]["orders"]
+    digest = {**daily, "id": "digest", "dataset": "salez", "secure_filters": {"salez": scope}}
+    for data in (weekly, daily, digest):
+        (tmp_path / f"{data['id']}.yaml").write_text(yaml.safe_dump(data))
+    bad = cli("reports", "validate", env={"BULLETIN_REPORTS_DIR": str(tmp_path)})
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert f"{tmp_path / 'weekly-regional-sales.yaml'}: secure_filters.sales.0.field: 'regoin' is not" in bad.stderr
+    assert f"{tmp_path / 'daily-account-orders.yaml'}: columns.1: 'order_dat' is not a column" in bad.stderr
+    assert f"{tmp_path / 'digest.yaml'}: dataset: 'salez' is not a dataset" in bad.stderr
+    assert "ok " not in bad.stdout
+
+
 def test_keys_token_and_query_round_trip(bulletin_env: Path) -> None:
     generated = cli("keys", "generate")
     assert generated.returncode == 0, generated.stderr
@@ -120,6 +138,25 @@ def test_keys_token_and_query_round_trip(bulletin_env: Path) -> None:
     unscoped = cli("token", "mint", "--recipient", "x", "--dataset", "sales")
     denied = cli("query", "--token", unscoped.stdout.strip(), "--dataset", "sales")
     assert denied.returncode == 5 and "secure filter" in denied.stderr
+
+
+def test_token_mint_refuses_what_no_query_could_use(bulletin_env: Path) -> None:
+    assert cli("keys", "generate").returncode == 0
+    mint = ("token", "mint", "--recipient", "rm-x")
+    refused = {
+        "no dataset 'salez'": (3, ["--dataset", "salez", "--filter", "region=APAC"]),
+        "field 'regoin' is not a column of dataset 'sales'": (5, ["--dataset", "sales", "--filter", "regoin=APAC"]),
+        "op 'starts_with' is not allowed on 'region'": (5, ["--dataset", "sales", "--filter", "region starts_with A"]),
+        "--ttl must be 1-60 minutes, not 0": (2, ["--dataset", "sales", "--filter", "region=APAC", "--ttl", "0"]),
+        "--ttl must be 1-60 minutes, not 61": (2, ["--dataset", "sales", "--filter", "region=APAC", "--ttl", "61"]),
+        "'*' with a filter would drop the filter": (2, ["--dataset", "*", "--filter", "region=APAC"]),
+    }  # fmt: skip
+    for message, (code, args) in refused.items():
+        result = cli(*mint, *args)
+        assert (result.returncode, result.stdout) == (code, ""), (args, result.stderr)
+        assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    every = cli(*mint, "--dataset", "*", "--ttl", "1")
+    assert every.returncode == 0 and every.stdout.count(".") == 2, every.stderr
 
 
 @pytest.mark.usefixtures("prefect_api")
@@ -187,8 +224,12 @@ def test_link_presigns_an_s3_object(s3_bucket, monkeypatch: pytest.MonkeyPatch) 
     url = result.stdout.strip()
     assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in url and "X-Amz-Expires=7200" in url
     assert httpx.get(url).content == b"a,b\r\n1,2\r\n"
-    too_long = cli("link", f"s3://{bucket}/reports/x/file.csv", "--expires", "30d", env=env)
-    assert too_long.returncode == 0 and "X-Amz-Expires=604800" in too_long.stdout, "clamped to 7 days"
+    longest = cli("link", f"s3://{bucket}/reports/x/file.csv", "--expires", "7d", env=env)
+    assert longest.returncode == 0 and "X-Amz-Expires=604800" in longest.stdout, longest.stderr
+    for too_long in ("30d", "169h", "604801"):
+        refused = cli("link", f"s3://{bucket}/reports/x/file.csv", "--expires", too_long, env=env)
+        assert refused.returncode == 2 and refused.stdout == "", refused.stderr  # an error, not a clamped link
+        assert f"--expires {too_long} is longer than the maximum of 7 days" in refused.stderr
     bad = cli("link", "s3://../etc", env=env)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
 

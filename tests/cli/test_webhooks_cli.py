@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from bulletin.cli.webhooks import webhooks_app
-from bulletin.errors import ConfigError, NotFoundError
+from bulletin.errors import ConfigError, NotFoundError, UnsafeTargetError
 from bulletin.settings import Settings
 from bulletin.store import open_store
 from bulletin.store import webhooks as wh
@@ -74,6 +74,35 @@ def test_https_only_is_checked_at_add(env: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("BULLETIN_WEBHOOK_HTTPS_ONLY", "true")
     result = run("add", "http://hooks.example.com/x", "--event", "run.completed")
     assert isinstance(result.exception, ConfigError) and "https" in str(result.exception)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/x",
+        "http://2130706433/x",  # 127.0.0.1 in decimal
+        "http://0x7f.1/x",
+        "http://[::ffff:127.0.0.1]/x",
+        "http://169.254.169.254/latest/meta-data",
+        "http://10.0.0.7/x",
+        "http://[::1]/x",
+        "http://localhost:9/x",  # a name that resolves to loopback
+    ],
+)
+def test_add_refuses_an_internal_target_unless_the_allowlist_opens_it(
+    env: Path, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.delenv("BULLETIN_WEBHOOK_ALLOWED_NETWORKS")
+    refused = run("add", url, "--event", "run.completed")
+    assert isinstance(refused.exception, UnsafeTargetError), refused.output
+    assert "internal address" in str(refused.exception) and refused.exception.exit_code == 2
+    assert json.loads(run("list", "--json").stdout) == [], "nothing is stored"
+
+
+def test_add_accepts_what_the_allowlist_opens_and_a_name_not_resolving_yet(env: Path) -> None:
+    add("http://127.0.0.1:9/x")  # the env fixture allows 127.0.0.0/8
+    add("https://receiver.invalid/x")  # checked again at every send, where a failure is an attempt to retry
+    assert len(json.loads(run("list", "--json").stdout)) == 2
 
 
 def test_test_pings_one_endpoint_and_prints_the_outcome(env: Path, receiver: Receiver) -> None:

@@ -28,6 +28,7 @@ import pytest
 from PIL import Image
 from pydantic import SecretStr
 
+from bulletin.email_templates import CONTEXT_NAMES, RECIPIENT_FIELDS
 from bulletin.errors import ConfigError, DefinitionError, StorageError, TransientError
 from bulletin.models import Recipient
 from bulletin.settings import Settings
@@ -305,6 +306,25 @@ def test_render_bodies_uses_per_report_templates_in_a_sandbox() -> None:
                 generated_at=NOW,
                 html_template=template,
             )
+
+
+def test_templates_have_every_name_validate_promises_and_the_recipients_attributes() -> None:
+    # `bulletin reports validate` refuses names outside CONTEXT_NAMES and RECIPIENT_FIELDS plus the audience's
+    # attributes (bulletin.email_templates): every one of them must render.
+    rcpt = Recipient(ref="ana", email="ana@example.com", name="Ana", org="acme", attributes={"region": "APAC"})
+    names = sorted(CONTEXT_NAMES - {"recipient"}) + [f"recipient.{f}" for f in sorted(RECIPIENT_FIELDS)]
+    template = " ".join(f"{{{{ {name} }}}}" for name in [*names, "recipient.region"])
+    _, text, _ = render_bodies(
+        title="Weekly",
+        description="d",
+        recipient=rcpt,
+        key_figures=[],
+        files=[],
+        links=[],
+        generated_at=NOW,
+        text_template=template,
+    )
+    assert text.endswith("ana@example.com Ana acme ana APAC")
 
 
 def test_build_message_is_deterministic(files: list[EmailAttachment], chart_png: bytes) -> None:

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from bulletin.errors import ConfigError, TransientError, UnsafeTargetError
-from tasks.ssrf import Target, check_url, default_resolve, pinned_transport
+from tasks.ssrf import Target, check_url, check_url_at_registration, default_resolve, pinned_transport
 
 LOOPBACK = ["127.0.0.0/8"]
 
@@ -267,6 +267,26 @@ def test_an_invalid_allowlist_is_a_config_error() -> None:
 def test_a_name_that_does_not_resolve_is_transient() -> None:
     with pytest.raises(TransientError, match="did not resolve"):
         check_url("http://nowhere.test/", resolve=_resolver({"nowhere.test": []}))
+
+
+@pytest.mark.parametrize(("url", "reason"), BLOCKED)
+def test_registration_refuses_every_blocked_literal(url: str, reason: str) -> None:
+    with pytest.raises(UnsafeTargetError, match="internal address") as info:
+        check_url_at_registration(url)
+    assert f"({reason}" in str(info.value)
+
+
+def test_registration_resolves_names_and_accepts_one_that_does_not_resolve_yet() -> None:
+    with pytest.raises(UnsafeTargetError, match="'localhost' resolves to an internal address \\(loopback"):
+        check_url_at_registration("http://localhost:9/x")  # the real resolver: localhost is in every hosts file
+    internal = _resolver({"hooks.example.com": ["93.184.215.14", "10.0.0.1"]})
+    with pytest.raises(UnsafeTargetError, match="resolves to an internal address \\(private"):
+        check_url_at_registration("https://hooks.example.com/x", resolve=internal)
+    check_url_at_registration("https://hooks.example.com/x", resolve=_resolver({"hooks.example.com": []}))
+    check_url_at_registration("https://receiver.invalid/x")  # RFC 6761: never resolves; checked again at each send
+    check_url_at_registration("http://127.0.0.1:9/x", allowed_networks=["127.0.0.0/8"])
+    with pytest.raises(UnsafeTargetError, match="https"):
+        check_url_at_registration("http://receiver.invalid/x", https_only=True)
 
 
 def test_a_resolver_answering_garbage_is_refused() -> None:
