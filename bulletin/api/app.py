@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bulletin.api import scheduled_events
+from bulletin.api.docs import add_docs
 from bulletin.api.endpoints import router as endpoints_router
 from bulletin.api.files import router as files_router
 from bulletin.api.hooks import HookService, router
@@ -42,6 +43,12 @@ from bulletin.triggers import load_triggers
 logger = logging.getLogger(__name__)
 
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+DESCRIPTION = (
+    "Scheduled, row-secure report delivery on Prefect: signed webhooks that start report runs, row-scoped queries "
+    "with data tokens, outbound webhook endpoints, Hasura-style one-off scheduled events, QuickSight-style report "
+    "jobs and ThoughtSpot-style communication-channel preferences. Errors have one shape: "
+    '`{"error": {"code", "message", "field"?}}`.'
+)
 #: Seconds a 503 asks the caller to wait before retrying: long enough for a restarted Prefect API to answer.
 RETRY_AFTER_SECONDS = 5
 
@@ -144,7 +151,14 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
             await run_in_threadpool(starter.shutdown)
             store.close()
 
-    app = FastAPI(title="Bulletin", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="Bulletin",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,  # served from local assets by add_docs: the FastAPI defaults load them from a CDN
+        redoc_url=None,
+    )
+    add_docs(app)
     for kind in (BulletinError, RequestValidationError, StarletteHTTPException, ValidationError, Exception):
         app.add_exception_handler(kind, error_response)
     app.state.settings = settings

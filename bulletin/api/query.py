@@ -1,4 +1,4 @@
-"""``POST /v1/query``: the query engine over HTTP (the Vizzly seed), called with a data token.
+"""``POST /v1/query``: the query engine over HTTP (a Vizzly-style query API), called with a data token.
 
 ``Authorization: Bearer <data token>`` (a data token, never an API key) and a body ``{dataset, columns, filters,
 order, limit}``. The token is verified exactly as ``bulletin query`` verifies it and ``tasks.query.run_query`` runs
@@ -31,8 +31,9 @@ from decimal import Decimal
 from typing import Any, Literal, TypeVar
 
 import pyarrow as pa
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Security
 from fastapi.responses import StreamingResponse
+from fastapi.security import HTTPBearer
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
@@ -161,7 +162,17 @@ def _server_side(load: Callable[[], _T]) -> _T:
         raise TransientError(UNAVAILABLE) from exc
 
 
-def data_token(request: Request) -> str:
+#: The data token as the OpenAPI document declares it; ``data_token`` does the checking.
+DATA_TOKEN = HTTPBearer(
+    scheme_name="DataToken",
+    bearerFormat="JWT",
+    description="A data token (ES256 JWT from `bulletin token mint`), never an API key: `Authorization: Bearer "
+    "<data token>`.",
+    auto_error=False,
+)
+
+
+def data_token(request: Request, _declared: object = Security(DATA_TOKEN)) -> str:
     """The data token from ``Authorization: Bearer``; 401 with a challenge when there is none."""
     values = request.headers.getlist("authorization")
     if len(values) > 1:
