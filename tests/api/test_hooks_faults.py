@@ -46,6 +46,16 @@ def prefect_unreachable() -> Iterator[None]:
             yield
 
 
+@contextmanager
+def prefect_hung() -> Iterator[None]:
+    """A Prefect API that takes the connection and never answers (a listening socket nobody accepts from)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)
+        with prefect_at(f"http://127.0.0.1:{hung.getsockname()[1]}/api"):
+            yield
+
+
 class _Overloaded(BaseHTTPRequestHandler):
     """A Prefect API that finds no deployment (so the run is created through the client) and then answers every
     other call 503, as a server does under a burst ("database is locked") or while it restarts."""
@@ -77,7 +87,7 @@ def prefect_overloaded() -> Iterator[None]:
         server.server_close()
 
 
-@pytest.mark.parametrize("prefect_down", [prefect_unreachable, prefect_overloaded])
+@pytest.mark.parametrize("prefect_down", [prefect_unreachable, prefect_overloaded, prefect_hung])
 def test_prefect_unreachable_is_a_quick_503_and_the_retry_starts_the_run(
     serve: Serve, triggers_dir: Path, prefect_down: Callable[[], contextlib.AbstractContextManager[None]]
 ) -> None:
@@ -85,7 +95,7 @@ def test_prefect_unreachable_is_a_quick_503_and_the_retry_starts_the_run(
     body = run_completed()
     headers = standard_request(body)
     with prefect_down():
-        down = serve()
+        down = serve(api_prefect_timeout_seconds=3)
         started = time.monotonic()
         response = down.post(f"/v1/hooks/{trigger}", content=body, headers=headers)
         elapsed = time.monotonic() - started
