@@ -5,6 +5,7 @@ help, so the flow retries only what is transient, the CLI maps each to one exit 
 
     BulletinError                      exit 1
     ├── ConfigError                    exit 2    a setting or a key is missing or wrong
+    │   └── TriggerNotConfiguredError  exit 2    a trigger's secret or public key is not set (HTTP 503)
     ├── DefinitionError (ValueError)   exit 2    a report, dataset or trigger file is invalid
     ├── NotFoundError (LookupError)    exit 3    no such report, recipient, dataset or key id
     ├── TokenError                     exit 4    a data token is malformed, expired or not ours
@@ -48,6 +49,13 @@ class ConfigError(BulletinError):
 
     exit_code = 2
     status_code = 500
+
+
+class TriggerNotConfiguredError(ConfigError):
+    """An inbound trigger whose secret or public key is not configured: its requests cannot be verified until the
+    operator sets it, so they are answered 503 (the sender retries) rather than 500."""
+
+    status_code = 503
 
 
 class DefinitionError(BulletinError, ValueError):

@@ -4,7 +4,7 @@ Prefect never drops a late run: a worker that was down overnight starts every sl
 For reports that is wrong (yesterday's 07:00 report arriving at 15:00, or seven copies of an hourly one), so every
 scheduled run asks here first. A run is
 
-- ``MISSED`` when it starts later than its slot plus the report's ``tolerance_seconds`` (the Hasura seed's term);
+- ``MISSED`` when it starts later than its slot plus the report's ``tolerance_seconds`` (Hasura's term);
 - ``SUPERSEDED`` when ``catch_up`` is ``latest`` and the schedule's next slot is already due: only the newest runs;
 - ``ON_TIME`` otherwise.
 

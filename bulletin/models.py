@@ -18,7 +18,7 @@ IDENTIFIER_RE = re.compile(IDENTIFIER_PATTERN)
 Identifier = Annotated[str, StringConstraints(pattern=IDENTIFIER_PATTERN)]
 ColumnName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")]
 
-#: Filter operators. The names follow the Vizzly seed; the short aliases are accepted on input.
+#: Filter operators. The names follow Vizzly's; the short aliases are accepted on input.
 Operator = Literal[
     "=",
     "!=",

@@ -147,7 +147,7 @@ class ReportDefinition(_Strict):
         ge=1,
         le=366 * 86_400,
         description="A scheduled run that starts later than its slot plus this delivers nothing and is recorded as "
-        "missed (the Hasura seed's term). Unset: 6 h for schedules of a day or longer, one period for shorter ones.",
+        "missed (Hasura's term). Unset: 6 h for schedules of a day or longer, one period for shorter ones.",
     )
     catch_up: Literal["latest", "all"] = Field(
         default="latest",

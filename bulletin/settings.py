@@ -159,6 +159,13 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(
         default=1_048_576, ge=1_024, description="Largest request body the API reads; larger is a 413."
     )
+    api_prefect_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="Longest one call to the Prefect API may take while an API caller waits (no client retries): "
+        "past it, or when Prefect refuses the connection, the answer is 503 with Retry-After.",
+    )
     api_query_max_rows: int = Field(
         default=10_000,
         ge=1,

@@ -185,6 +185,13 @@ def load_triggers(folder: Path) -> dict[str, Trigger]:
     return {t.id: t for t in (load_trigger_file(p) for p in sorted(folder.glob("*.yaml")))}
 
 
+def missing_secret_env(trigger: Trigger, environ: Mapping[str, str]) -> str | None:
+    """The environment variable a trigger reads its secret or public key from, when it is unset or blank in
+    ``environ``; None when it is set or the trigger reads a Prefect Secret block instead."""
+    name = trigger.verify.secret_env or trigger.verify.public_key_env
+    return name if name is not None and not environ.get(name, "").strip() else None
+
+
 def get_trigger(triggers: Mapping[str, Trigger], trigger_id: str) -> Trigger:
     """The trigger named ``trigger_id``, or NotFoundError (HTTP 404)."""
     trigger = triggers.get(trigger_id) if IDENTIFIER_RE.match(trigger_id) else None

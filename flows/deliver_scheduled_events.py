@@ -1,4 +1,4 @@
-"""The deliver-scheduled-events flow: attempt the one-off scheduled events that are due (the Hasura seed).
+"""The deliver-scheduled-events flow: attempt the one-off scheduled events that are due (Hasura-style).
 
 Every scheduled event gets a run of this flow scheduled for its time when it is created (and one for each retry's
 time), so an event is sent by the run made for it. Each run also sweeps every other due event, so an event whose

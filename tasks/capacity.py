@@ -2,7 +2,7 @@
 
 The cap is a Prefect global concurrency limit, ``bulletin-report-runs``, so it holds across every process that talks
 to one Prefect server: workers, ``bulletin run``, the HTTP API. The deliver-report flow holds one slot around its
-delivery work (the QuickSight seed's "concurrent jobs, queue the rest").
+delivery work (QuickSight's "concurrent jobs, queue the rest").
 
 What Prefect 3.8.8 does, read in ``prefect/concurrency/``: ``concurrency(name)`` for a name with no limit does not
 wait; it logs a warning ("do not exist - skipping acquisition") and runs uncapped. With ``strict=True`` it raises

@@ -1,4 +1,4 @@
-"""Deliver due one-off scheduled events (the Hasura seed): claim, sign, send once, log, decide what comes next.
+"""Deliver due one-off scheduled events (Hasura-style): claim, sign, send once, log, decide what comes next.
 
 One pass (``deliver_due_events``) makes at most one attempt per due event, ``settings.webhook_concurrency`` at a
 time, through the webhook sender (``tasks.webhook_send.send_attempt``: SSRF guard, pinned connection, no redirects,

@@ -24,6 +24,10 @@ os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"
 os.environ["BULLETIN_HOME"] = str(_SESSION_DIR / "home")
 os.environ.pop("BULLETIN_WAREHOUSE_URL", None)
 os.environ.pop("BULLETIN_SIGNING_KEYS", None)
+# The API answers 503 when a Prefect call takes longer than this (5 s in production). The session's Prefect server
+# shares two loaded cores with the flow runs the tests start: give it room, so slowness is not taken for an outage.
+# The tests of an unreachable Prefect set their own, shorter timeout.
+os.environ["BULLETIN_API_PREFECT_TIMEOUT_SECONDS"] = "30"
 
 TEST_WAREHOUSE_ROWS = 30_000
 

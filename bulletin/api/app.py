@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bulletin.api import scheduled_events
+from bulletin.api.docs import add_docs
 from bulletin.api.endpoints import router as endpoints_router
 from bulletin.api.files import router as files_router
 from bulletin.api.hooks import HookService, router
@@ -32,7 +33,7 @@ from bulletin.api.middleware import AccessLog, BodyCap
 from bulletin.api.preferences import router as preferences_router
 from bulletin.api.query import QueryEngine
 from bulletin.api.query import router as query_router
-from bulletin.api.runs import FlowStarter, check_targets
+from bulletin.api.runs import FlowStarter, bounded_prefect, check_targets
 from bulletin.api.triggers import router as triggers_router
 from bulletin.errors import BulletinError
 from bulletin.settings import Settings
@@ -42,6 +43,14 @@ from bulletin.triggers import load_triggers
 logger = logging.getLogger(__name__)
 
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+DESCRIPTION = (
+    "Scheduled, row-secure report delivery on Prefect: signed webhooks that start report runs, row-scoped queries "
+    "with data tokens, outbound webhook endpoints, Hasura-style one-off scheduled events, QuickSight-style report "
+    "jobs and ThoughtSpot-style communication-channel preferences. Errors have one shape: "
+    '`{"error": {"code", "message", "field"?}}`.'
+)
+#: Seconds a 503 asks the caller to wait before retrying: long enough for a restarted Prefect API to answer.
+RETRY_AFTER_SECONDS = 5
 
 
 def _code(exc: BulletinError) -> str:
@@ -62,7 +71,10 @@ async def error_response(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, BulletinError):
         if exc.status_code >= 500:
             logger.error("%s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
-        return _error(exc.status_code, _code(exc), exc.message, exc.field, headers=getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 503:  # a retry may help (TransientError): say when
+            headers.setdefault("Retry-After", str(RETRY_AFTER_SECONDS))
+        return _error(exc.status_code, _code(exc), exc.message, exc.field, headers=headers or None)
     if isinstance(exc, RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ())) or None
@@ -82,10 +94,10 @@ def _store_ready(store: Store) -> None:
         conn.execute(text("SELECT 1"))
 
 
-def _prefect_ready() -> None:
+def _prefect_ready(timeout: float) -> None:
     from prefect.client.orchestration import get_client
 
-    with get_client(sync_client=True) as client:
+    with bounded_prefect(timeout), get_client(sync_client=True) as client:
         problem = client.api_healthcheck()
     if problem is not None:
         raise problem
@@ -101,7 +113,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = await run_in_threadpool(open_store, settings.database)
-        starter = FlowStarter()
+        starter = FlowStarter(prefect_timeout=settings.api_prefect_timeout_seconds)
         try:
             await run_in_threadpool(migrate, store)
             app.state.store = store
@@ -112,8 +124,14 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
                 starter=starter,
                 clock=clock or (lambda: datetime.now(UTC)),
                 max_body_bytes=settings.api_max_body_bytes,
+                prefect_timeout=settings.api_prefect_timeout_seconds,
             )
-            app.state.readiness = {"store": lambda: _store_ready(store), "prefect": _prefect_ready}
+            app.state.readiness = {
+                "store": lambda: _store_ready(store),
+                "prefect": lambda: _prefect_ready(settings.api_prefect_timeout_seconds),
+            }
+            for trigger_id in await run_in_threadpool(app.state.hooks.unconfigured):
+                logger.warning("trigger %r is not configured: its hooks are answered 503 until it is", trigger_id)
             app.state.jobs = JobService(
                 store=store,
                 settings=settings,
@@ -133,7 +151,14 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
             await run_in_threadpool(starter.shutdown)
             store.close()
 
-    app = FastAPI(title="Bulletin", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="Bulletin",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,  # served from local assets by add_docs: the FastAPI defaults load them from a CDN
+        redoc_url=None,
+    )
+    add_docs(app)
     for kind in (BulletinError, RequestValidationError, StarletteHTTPException, ValidationError, Exception):
         app.add_exception_handler(kind, error_response)
     app.state.settings = settings
@@ -155,7 +180,9 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
 
     @app.get("/readyz")
     async def readyz(request: Request) -> JSONResponse:
-        """The state store and the Prefect API answer (503 naming what does not)."""
+        """The state store and the Prefect API answer (503 naming what does not). Triggers whose secret or public
+        key is not configured are listed and make the status ``degraded``, still 200: the rest of the API, and
+        every other trigger, serve as usual, and waiting would not fix them (README, "Readiness")."""
         checks: dict[str, str] = {}
         for name, check in request.app.state.readiness.items():
             try:
@@ -165,6 +192,9 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
                 logger.warning("readiness check %s failed: %s", name, type(exc).__name__, exc_info=True)
                 checks[name] = "unavailable"
         ready = all(v == "ok" for v in checks.values())
-        return JSONResponse({"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503)
+        unconfigured = await run_in_threadpool(request.app.state.hooks.unconfigured)
+        status = "unavailable" if not ready else "degraded" if unconfigured else "ok"
+        body = {"status": status, "checks": checks, "triggers_not_configured": unconfigured}
+        return JSONResponse(body, 200 if ready else 503)
 
     return app

@@ -2,7 +2,7 @@
 
 Routes take ``p: Principal = Depends(principal)``; admin-only routes take ``Depends(require_admin)`` (or call
 ``require_admin(p)``), cluster-level ones ``Depends(require_cluster_admin)``. A key is read from
-``Authorization: Bearer KEY`` or ``x-api-key: KEY`` (the QuickSight seed's header). A missing, unknown or revoked
+``Authorization: Bearer KEY`` or ``x-api-key: KEY`` (the header QuickSight's API uses). A missing, unknown or revoked
 key is a 401 with a ``WWW-Authenticate`` challenge; the key never reaches a log or an error message.
 
 Scoping is the routes' job: an object of another organisation must answer 404 exactly as a missing one does
@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from bulletin.errors import ForbiddenError, NotFoundError, RequestError, UnauthorizedError
@@ -24,6 +25,14 @@ from bulletin.store.api_keys import authenticate
 
 CHALLENGE = 'Bearer realm="bulletin"'
 API_KEY_HEADER = "x-api-key"
+#: The two ways to send an API key, as the OpenAPI document declares them (``components.securitySchemes``, and
+#: either one on every route that takes a key). They only describe: ``presented_key`` does the checking.
+API_KEY_BEARER = HTTPBearer(
+    scheme_name="ApiKeyBearer", description="An API key: `Authorization: Bearer <key>`.", auto_error=False
+)
+API_KEY_IN_HEADER = APIKeyHeader(
+    name=API_KEY_HEADER, scheme_name="ApiKeyHeader", description="An API key: `x-api-key: <key>`.", auto_error=False
+)
 
 
 @dataclass(frozen=True)
@@ -60,7 +69,11 @@ def presented_key(request: Request) -> str:
     return key
 
 
-async def principal(request: Request) -> Principal:
+async def principal(
+    request: Request,
+    _bearer: object = Security(API_KEY_BEARER),
+    _header: object = Security(API_KEY_IN_HEADER),
+) -> Principal:
     """FastAPI dependency: the caller's ``Principal``, or 401. Also left on ``request.state`` for the access log."""
     key = presented_key(request)
     store: Store = request.app.state.store

@@ -5,15 +5,19 @@ The order is the security order, cheapest refusal first:
 
 1. the trigger (404), then the body, read with a hard cap (413): ``Content-Length`` is checked first and the
    stream is cut off past the cap whatever the header said;
-2. the signature, on the raw bytes, before anything parses them (401/400); a stale timestamp is refused here;
+2. the signature, on the raw bytes, before anything parses them (401/400); a stale timestamp is refused here; a
+   trigger whose secret or public key is not configured cannot verify anything: 503 ``trigger_not_configured``;
 3. the payload: UTF-8 JSON object (400), then the trigger's conditions (200 ``ignored`` with the reason);
 4. the run's parameters, templated and checked against the flow, and a place to run it (400/503);
 5. the message id in the replay store: a replay is acknowledged (200 ``duplicate``) and starts nothing;
-6. the run, through Prefect (202 with its id).
+6. the run, through Prefect (202 with its id); Prefect unreachable is a 503 with ``Retry-After``, answered within
+   seconds (bulletin.api.runs bounds every Prefect call).
 
-The id is recorded only once the run is ready to start (steps 1-4 done), so a request refused for a reason the
-sender can fix or retry is not remembered as seen. Steps 2-6 are a plain function (``HookService.handle``) run in
-a worker thread: the signature checks, the store and the Prefect client are synchronous.
+The id is recorded only once the run is ready to start (steps 1-4 done), and given back if the run could not be
+created, so a request refused for a reason the sender can fix or retry is not remembered as seen. Recording before
+starting keeps two concurrent deliveries of one id to one run: the unique key lets one through.
+Steps 2-6 are a plain function (``HookService.handle``) run in a worker thread: the signature checks, the store
+and the Prefect client are synchronous.
 """
 
 from __future__ import annotations
@@ -29,10 +33,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from bulletin.api.inbound import SCHEME_HEADERS, fold_headers, load_secrets, verify_request
-from bulletin.api.runs import FlowStarter, target_for
-from bulletin.errors import PayloadTooLargeError, RequestError
+from bulletin.api.runs import PREFECT_TIMEOUT_SECONDS, FlowStarter, bounded_prefect, target_for
+from bulletin.errors import PayloadTooLargeError, RequestError, TransientError, TriggerNotConfiguredError
 from bulletin.store import Store
-from bulletin.store.webhooks import record_inbound
+from bulletin.store.inbound import forget_inbound, record_inbound
 from bulletin.triggers import Trigger, action_parameters, conditions_match, get_trigger, webhook_run_key
 
 router = APIRouter()
@@ -54,12 +58,30 @@ class HookService:
     clock: Callable[[], datetime]
     max_body_bytes: int
     secrets: Callable[[Trigger], list[str]] = field(default=load_secrets)
+    prefect_timeout: float = PREFECT_TIMEOUT_SECONDS
+
+    def unconfigured(self) -> list[str]:
+        """The triggers whose secret or public key is not configured (their requests are answered 503
+        ``trigger_not_configured``), by id. A Secret block that cannot be read now counts as configured: that is
+        Prefect's readiness, not the trigger's."""
+        missing = []
+        for trigger_id, trigger in sorted(self.triggers.items()):
+            try:
+                with bounded_prefect(self.prefect_timeout):
+                    self.secrets(trigger)
+            except TriggerNotConfiguredError:
+                missing.append(trigger_id)
+            except TransientError:
+                pass
+        return missing
 
     def handle(self, trigger: Trigger, header_pairs: Iterable[tuple[str, str]], body: bytes) -> Answer:
         """Steps 2-6 of the module docstring, for a body already read within the cap."""
         now = self.clock()
         headers = fold_headers(header_pairs, SCHEME_HEADERS[trigger.verify.scheme])
-        inbound = verify_request(trigger, self.secrets(trigger), headers, body, now=now)
+        with bounded_prefect(self.prefect_timeout):  # a Secret block is read through Prefect
+            secrets = self.secrets(trigger)
+        inbound = verify_request(trigger, secrets, headers, body, now=now)
         answer = {"trigger": trigger.id, "message_id": inbound.message_id}
         matched, reason = conditions_match(trigger, inbound.payload)
         if not matched:
@@ -70,11 +92,15 @@ class HookService:
         with self.starter.prepare(target_for(trigger.action), parameters) as prepared:
             if not record_inbound(self.store, source=trigger.source, message_id=inbound.message_id, now=now):
                 return Answer(200, {**answer, "status": "duplicate"})
-            run_id = self.starter.start(
-                prepared,
-                idempotency_key=f"{trigger.id}:{inbound.message_id}",
-                tags=["webhook", f"trigger:{trigger.id}"],
-            )
+            try:
+                run_id = self.starter.start(
+                    prepared,
+                    idempotency_key=f"{trigger.id}:{inbound.message_id}",
+                    tags=["webhook", f"trigger:{trigger.id}"],
+                )
+            finally:
+                if not prepared.started:  # no run: the id is given back, so the sender's retry is not a duplicate
+                    forget_inbound(self.store, source=trigger.source, message_id=inbound.message_id)
         return Answer(202, {**answer, "status": "started", "flow_run_id": str(run_id)})
 
 

@@ -18,8 +18,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bulletin.errors import BulletinError, ConfigError, RequestError, SignatureError, TransientError
-from bulletin.triggers import Trigger, Verification
+from bulletin.errors import (
+    BulletinError,
+    ConfigError,
+    RequestError,
+    SignatureError,
+    TransientError,
+    TriggerNotConfiguredError,
+)
+from bulletin.triggers import Trigger, Verification, missing_secret_env
 from tasks import webhook_signing as signing
 
 logger = logging.getLogger(__name__)
@@ -55,24 +62,30 @@ class Inbound:
 
 
 def load_secrets(trigger: Trigger, environ: Mapping[str, str] | None = None) -> list[str]:
-    """The trigger's secrets (several while one rotates) or public keys. A missing one is a ConfigError whose
-    message names the trigger only: the caller is unauthenticated, the variable's name is for the server log."""
+    """The trigger's secrets (several while one rotates) or public keys. A missing one is a
+    TriggerNotConfiguredError (503) whose message names the trigger only: the caller is unauthenticated, the
+    variable's or block's name is for the server log."""
     verify = trigger.verify
+    env = os.environ if environ is None else environ
+    missing = missing_secret_env(trigger, env)
+    if missing is not None:
+        logger.error("trigger %r: environment variable %s is not set", trigger.id, missing)
+        raise TriggerNotConfiguredError(f"trigger {trigger.id!r} has no secret configured")
     env_name = verify.secret_env or verify.public_key_env
     if env_name is not None:
-        raw = (os.environ if environ is None else environ).get(env_name, "")
-        if not raw.strip():
-            logger.error("trigger %r: environment variable %s is not set", trigger.id, env_name)
-            raise ConfigError(f"trigger {trigger.id!r} has no secret configured")
-        return split_secrets(verify, raw)
+        return split_secrets(verify, env[env_name])
     block = verify.secret_block or verify.public_key_block or ""
-    value = _read_secret_block(block)
+    try:
+        value = _read_secret_block(block)
+    except ConfigError as exc:
+        logger.error("trigger %r: %s", trigger.id, exc)
+        raise TriggerNotConfiguredError(f"trigger {trigger.id!r} has no secret configured") from exc
     if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
         return list(value)
     if isinstance(value, str) and value.strip():
         return split_secrets(verify, value)
     logger.error("trigger %r: Secret block %r holds neither a string nor a list of strings", trigger.id, block)
-    raise ConfigError(f"trigger {trigger.id!r} has no usable secret")
+    raise TriggerNotConfiguredError(f"trigger {trigger.id!r} has no usable secret")
 
 
 def split_secrets(verify: Verification, raw: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""On-demand report jobs over HTTP (the QuickSight seed), scoped to the caller's organisation.
+"""On-demand report jobs over HTTP (QuickSight-style snapshot jobs), scoped to the caller's organisation.
 
 * ``POST /v1/jobs`` ``{report_id, formats, recipients?, parameters?, output?: {prefix}, job_id?}`` -> 202
   ``{job_id, status}``. Checked up front (unknown report, format, parameter or recipient: 400 naming the field,
@@ -41,7 +41,7 @@ Scalar = str | int | float | bool
 
 
 class Output(BaseModel):
-    """Where the files go (the seed's ``bucketConfiguration``)."""
+    """Where the files go (QuickSight's ``bucketConfiguration``)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -117,7 +117,7 @@ JOB_RESPONSES: dict[int | str, dict[str, Any]] = {200: {"model": Submitted, "des
 async def submit_job(
     body: JobRequest, request: Request, response: Response, who: Principal = Depends(principal)
 ) -> Submitted:
-    """Submit a report job (the seed's snapshot job): 202 with its id; 200 when job_id names this same job."""
+    """Submit a report job (a QuickSight-style snapshot job): 202 with its id; 200 when job_id names this same job."""
     job, status, created = await run_in_threadpool(_service(request).submit, who, body.model_dump(exclude_none=True))
     response.status_code = 202 if created else 200
     return Submitted(job_id=job.job_id, status=status)

@@ -1,4 +1,4 @@
-"""Communication-channel preferences over HTTP (the ThoughtSpot seed), with the seed's request and answer shapes.
+"""Communication-channel preferences over HTTP (ThoughtSpot-style), with ThoughtSpot's request and answer shapes.
 
 * ``POST /v1/preferences/communication-channels/configure``
   ``{cluster_preferences: [{event_type, channels}], org_preferences: [{org_identifier, operation, preferences,
@@ -76,7 +76,7 @@ class OrgPreferenceIn(BaseModel):
 
 
 class ConfigureIn(BaseModel):
-    """The seed's configure request: cluster defaults, organisation overrides, or both."""
+    """ThoughtSpot's configure request: cluster defaults, organisation overrides, or both."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -96,7 +96,7 @@ class OrgFilter(BaseModel):
 
 
 class SearchIn(BaseModel):
-    """The seed's search filters; each is optional (absent: everything the key may see)."""
+    """ThoughtSpot's search filters; each is optional (absent: everything the key may see)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -1,4 +1,4 @@
-"""``POST /v1/query``: the query engine over HTTP (the Vizzly seed), called with a data token.
+"""``POST /v1/query``: the query engine over HTTP (a Vizzly-style query API), called with a data token.
 
 ``Authorization: Bearer <data token>`` (a data token, never an API key) and a body ``{dataset, columns, filters,
 order, limit}``. The token is verified exactly as ``bulletin query`` verifies it and ``tasks.query.run_query`` runs
@@ -31,8 +31,9 @@ from decimal import Decimal
 from typing import Any, Literal, TypeVar
 
 import pyarrow as pa
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Security
 from fastapi.responses import StreamingResponse
+from fastapi.security import HTTPBearer
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
@@ -86,7 +87,7 @@ class QueryResult(BaseModel):
 @dataclass
 class QueryEngine:
     """What the route needs, kept for the app's life: the warehouse (opened on first use), the dataset registry
-    and the keyset (read again every ``KEYSET_TTL_SECONDS``). Server-side problems (no keyset, no warehouse, a
+    and the keyset (see ``keyset``). Server-side problems (no keyset, no warehouse, a
     broken dataset file) are logged in full and answered 503 without the detail (paths stay on the server)."""
 
     settings: Settings
@@ -94,13 +95,29 @@ class QueryEngine:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _warehouse: Warehouse | None = None
     _registry: dict[str, DatasetSpec] | None = None
-    _keyset: tuple[float, KeySet] | None = None
+    _keyset: tuple[float, tuple[int, int, int] | None, KeySet] | None = None
 
     def keyset(self) -> KeySet:
+        """The keyset, read again when the keys file changed (``bulletin keys retire`` takes effect at the next
+        request, not up to a TTL later) or, kept in a setting or a Secret block, every ``KEYSET_TTL_SECONDS``.
+        Each key's ``not_after`` is checked against the request's clock when a token is verified."""
         with self._lock:
-            if self._keyset is None or self.clock() - self._keyset[0] > KEYSET_TTL_SECONDS:
-                self._keyset = (self.clock(), _server_side(lambda: load_keyset(self.settings)))
-            return self._keyset[1]
+            version = self._keys_file_version()
+            cached = self._keyset
+            if cached is None or cached[1] != version or self.clock() - cached[0] > KEYSET_TTL_SECONDS:
+                cached = (self.clock(), version, _server_side(lambda: load_keyset(self.settings)))
+                self._keyset = cached
+            return cached[2]
+
+    def _keys_file_version(self) -> tuple[int, int, int] | None:
+        """The keys file's identity (a rewrite replaces it: new inode), or None when the keyset is not a file's."""
+        if self.settings.signing_keys is not None or self.settings.signing_keys_block:
+            return None
+        try:
+            stat = self.settings.keyset_path.stat()
+        except OSError:
+            return None
+        return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
     def registry(self) -> dict[str, DatasetSpec]:
         with self._lock:
@@ -145,7 +162,17 @@ def _server_side(load: Callable[[], _T]) -> _T:
         raise TransientError(UNAVAILABLE) from exc
 
 
-def data_token(request: Request) -> str:
+#: The data token as the OpenAPI document declares it; ``data_token`` does the checking.
+DATA_TOKEN = HTTPBearer(
+    scheme_name="DataToken",
+    bearerFormat="JWT",
+    description="A data token (ES256 JWT from `bulletin token mint`), never an API key: `Authorization: Bearer "
+    "<data token>`.",
+    auto_error=False,
+)
+
+
+def data_token(request: Request, _declared: object = Security(DATA_TOKEN)) -> str:
     """The data token from ``Authorization: Bearer``; 401 with a challenge when there is none."""
     values = request.headers.getlist("authorization")
     if len(values) > 1:

@@ -11,6 +11,10 @@ Two ways, chosen per request:
   beyond ``max_workers`` running plus ``max_queued`` waiting, a request is refused with 503 before anything is
   recorded, so the sender retries later. At shutdown, runs still waiting are marked Cancelled rather than left
   Pending forever, and running ones are waited for.
+
+Every call to Prefect from a request is bounded (``prefect_timeout`` per call, no client retries): Prefect's
+client would otherwise retry for half a minute and more while the sender waits. An unreachable Prefect is a
+TransientError (503 with ``Retry-After``): the sender retries, and nothing has been remembered meanwhile.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound, ParameterTypeError, PrefectHTTPStatusError, SignatureMismatchError
 from prefect.flow_engine import run_flow
+from prefect.settings import PREFECT_API_REQUEST_TIMEOUT, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 from prefect.states import Cancelled
 
 from bulletin.errors import BulletinError, ConfigError, DefinitionError, RequestError, TransientError
@@ -42,6 +47,9 @@ from flows.deliver_report import deliver_report
 from flows.refresh import refresh_dependents
 
 logger = logging.getLogger(__name__)
+
+#: How long one call to the Prefect API may take while a sender waits (BULLETIN_API_PREFECT_TIMEOUT_SECONDS).
+PREFECT_TIMEOUT_SECONDS = 5.0
 
 #: The flows an action may name, and the deployment preferred for each when it exists.
 NAMED_FLOWS: dict[str, tuple[Flow[..., Any], str]] = {
@@ -106,7 +114,10 @@ class Prepared:
 class FlowStarter:
     """Starts runs (see the module docstring). One per app; ``shutdown`` when the app stops."""
 
-    def __init__(self, *, max_workers: int = 2, max_queued: int = 16) -> None:
+    def __init__(
+        self, *, max_workers: int = 2, max_queued: int = 16, prefect_timeout: float = PREFECT_TIMEOUT_SECONDS
+    ) -> None:
+        self._prefect_timeout = prefect_timeout
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="bulletin-flow")
         self._slots = threading.BoundedSemaphore(max_workers + max_queued)
         self._waiting: dict[Future[None], UUID] = {}
@@ -117,7 +128,8 @@ class FlowStarter:
     def prepare(self, target: Target, parameters: dict[str, Any]) -> Iterator[Prepared]:
         """Check and reserve, before the caller records the message: whatever fails here can be retried by the
         sender. The slot is given back if the caller does not ``start``."""
-        way = _find_way(target)
+        with bounded_prefect(self._prefect_timeout):
+            way = _find_way(target)
         if isinstance(way, Flow):
             parameters = _validated(way, parameters)
             if self._closed or not self._slots.acquire(blocking=False):
@@ -131,33 +143,17 @@ class FlowStarter:
 
     def start(self, prepared: Prepared, *, idempotency_key: str, tags: Sequence[str]) -> UUID:
         """Create the run and return its id: through the deployment, or here in the pool."""
-        flow = prepared.way
         try:
-            if not isinstance(flow, Flow):
-                # async-dispatched: `_sync` keeps it synchronous whichever thread or loop this runs in.
-                start_deployment: Any = run_deployment
-                deployment_run: FlowRun = start_deployment(
-                    flow,
-                    parameters=prepared.parameters,
-                    timeout=0,
-                    idempotency_key=idempotency_key,
-                    tags=list(tags),
-                    as_subflow=False,
-                    _sync=True,
-                )
-                prepared.started = True
-                return deployment_run.id
-            with get_client(sync_client=True) as client:
-                flow_run = client.create_flow_run(
-                    flow, parameters=flow.serialize_parameters(prepared.parameters), tags=tags
-                )
+            with bounded_prefect(self._prefect_timeout):
+                flow_run = _create(prepared, idempotency_key=idempotency_key, tags=tags)
         except (PrefectHTTPStatusError, httpx.HTTPError, OSError) as exc:
             raise _prefect_error(exc, prepared.target.deployment) from exc
         prepared.started = True
-        future = self._pool.submit(self._execute, flow, flow_run)
-        with self._lock:
-            self._waiting[future] = flow_run.id
-        future.add_done_callback(self._forget)
+        if isinstance(prepared.way, Flow):
+            future = self._pool.submit(self._execute, prepared.way, flow_run)
+            with self._lock:
+                self._waiting[future] = flow_run.id
+            future.add_done_callback(self._forget)
         return flow_run.id
 
     def _execute(self, flow: Flow[..., Any], flow_run: FlowRun) -> None:
@@ -183,6 +179,35 @@ class FlowStarter:
         if cancelled:
             _mark_cancelled(cancelled)
         self._pool.shutdown(wait=True)
+
+
+@contextmanager
+def bounded_prefect(timeout: float) -> Iterator[None]:
+    """Prefect calls made inside fail after ``timeout`` seconds, without the client's own retries (about 30 s of
+    backoff by default). Prefect's settings live in a context variable: only this thread's calls are affected."""
+    with temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: 0, PREFECT_API_REQUEST_TIMEOUT: timeout}):
+        yield
+
+
+def _create(prepared: Prepared, *, idempotency_key: str, tags: Sequence[str]) -> FlowRun:
+    """The flow run: through the deployment (a worker runs it; the key never makes a second run), or created for
+    this process's pool."""
+    way = prepared.way
+    if isinstance(way, Flow):
+        with get_client(sync_client=True) as client:
+            return client.create_flow_run(way, parameters=way.serialize_parameters(prepared.parameters), tags=tags)
+    # async-dispatched: `_sync` keeps it synchronous whichever thread or loop this runs in.
+    start_deployment: Any = run_deployment
+    flow_run: FlowRun = start_deployment(
+        way,
+        parameters=prepared.parameters,
+        timeout=0,
+        idempotency_key=idempotency_key,
+        tags=list(tags),
+        as_subflow=False,
+        _sync=True,
+    )
+    return flow_run
 
 
 def _find_way(target: Target) -> UUID | Flow[..., Any]:

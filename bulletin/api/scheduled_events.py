@@ -1,4 +1,4 @@
-"""One-off scheduled webhook events over HTTP (the Hasura seed), scoped to the caller's organisation.
+"""One-off scheduled webhook events over HTTP (Hasura-style), scoped to the caller's organisation.
 
 * ``POST /v1/scheduled-events`` ``{webhook, schedule_at, payload, headers: [{name, value}], retry_conf, comment}``
   -> 201 ``{event_id}``. The URL passes the SSRF guard now (and again at every send: DNS changes); a host that
@@ -72,7 +72,7 @@ _GROUPS: dict[str, tuple[EventStatus, ...]] = {"pending": (EventStatus.SCHEDULED
 
 
 class ScheduleEvent(BaseModel):
-    """The Hasura seed's ``create_scheduled_event`` arguments."""
+    """Hasura's ``create_scheduled_event`` arguments."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -277,7 +277,7 @@ def _service(request: Request) -> ScheduledEventService:
 
 @router.post("", status_code=201, response_model=Created)
 async def schedule_event(body: ScheduleEvent, request: Request, who: Principal = Depends(principal)) -> Created:
-    """Schedule a one-off webhook event (the Hasura seed's `create_scheduled_event`)."""
+    """Schedule a one-off webhook event (as Hasura's `create_scheduled_event`)."""
     event_id = await run_in_threadpool(_service(request).create, who, body)
     return Created(event_id=event_id)
 

@@ -1,4 +1,4 @@
-"""Communication-channel preferences (the ThoughtSpot seed): which channels a report's recipients get, per event.
+"""Communication-channel preferences (ThoughtSpot-style): which channels a report's recipients get, per event.
 
 Two levels, per event type: the cluster's default (``cluster_channel_preferences``) and an organisation's override
 (``org_channel_preferences``). ``effective_channels`` is the rule: an organisation's preference for the event wins
@@ -12,7 +12,7 @@ the events in ``reset_events`` (all when absent), so the cluster's applies again
 
 ``only_org`` scopes a call to one organisation (an organisation's API key): any other organisation is reported as
 unknown (NotFoundError), exactly as a missing one, so a key cannot learn which organisations exist. None: every
-organisation (a cluster-admin key). Organisations are named by id or by name (the seed's ``org_identifier``).
+organisation (a cluster-admin key). Organisations are named by id or by name (ThoughtSpot's ``org_identifier``).
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ class Found:
 
 
 def check_change(change: OrgChange, field: str) -> None:
-    """The seed's rules for one org entry: REPLACE needs preferences and takes no reset_events; RESET takes no
+    """ThoughtSpot's rules for one org entry: REPLACE needs preferences and takes no reset_events; RESET takes no
     preferences."""
     if change.operation is Operation.REPLACE:
         if not change.preferences:

@@ -2,7 +2,9 @@
 
 The inbound receivers (Standard Webhooks, dbt Cloud, GitHub, signed JWT bodies) call ``record_inbound`` after a
 signature verifies; a replayed id is acknowledged and starts nothing. Atomic through the unique key: of concurrent
-deliveries of one id exactly one is told it is new.
+deliveries of one id exactly one is told it is new. When that one then fails to start its run, ``forget_inbound``
+gives the id back, so the sender's retry starts it (a concurrent copy was told "duplicate" meanwhile: the sender
+retries the one that failed).
 """
 
 from __future__ import annotations
@@ -55,6 +57,17 @@ def record_inbound(store: Store, *, source: str, message_id: str, now: datetime)
         except sa_exc.IntegrityError:
             return False
         return True
+
+
+def forget_inbound(store: Store, *, source: str, message_id: str) -> None:
+    """Give back an id recorded by ``record_inbound`` whose run could not be started, so the sender's retry of that
+    message is new again rather than acknowledged as a duplicate of a run that never was."""
+    with store.write() as conn:
+        conn.execute(
+            delete(inbound_receipts).where(
+                inbound_receipts.c.source == source, inbound_receipts.c.message_id == message_id
+            )
+        )
 
 
 def prune_inbound(store: Store, *, older_than: datetime) -> int:

@@ -1,4 +1,4 @@
-"""On-demand report jobs (the QuickSight seed) in the state store: create idempotently, read, list, delete.
+"""On-demand report jobs (QuickSight-style) in the state store: create idempotently, read, list, delete.
 
 A job is one request to deliver a report now, run as a Prefect flow run of deliver-report. Its status lives in
 Prefect (the flow run's state); the row keeps who asked, what was asked, and which flow run does it.

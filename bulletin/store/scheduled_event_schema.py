@@ -1,4 +1,4 @@
-"""One-off scheduled webhook events (the Hasura seed): tables, row models and the pure rules. No I/O here.
+"""One-off scheduled webhook events (Hasura-style): tables, row models and the pure rules. No I/O here.
 
 An event is a webhook URL, a time (``schedule_at``, UTC), a JSON payload, extra headers and a ``retry_conf``
 with Hasura's fields and defaults. Its ``body`` is built once, at creation (``event_body``: Hasura's envelope

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from bulletin.errors import ConfigError
 from bulletin.settings import Settings
+from bulletin.triggers import Trigger, missing_secret_env
 
 
 class Part(StrEnum):
@@ -228,6 +229,16 @@ def server_env(env: Mapping[str, str]) -> dict[str, str]:
 # --- reading what children said ------------------------------------------------------------------------------
 
 _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def unconfigured_triggers_line(triggers: Mapping[str, Trigger], environ: Mapping[str, str]) -> str | None:
+    """The banner line naming the triggers whose secret or public key variable is unset in the API's environment
+    (each with its variable), or None when every one is set. Their hooks are answered 503 until it is."""
+    missing = {t.id: name for t in triggers.values() if (name := missing_secret_env(t, environ)) is not None}
+    if not missing:
+        return None
+    listed = ", ".join(f"{trigger_id} (set {name})" for trigger_id, name in sorted(missing.items()))
+    return f"  triggers      not configured, answered 503 until set: {listed}"
 
 
 def redact(text: str) -> str:

@@ -39,6 +39,7 @@ from bulletin.supervisor.plan import (
     redact,
     server_command,
     server_env,
+    unconfigured_triggers_line,
     worker_command,
 )
 from bulletin.supervisor.processes import (
@@ -51,6 +52,7 @@ from bulletin.supervisor.processes import (
     sweep,
     wait_until,
 )
+from bulletin.triggers import load_triggers
 
 #: A cold Prefect server start took 11 s on an idle 2-core machine; allow for a loaded one.
 STARTUP_TIMEOUT_SECONDS = 180.0
@@ -118,6 +120,8 @@ def serve(plan: ServePlan, settings: Settings, *, say: Say, prepare: Callable[[]
     plan.logs_dir.mkdir(parents=True, exist_ok=True)
     become_subreaper()
     supervisor = Supervisor(plan, env, say)
+    if Part.API in plan.parts:
+        supervisor.triggers_line = unconfigured_triggers_line(load_triggers(settings.triggers_dir), env)
     failure: str | None = None
     with supervisor.signals.installed():
         try:
@@ -147,6 +151,8 @@ class Supervisor:
         self.children: dict[Part, Child] = {}
         self.step: Child | None = None
         self.deployments = 0
+        #: Triggers the API cannot verify yet (unset secret variables), named in the banner.
+        self.triggers_line: str | None = None
 
     # --- starting ---
 
@@ -280,6 +286,8 @@ class Supervisor:
             lines.append(f"  Prefect API   {redact(plan.prefect_api_url)}")
         if Part.API in plan.parts:
             lines.append(f"  Bulletin API  {plan.api_url}  (GET /healthz, POST /v1/hooks/{{trigger_id}})")
+            if self.triggers_line:
+                lines.append(self.triggers_line)
         if Part.DEPLOY in plan.parts:
             lines.append(
                 f"  deployments   {self.deployments} on work pool {plan.work_pool!r}, from {plan.prefect_yaml}"

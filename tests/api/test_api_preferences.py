@@ -1,4 +1,4 @@
-"""Communication-channel preferences over HTTP (bulletin.api.preferences): the ThoughtSpot seed's request examples,
+"""Communication-channel preferences over HTTP (bulletin.api.preferences): ThoughtSpot's documented request examples,
 with our paths and event types, give its answers; roles; organisation isolation; validation that changes nothing."""
 
 from __future__ import annotations
@@ -46,8 +46,9 @@ def pref(event_type: str, *channels: str) -> dict[str, Any]:
     return {"event_type": event_type, "channels": list(channels)}
 
 
-def test_the_seeds_examples_give_its_answers(api: Api) -> None:
-    """The seed's orgs (Primary, testOrg, testOrg1, by id and name) and requests, LIVEBOARD_SCHEDULE being ours."""
+def test_thoughtspots_examples_give_its_answers(api: Api) -> None:
+    """ThoughtSpot's example orgs (Primary, testOrg, testOrg1, by id and name) and requests; LIVEBOARD_SCHEDULE is
+    ours."""
     cluster_admin = key(api, "0", "Primary", cluster_admin=True)
     key(api, "1532970882", "testOrg")
     key(api, "2100019165", "testOrg1")

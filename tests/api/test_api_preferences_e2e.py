@@ -1,5 +1,5 @@
-"""The ThoughtSpot seed's path end to end on uvicorn: an organisation's admin configures its preference over HTTP,
-search answers it in the seed's shape, and the next on-demand job delivers on the chosen channel only."""
+"""The ThoughtSpot-style path end to end on uvicorn: an organisation's admin configures its preference over HTTP,
+search answers it in ThoughtSpot's shape, and the next on-demand job delivers on the chosen channel only."""
 
 from __future__ import annotations
 

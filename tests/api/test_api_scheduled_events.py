@@ -81,9 +81,9 @@ def test_schedule_stores_the_event_with_hasura_defaults_and_a_flow_run_scheduled
     assert state.is_scheduled() and state.state_details.scheduled_time == at
 
 
-def test_the_hasura_seed_example_is_accepted(api: Api) -> None:
+def test_hasuras_documented_example_is_accepted(api: Api) -> None:
     key = api.key()
-    seed = {
+    example = {
         "webhook": LOOPBACK,
         "schedule_at": later(),
         "payload": {"email": "bob@ross.com"},
@@ -93,10 +93,10 @@ def test_the_hasura_seed_example_is_accepted(api: Api) -> None:
         },
         "comment": "sample scheduled event comment",
     }  # fmt: skip
-    response = api.client.post("/v1/scheduled-events", json=seed, headers=bearer(key))
+    response = api.client.post("/v1/scheduled-events", json=example, headers=bearer(key))
     assert response.status_code == 201, response.text
     shown = api.client.get(f"/v1/scheduled-events/{response.json()['event_id']}", headers=bearer(key)).json()
-    assert shown["retry_conf"] == seed["retry_conf"]
+    assert shown["retry_conf"] == example["retry_conf"]
 
 
 BAD_REQUESTS: list[tuple[dict[str, Any], int, str]] = [

@@ -27,7 +27,7 @@ def test_healthz_and_readyz(serve: Serve) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ok", "checks": {"store": "ok", "prefect": "ok"}}
+    assert ready.json() == {"status": "ok", "checks": {"store": "ok", "prefect": "ok"}, "triggers_not_configured": []}
 
 
 def test_readyz_is_503_naming_what_is_down(serve: Serve) -> None:
@@ -40,7 +40,11 @@ def test_readyz_is_503_naming_what_is_down(serve: Serve) -> None:
     state.readiness = {**state.readiness, "prefect": down}
     response = client.get("/readyz")
     assert response.status_code == 503
-    assert response.json() == {"status": "unavailable", "checks": {"store": "ok", "prefect": "unavailable"}}
+    assert response.json() == {
+        "status": "unavailable",
+        "checks": {"store": "ok", "prefect": "unavailable"},
+        "triggers_not_configured": [],
+    }
     assert "password" not in response.text
 
 

@@ -391,7 +391,7 @@ def test_jwt_algorithms_other_than_es256_are_refused(serve: Serve, triggers_dir:
     assert_refused(post(client, trigger, hs256, {}), 401, started=trigger)
 
 
-def test_missing_secret_is_a_server_error_that_names_no_variable(
+def test_missing_secret_is_503_not_configured_and_names_no_variable(
     serve: Serve, triggers_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     trigger = write_trigger(triggers_dir, "github", DRY_REPORT)
@@ -399,7 +399,8 @@ def test_missing_secret_is_a_server_error_that_names_no_variable(
     client = serve()
     headers = {"X-Hub-Signature-256": GITHUB_VECTOR_SIGNATURE, "X-GitHub-Delivery": "d1"}
     response = post(client, trigger, GITHUB_VECTOR_BODY, headers)
-    assert response.status_code == 500
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "trigger_not_configured"
     assert response.json()["error"]["message"] == f"trigger {trigger!r} has no secret configured"
     assert "TEST_HOOK" not in response.text
 

@@ -85,7 +85,7 @@ def test_an_event_type_twice_is_refused_naming_the_entry() -> None:
         (OrgChange("acme", Operation.RESET, {SCHEDULE: (EMAIL,)}), "org_preferences.0.preferences"),
     ],
 )
-def test_the_seeds_operation_rules(orgs: Store, change: OrgChange, field: str) -> None:
+def test_thoughtspots_operation_rules(orgs: Store, change: OrgChange, field: str) -> None:
     with pytest.raises(RequestError) as caught:
         configure(orgs, orgs=[change])
     assert caught.value.field == field

@@ -18,6 +18,7 @@ from bulletin.errors import ConfigError, NotFoundError, StorageError
 from bulletin.store import Store, open_store
 from bulletin.store import webhooks as wh
 from bulletin.store.db import VERSION_TABLE, alembic_config
+from bulletin.store.inbound import forget_inbound
 from bulletin.store.ledger import metadata
 from bulletin.store.webhooks import MessageClaim, MessageStatus
 
@@ -348,6 +349,15 @@ def test_concurrent_inbound_deliveries_of_one_id_start_once(store_url: str) -> N
                 pool.map(lambda _: wh.record_inbound(store, source="std", message_id="msg_1", now=T0), range(16))
             )
     assert fresh.count(True) == 1
+
+
+def test_forget_inbound_gives_one_id_back(store: Store) -> None:
+    """A run that could not be started: its id is given back, and only its id, so the sender's retry is new."""
+    assert wh.record_inbound(store, source="dbt", message_id="evt-1", now=T0) is True
+    assert wh.record_inbound(store, source="github", message_id="evt-1", now=T0) is True
+    forget_inbound(store, source="dbt", message_id="evt-1")
+    assert wh.record_inbound(store, source="dbt", message_id="evt-1", now=T0) is True
+    assert wh.record_inbound(store, source="github", message_id="evt-1", now=T0) is False
 
 
 def test_prune_inbound_forgets_old_ids(store: Store) -> None:

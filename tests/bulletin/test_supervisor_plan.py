@@ -20,8 +20,10 @@ from bulletin.supervisor.plan import (
     redact,
     server_command,
     server_env,
+    unconfigured_triggers_line,
     worker_command,
 )
+from bulletin.triggers import load_triggers
 
 
 def plan_for(only: list[Part] | None = None, environ: dict[str, str] | None = None, **overrides: object):
@@ -176,3 +178,17 @@ def test_last_line_prefers_the_exception_over_prefects_closing_words() -> None:
     output += "An exception occurred.\n"
     assert last_line(output) == "SyntaxError: '(' was never closed"
     assert last_line("error: trigger 'x': no report 'y'\n") == "trigger 'x': no report 'y'"
+
+
+def test_the_banner_names_the_shipped_triggers_whose_secret_is_unset() -> None:
+    """A fresh `bulletin serve`: none of the shipped triggers' variables is set, and each is named with it."""
+    triggers = load_triggers(PROJECT_ROOT / "deployments" / "triggers")
+    line = unconfigured_triggers_line(triggers, {"DBT_WEBHOOK_SECRET": "s", "GITHUB_WEBHOOK_SECRET": "  "})
+    named = [
+        "bulletin-run-completed (set BULLETIN_RUN_EVENTS_SECRET)",
+        "github-release (set GITHUB_WEBHOOK_SECRET)",
+        "signed-refresh-request (set SIGNED_REQUEST_PUBLIC_KEY)",
+    ]
+    assert line == "  triggers      not configured, answered 503 until set: " + ", ".join(named)
+    every = {"BULLETIN_RUN_EVENTS_SECRET", "DBT_WEBHOOK_SECRET", "GITHUB_WEBHOOK_SECRET", "SIGNED_REQUEST_PUBLIC_KEY"}
+    assert unconfigured_triggers_line(triggers, dict.fromkeys(every, "x")) is None

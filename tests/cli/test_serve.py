@@ -352,3 +352,30 @@ def test_a_part_that_dies_stops_the_rest_with_one_line(serve) -> None:
     assert len(err.splitlines()) == 1
     assert "stopping the Bulletin API" in served.stdout_path.read_text()
     assert survivors(served.seen) == []
+
+
+def test_the_api_names_unconfigured_triggers_at_start_and_answers_their_hooks_503(
+    serve, serve_env: dict[str, str]
+) -> None:
+    """A fresh `bulletin serve` with the shipped triggers and none of their secrets set: the start output names each,
+    /readyz lists them, and their hooks are answered 503 trigger_not_configured (not 500)."""
+    shipped = {"bulletin-run-completed", "dbt-job-completed", "github-release", "signed-refresh-request"}
+    env = {k: v for k, v in serve_env.items() if k not in {"BULLETIN_TRIGGERS_DIR", "BULLETIN_REPORTS_DIR"}}
+    for name in (
+        "BULLETIN_RUN_EVENTS_SECRET",
+        "DBT_WEBHOOK_SECRET",
+        "GITHUB_WEBHOOK_SECRET",
+        "SIGNED_REQUEST_PUBLIC_KEY",
+    ):
+        env.pop(name, None)
+    env["PREFECT_API_URL"] = f"http://127.0.0.1:{free_port()}/api"  # not needed to refuse; kept off the network
+    port = free_port()
+    served = serve("--only", "api", "--port", str(port), env=env)
+    api = f"http://127.0.0.1:{port}"
+    served.wait_for("the API", lambda: answers(f"{api}/healthz"), STARTUP_SECONDS)
+    for trigger_id in shipped:
+        assert f"trigger {trigger_id!r} is not configured" in served.output()
+    ready = httpx.get(f"{api}/readyz", timeout=30).json()
+    assert ready["triggers_not_configured"] == sorted(shipped)
+    hook = httpx.post(f"{api}/v1/hooks/github-release", content=b"{}", timeout=30)
+    assert hook.status_code == 503 and hook.json()["error"]["code"] == "trigger_not_configured"

@@ -1,4 +1,4 @@
-"""One-off scheduled webhook events (the Hasura seed): events, their invocation logs, each organisation's secret.
+"""One-off scheduled webhook events (Hasura-style): events, their invocation logs, each organisation's secret.
 
 Revision ID: 0004
 Revises: 0003

@@ -1,4 +1,4 @@
-"""Communication-channel preferences (the ThoughtSpot seed): the cluster's per event type, and each organisation's.
+"""Communication-channel preferences (ThoughtSpot-style): the cluster's per event type, and each organisation's.
 
 Revision ID: 0005
 Revises: 0004

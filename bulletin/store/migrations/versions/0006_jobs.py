@@ -1,4 +1,4 @@
-"""On-demand report jobs (the QuickSight seed): who asked for which report, with what, run by which flow run.
+"""On-demand report jobs (QuickSight-style): who asked for which report, with what, run by which flow run.
 
 Revision ID: 0006
 Revises: 0005
