@@ -244,7 +244,8 @@ def _first_error(exc: ValidationError) -> str:
     where = env_name(field) if field else "settings"
     message = str(error["msg"]).removeprefix("Value error, ")
     value = error.get("input")
-    secret = field is not None and Settings.model_fields[field].annotation in (SecretStr, SecretStr | None)
+    info = Settings.model_fields.get(field or "")
+    secret = info is None or info.annotation in (SecretStr, SecretStr | None)  # never echo a secret's value
     if not secret and isinstance(value, str | int | float) and not isinstance(value, bool) and len(str(value)) <= 80:
         message = f"{message} (got {value!r})"
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
