@@ -1,8 +1,11 @@
 """The demo warehouse: a DuckDB file with two years of sales, its customers, and the report audiences.
 
-Deterministic: the same arguments give the same rows every time. Randomness comes from an integer hash written in SQL
-(not DuckDB's ``hash()`` or ``random()``, whose output may change between versions or depend on threads), so the
-whole build is a few set-based statements: about a second for 1.2M rows on two cores.
+Deterministic: the same row count and end date give the same rows every time. Randomness comes from an integer hash
+written in SQL (not DuckDB's ``hash()`` or ``random()``, whose output may change between versions or depend on
+threads), so the whole build is a few set-based statements: about a second for 1.2M rows on two cores.
+
+The sales end yesterday unless told otherwise: the day the reports' ``as_of: yesterday`` names, so a demo built today
+shows last week's sales and every demo report has rows. Tests pass a fixed ``end_date`` (``DEMO_END_DATE``).
 
 The build writes a temporary file and renames it into place, so a reader never sees a half-built warehouse.
 """
@@ -18,6 +21,7 @@ import duckdb
 
 from bulletin.errors import ConfigError, TransientError
 
+#: The fixed last day tests build with, so the dates they expect hold whenever they run.
 DEMO_END_DATE = date(2026, 10, 31)
 DEMO_ROWS = 1_200_000
 DEMO_DAYS = 730  # two years, ending on end_date
@@ -213,10 +217,17 @@ def _build(con: duckdb.DuckDBPyConnection, rows: int, start: date) -> None:
     con.execute("CHECKPOINT")
 
 
-def build_demo_warehouse(path: Path, *, rows: int = DEMO_ROWS, end_date: date = DEMO_END_DATE) -> WarehouseInfo:
-    """Build (or rebuild) the demo DuckDB file at ``path``: same arguments, same rows."""
+def yesterday(today: date | None = None) -> date:
+    """The day before ``today`` (default: this machine's local date, as the report runs' ``yesterday``)."""
+    return (today or date.today()) - timedelta(days=1)
+
+
+def build_demo_warehouse(path: Path, *, rows: int = DEMO_ROWS, end_date: date | None = None) -> WarehouseInfo:
+    """Build (or rebuild) the demo DuckDB file at ``path``, its sales ending on ``end_date`` (default: yesterday).
+    The same arguments give the same rows."""
     if isinstance(rows, bool) or not isinstance(rows, int) or rows < MIN_ROWS:
         raise ConfigError(f"the demo warehouse needs at least {MIN_ROWS} rows")
+    end_date = end_date or yesterday()
     start = end_date - timedelta(days=DEMO_DAYS - 1)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.building")
@@ -236,15 +247,34 @@ def build_demo_warehouse(path: Path, *, rows: int = DEMO_ROWS, end_date: date = 
     return WarehouseInfo(path, rows, start, end_date, CUSTOMERS, path.stat().st_size)
 
 
-def demo_warehouse_ready(path: Path) -> bool:
-    """Whether ``path`` holds a complete demo warehouse of the current schema version."""
-    if not path.is_file():
+def demo_warehouse_ready(path: Path, *, through: date | None = None) -> bool:
+    """Whether ``path`` holds a complete demo warehouse of the current schema version, with sales up to
+    ``through`` when given (a warehouse built last month has none for yesterday: rebuild it)."""
+    meta = _meta(path)
+    if meta.get("schema_version") != DEMO_SCHEMA_VERSION:
         return False
+    end = _end_date(meta)
+    return through is None or (end is not None and end >= through)
+
+
+def demo_end_date(path: Path) -> date | None:
+    """The last day of sales in the demo warehouse at ``path``; None if it is not a demo warehouse."""
+    return _end_date(_meta(path))
+
+
+def _end_date(meta: dict[str, str]) -> date | None:
+    try:
+        return date.fromisoformat(meta["end_date"])
+    except (KeyError, ValueError):
+        return None
+
+
+def _meta(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
     try:
         with duckdb.connect(str(path), read_only=True) as con:
-            found = con.execute(
-                f"SELECT value FROM {META_TABLE} WHERE key = 'schema_version'"  # noqa: S608
-            ).fetchone()
+            rows = con.execute(f"SELECT key, value FROM {META_TABLE}").fetchall()  # noqa: S608
     except duckdb.Error:
-        return False
-    return found is not None and found[0] == DEMO_SCHEMA_VERSION
+        return {}
+    return {str(key): str(value) for key, value in rows}

@@ -1,16 +1,21 @@
 """Settings, read once at the edge (CLI, flow entry, API) and passed down as an argument.
 
 Every field reads ``BULLETIN_<NAME>`` from the environment. Secrets are ``SecretStr`` and have no default.
+A value out of bounds, or a combination that can never work (``bulletin.settings_checks``), is a ``ConfigError``
+naming the variable, raised when the settings are read: before any run starts, not for every recipient of one.
 """
 
 from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidatorFunctionWrapHandler, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bulletin.errors import ConfigError
+from bulletin.settings_checks import check_settings, env_name
 
 #: The repository root when Bulletin runs from a checkout (the usual case: reports live in git beside the code).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -190,6 +195,16 @@ class Settings(BaseSettings):
         "that are due but were not sent (its runs missed) and starts a run to send them.",
     )
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _refuse_what_cannot_work(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            settings = handler(data)
+        except ValidationError as exc:
+            raise ConfigError(_first_error(exc), field=_error_field(exc)) from None
+        check_settings(settings)
+        return settings
+
     @field_validator("webhook_retry_schedule", mode="before")
     @classmethod
     def _split_schedule(cls, value: object) -> object:
@@ -222,3 +237,23 @@ class Settings(BaseSettings):
     @property
     def manifests_dir(self) -> Path:
         return self.home_dir / "manifests"
+
+
+def _error_field(exc: ValidationError) -> str | None:
+    loc = exc.errors()[0]["loc"]
+    return str(loc[0]) if loc else None
+
+
+def _first_error(exc: ValidationError) -> str:
+    """One line naming the variable: ``BULLETIN_TOKEN_TTL_MINUTES: Input should be less than or equal to 60``."""
+    error = exc.errors()[0]
+    field = _error_field(exc)
+    where = env_name(field) if field else "settings"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    value = error.get("input")
+    info = Settings.model_fields.get(field or "")
+    secret = info is None or info.annotation in (SecretStr, SecretStr | None)  # never echo a secret's value
+    if not secret and isinstance(value, str | int | float) and not isinstance(value, bool) and len(str(value)) <= 80:
+        message = f"{message} (got {value!r})"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {message}{more}"

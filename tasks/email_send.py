@@ -15,7 +15,6 @@ debug output (which would print the AUTH exchange) stays off.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import os
 import smtplib
 import ssl
@@ -35,6 +34,7 @@ from pydantic import SecretStr
 from bulletin.errors import BulletinError, ConfigError, StorageError, TransientError
 from bulletin.models import IDENTIFIER_RE
 from bulletin.settings import Settings
+from bulletin.settings_checks import is_loopback_host
 from tasks.email_message import EMAIL_POLICY, check_domain_allowed, envelope_of
 
 Security = Literal["starttls", "ssl", "none"]
@@ -67,18 +67,8 @@ class SendResult:
     location: str | None = None  # the .eml file for the outbox; None for SMTP
 
 
-def is_loopback(host: str) -> bool:
-    """``localhost`` or a loopback IP literal (127.0.0.0/8, ::1, IPv4-mapped 127.x). No DNS lookup: a name that
-    merely resolves to 127.0.0.1 today could resolve elsewhere tomorrow."""
-    name = host.strip().rstrip(".").lower()
-    if name == "localhost":
-        return True
-    try:
-        address = ipaddress.ip_address(name.strip("[]"))
-    except ValueError:
-        return False
-    mapped = getattr(address, "ipv4_mapped", None)
-    return address.is_loopback or (mapped is not None and mapped.is_loopback)
+#: ``localhost`` or a loopback IP literal, no DNS lookup; the one rule the settings check uses too.
+is_loopback = is_loopback_host
 
 
 def _reply_text(reply: bytes | str) -> str:

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from bulletin.errors import BulletinError, ConfigError
+from bulletin.errors import BulletinError, ConfigError, NotFoundError
 from bulletin.settings import Settings
 from bulletin.store.db import Store
 from bulletin.store.webhooks import (
@@ -63,6 +63,8 @@ class Result(StrEnum):
     DEFERRED = "deferred"
     #: The store failed around the attempt; the lease runs out and a later pass retries.
     ERROR = "error"
+    #: The endpoint was removed, with its messages, while the request was in flight: nothing left to record.
+    REMOVED = "removed"
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,9 @@ def _dispatch_one(
         if claim is None:
             return _Outcome(Result.BUSY)
         return _attempt(store, settings, claim, now, rng)
+    except NotFoundError:  # removed on purpose (`bulletin webhooks remove`): not a fault
+        logger.info("webhook message %s: its endpoint was removed during the attempt", message.id)
+        return _Outcome(Result.REMOVED)
     except BulletinError as error:  # the store failed: this pass's edge; the lease lapses and a later pass retries
         logger.warning("webhook message %s was not attempted: %s", message.id, error)
         return _Outcome(Result.ERROR)

@@ -40,10 +40,10 @@ def session_dir() -> Path:
 @pytest.fixture(scope="session")
 def demo_warehouse(session_dir: Path) -> Path:
     """A small deterministic demo warehouse shared by the session (the full demo has 1.2M rows)."""
-    from bulletin.demo_data import build_demo_warehouse
+    from bulletin.demo_data import DEMO_END_DATE, build_demo_warehouse
 
     path = session_dir / "warehouse.duckdb"
-    build_demo_warehouse(path, rows=TEST_WAREHOUSE_ROWS)
+    build_demo_warehouse(path, rows=TEST_WAREHOUSE_ROWS, end_date=DEMO_END_DATE)  # fixed: tests expect its dates
     return path
 
 

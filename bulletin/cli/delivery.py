@@ -167,21 +167,24 @@ def demo(
 
 
 def _demo(as_json: bool, chain: bool) -> None:
-    from bulletin.demo_data import DEMO_END_DATE, build_demo_warehouse, demo_warehouse_ready
+    from bulletin.demo_data import build_demo_warehouse, demo_end_date, demo_warehouse_ready, yesterday
     from bulletin.reports import load_reports
     from tasks.tokens import load_keyset
 
     settings = Settings()
-    if settings.warehouse_url is None and not demo_warehouse_ready(Path(settings.warehouse)):
+    # Sales up to yesterday: the day the webhook chain's runs (which take their defaults) report on.
+    through = yesterday()
+    if settings.warehouse_url is None and not demo_warehouse_ready(Path(settings.warehouse), through=through):
         with console.status("Building the demo warehouse (1,200,000 sales rows)...", spinner="dots"):
-            build_demo_warehouse(Path(settings.warehouse))
+            build_demo_warehouse(Path(settings.warehouse), end_date=through)
     load_keyset(settings, create=True)
     reports = load_reports(settings.reports_dir)
+    # As of the warehouse's last day (yesterday, unless BULLETIN_WAREHOUSE_URL names an older demo warehouse).
+    last_day = demo_end_date(Path(settings.warehouse))
     manifests = []
     with _progress_bar(not as_json):
         for report_id, report in reports.items():
-            # The demo warehouse is fixed in time: deliver as of its last day so every report has data.
-            params = {"as_of": DEMO_END_DATE.isoformat()} if "as_of" in report.parameters else {}
+            params = {"as_of": last_day.isoformat()} if last_day and "as_of" in report.parameters else {}
             manifests.append(run_report(report_id, parameters=params))
     story = None
     if chain:

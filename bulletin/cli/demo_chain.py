@@ -81,11 +81,11 @@ def run_chain(manifests_dir: Path) -> ChainResult:
         BULLETIN_WEBHOOK_ALLOWED_NETWORKS="127.0.0.0/8",
     ):
         settings = Settings()
-        with _api(settings) as base_url, _endpoint(settings, base_url, events_secret):
+        with _api(settings) as api, _endpoint(settings, api, events_secret):
             event_id = f"wev_{uuid.uuid4().hex}"
             body = dbt_payload(event_id, datetime.now(UTC))
             answer = httpx.post(
-                f"{base_url}/v1/hooks/dbt-job-completed",
+                f"{api.url}/v1/hooks/dbt-job-completed",
                 content=body,
                 headers={"Authorization": dbt_signature(dbt_secret, body), "Content-Type": "application/json"},
                 timeout=30,
@@ -95,8 +95,16 @@ def run_chain(manifests_dir: Path) -> ChainResult:
             return _wait(manifests_dir, event_id)
 
 
+@dataclass
+class _Api:
+    """The demo's HTTP API, served from a thread of this process."""
+
+    url: str
+    stop: Callable[[], None]
+
+
 @contextmanager
-def _api(settings: Settings) -> Iterator[str]:
+def _api(settings: Settings) -> Iterator[_Api]:
     from bulletin.api.server import build_server
 
     server = build_server(settings, "127.0.0.1", 0)
@@ -112,21 +120,30 @@ def _api(settings: Settings) -> Iterator[str]:
             raise TransientError("the demo's HTTP API did not start")
         time.sleep(0.05)
     port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True  # waits for the flow runs it started
+
+    def stop() -> None:
+        server.should_exit = True  # the server then waits for the flow runs it started
         thread.join(timeout=CHAIN_TIMEOUT_SECONDS)
+
+    try:
+        yield _Api(url=f"http://127.0.0.1:{port}", stop=stop)
+    finally:
+        stop()
 
 
 @contextmanager
-def _endpoint(settings: Settings, base_url: str, secret: str) -> Iterator[None]:
-    """A webhook endpoint of this Bulletin pointing at its own receiver, removed when the demo ends."""
+def _endpoint(settings: Settings, api: _Api, secret: str) -> Iterator[None]:
+    """A webhook endpoint of this Bulletin pointing at its own receiver, removed when the demo ends.
+
+    The API is stopped first: the runs it started (the dependent report's run among them) publish their own
+    run.completed event to this endpoint as they finish, and removing the endpoint under a message in flight would
+    leave that attempt nothing to be recorded against.
+    """
     with open_store(settings.database) as store:
         migrate(store)
         endpoint, _ = add_endpoint(
             store,
-            url=f"{base_url}/v1/hooks/bulletin-run-completed",
+            url=f"{api.url}/v1/hooks/bulletin-run-completed",
             event_types=["run.completed"],
             secret=secret,
             description="bulletin demo: run.completed back into this Bulletin",
@@ -135,6 +152,7 @@ def _endpoint(settings: Settings, base_url: str, secret: str) -> Iterator[None]:
         try:
             yield
         finally:
+            api.stop()
             remove_endpoint(store, endpoint.id)
 
 

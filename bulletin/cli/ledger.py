@@ -7,14 +7,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import typer
+from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bulletin.cli import app
 from bulletin.errors import ConfigError, DefinitionError
 from bulletin.models import describe_scope
 from bulletin.settings import Settings
-from bulletin.store import LedgerStatus, Store, audit, list_deliveries, migrate, open_store
+from bulletin.store import AuditEntry, LedgerStatus, Store, audit, list_deliveries, migrate, open_store
 
 deliveries_app = typer.Typer(help="The delivery ledger: what was sent to whom, and with which data scope.")
 console = Console()
@@ -62,28 +64,75 @@ def deliveries_list(
 @deliveries_app.command("audit")
 def deliveries_audit(
     recipient: str = typer.Argument(..., help="The recipient ref."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (every field) instead of a table."),
 ) -> None:
-    """Which data scope went to RECIPIENT, when, and as which file."""
+    """Which data scope went to RECIPIENT, when, and as which file. The table shows what fits the terminal (the
+    file's name; from 120 columns its whole location, checksum and token id); ``--json`` has every field."""
     with _store() as store:
         entries = audit(store, recipient)
     if as_json:
         typer.echo(json.dumps([json.loads(e.model_dump_json()) for e in entries], indent=2))
         return
-    table = Table("sent (UTC)", "report", "format", "channel", "scope", "file", "sha256", "token jti")
+    if not entries:
+        typer.echo(f"Nothing sent to {recipient} is in the ledger.")
+        return
+    console.print(audit_table(recipient, entries, width=console.width))
+
+
+#: From this many columns the audit table has room for whole locations, checksums and token ids.
+WIDE_AUDIT = 120
+
+
+def audit_table(recipient: str, entries: list[AuditEntry], *, width: int) -> Table:
+    """The audit as a table for a terminal ``width`` columns wide. Nothing is cut short with an ellipsis: what does
+    not fit wraps. Narrow, an entry is two lines: when (date, time) beside its report, channel, format and rows, then
+    its file name. From ``WIDE_AUDIT`` columns: the file's whole location, its checksum and the token id. One data
+    scope for every entry (the usual case) is said once, under the table."""
+    scopes = {_scope(e) for e in entries}
+    shared = len(scopes) == 1
+    table = Table(
+        title=f"Sent to {escape(recipient)}: {len(entries)} file(s), newest first",
+        caption=f"scope: {escape(scopes.pop())}" if shared else None,
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        title_justify="left",
+        caption_justify="left",
+    )
+    wide = width >= WIDE_AUDIT
+    table.add_column("sent (UTC)", no_wrap=True)
+    table.add_column("report, location" if wide else "report, file", overflow="fold", ratio=3)
+    if not shared:
+        table.add_column("scope", overflow="fold", ratio=1)
+    if wide:
+        table.add_column("sha256, token jti", no_wrap=True)
     for e in entries:
-        scope = "; ".join(f"{ds}: {describe_scope(groups)}" for ds, groups in (e.secure_filters or {}).items())
-        table.add_row(
-            f"{e.when:%Y-%m-%d %H:%M:%S}",
-            e.report_id,
-            e.format,
-            e.channel,
-            scope,
-            e.uri or "",
-            (e.sha256 or "")[:12],
-            e.token_jti or "",
-        )
-    console.print(table)
+        rows = "" if e.rows is None else f" · {e.rows:,} rows"
+        where = (e.uri or "") if wide else file_name(e.uri)
+        row = [
+            f"{e.when:%Y-%m-%d}\n{e.when:%H:%M:%S}",
+            f"[bold]{escape(e.report_id)}[/]  {e.channel} {e.format}{rows}\n{escape(where)}",
+        ]
+        if not shared:
+            row.append(escape(_scope(e)))
+        if wide:
+            row.append(f"{(e.sha256 or '')[:12]}\n{e.token_jti or ''}")
+        table.add_row(*row)
+    return table
+
+
+def file_name(uri: str | None) -> str:
+    """The last segment of a file's location (an S3 key, a path, a file:// URL): the name a person looks for. An
+    email sent over SMTP is known by its Message-ID, which is kept whole."""
+    if not uri:
+        return ""
+    if uri.startswith("<") and uri.endswith(">"):
+        return uri
+    return uri.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _scope(entry: AuditEntry) -> str:
+    scopes = [f"{dataset}: {describe_scope(groups)}" for dataset, groups in entry.secure_filters.items()]
+    return "; ".join(scopes) or "no secure filter"
 
 
 @app.command("link")

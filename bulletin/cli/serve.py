@@ -74,11 +74,12 @@ def serve(
 def prepare_state(settings: Settings) -> None:
     """What report runs need before the first one starts: the demo warehouse when no warehouse is configured, and
     the signing keyset, made once here rather than by two flow runs racing to create the same file."""
-    from bulletin.demo_data import build_demo_warehouse, demo_warehouse_ready
+    from bulletin.demo_data import build_demo_warehouse, demo_warehouse_ready, yesterday
     from tasks.tokens import load_keyset
 
-    if settings.warehouse_url is None and not demo_warehouse_ready(Path(settings.warehouse)):
-        typer.echo(f"building the demo warehouse at {settings.warehouse} (once)")
-        build_demo_warehouse(Path(settings.warehouse))
+    through = yesterday()
+    if settings.warehouse_url is None and not demo_warehouse_ready(Path(settings.warehouse), through=through):
+        typer.echo(f"building the demo warehouse at {settings.warehouse} (sales up to {through})")
+        build_demo_warehouse(Path(settings.warehouse), end_date=through)
     if settings.signing_keys is None and not settings.signing_keys_block:
         load_keyset(settings, create=True)

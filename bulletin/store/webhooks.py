@@ -263,6 +263,8 @@ def record_attempt(
     """Log one attempt, move its message on (if ``claim`` still holds it) and track the endpoint's failing streak.
 
     The endpoint's ``failing_since`` is set by the first failure after a success and cleared by a success.
+    ``NotFoundError`` when the endpoint was removed, with its messages, while the request was in flight: there is
+    nothing left to record the attempt against.
     """
     if message_status is MessageStatus.DELIVERING:
         raise ConfigError("an attempt leaves its message pending, delivered or failed")
@@ -271,6 +273,13 @@ def record_attempt(
     now, attempted_at = aware(now), aware(attempted_at)
     message_id, endpoint_id = claim.message.id, claim.endpoint.id
     with store.write() as conn:
+        # Locks the row (PostgreSQL; SQLite's write transaction holds the whole database), so a removal cannot slip
+        # in between this check and the insert, which would then break the foreign key.
+        still_there = conn.execute(
+            select(webhook_messages.c.id).where(webhook_messages.c.id == message_id).with_for_update()
+        ).first()
+        if still_there is None:
+            raise NotFoundError(f"webhook message {message_id} was removed with its endpoint", field="message_id")
         attempt_id = conn.execute(
             insert(webhook_attempts)
             .values(

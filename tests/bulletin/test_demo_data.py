@@ -14,7 +14,9 @@ from bulletin.demo_data import (
     DEMO_END_DATE,
     REGIONS,
     build_demo_warehouse,
+    demo_end_date,
     demo_warehouse_ready,
+    yesterday,
 )
 from bulletin.errors import ConfigError
 from bulletin.models import Recipient
@@ -25,7 +27,7 @@ ROWS = 20_000
 @pytest.fixture(scope="module")
 def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("demo") / "warehouse.duckdb"
-    info = build_demo_warehouse(path, rows=ROWS)
+    info = build_demo_warehouse(path, rows=ROWS, end_date=DEMO_END_DATE)
     assert info.rows == ROWS
     assert info.end_date == DEMO_END_DATE
     assert info.bytes == path.stat().st_size
@@ -141,7 +143,7 @@ def test_the_build_is_deterministic(tmp_path):
     )
     results = []
     for name in ("a.duckdb", "b.duckdb"):
-        build_demo_warehouse(tmp_path / name, rows=3_000)
+        build_demo_warehouse(tmp_path / name, rows=3_000, end_date=DEMO_END_DATE)
         with duckdb.connect(str(tmp_path / name), read_only=True) as con:
             results.append(one(con, digest))
     assert results[0] == results[1]
@@ -158,6 +160,11 @@ def test_a_rebuild_replaces_the_file_and_leaves_nothing_behind(tmp_path):
 
 def test_ready_only_for_a_complete_warehouse(warehouse, tmp_path):
     assert demo_warehouse_ready(warehouse)
+    assert demo_end_date(warehouse) == DEMO_END_DATE
+    # Asked for sales up to a later day (yesterday, by the demo and serve), it is stale: they rebuild it.
+    assert demo_warehouse_ready(warehouse, through=DEMO_END_DATE)
+    assert not demo_warehouse_ready(warehouse, through=DEMO_END_DATE + timedelta(days=1))
+    assert demo_end_date(tmp_path / "missing.duckdb") is None
     assert not demo_warehouse_ready(tmp_path / "missing.duckdb")
     junk = tmp_path / "junk.duckdb"
     junk.write_bytes(b"not a database")
@@ -166,6 +173,18 @@ def test_ready_only_for_a_complete_warehouse(warehouse, tmp_path):
     with duckdb.connect(str(other)) as con:
         con.execute("CREATE TABLE sales (x INTEGER)")
     assert not demo_warehouse_ready(other)
+
+
+def test_the_sales_end_yesterday_unless_told_otherwise(tmp_path):
+    info = build_demo_warehouse(tmp_path / "w.duckdb", rows=1_000)
+    assert info.end_date == yesterday() == demo_end_date(tmp_path / "w.duckdb")
+    with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as con:
+        assert one(
+            con,
+            "SELECT max(order_date), count(DISTINCT account_id) FILTER (order_date = max_day) FROM sales, "
+            "(SELECT max(order_date) AS max_day FROM sales)",
+        ) == (yesterday(), 200)
+    assert yesterday(date(2026, 3, 1)) == date(2026, 2, 28)
 
 
 @pytest.mark.parametrize("rows", [0, 999, -1])

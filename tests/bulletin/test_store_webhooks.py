@@ -150,6 +150,17 @@ def test_remove_deletes_messages_and_attempts(store: Store) -> None:
         wh.get_message(store, message.id)
 
 
+def test_an_attempt_finishing_after_its_endpoint_was_removed_records_nothing(store: Store) -> None:
+    # `bulletin webhooks remove` (or the demo's cleanup) while a request is in flight: no foreign-key error.
+    endpoint = add(store)
+    (message,) = wh.enqueue(store, event_type="run.completed", payload={"n": 1}, now=T0)
+    claim = take(store, message.id)
+    wh.remove_endpoint(store, endpoint.id)
+    with pytest.raises(NotFoundError, match="removed with its endpoint"):
+        record(store, claim, outcome="success", status_code=200, message_status=MessageStatus.DELIVERED)
+    assert wh.message_attempts(store) == []
+
+
 # --- messages -----------------------------------------------------------------------------------------------------
 
 

@@ -35,7 +35,7 @@ INJECTIONS = ["' OR 1=1 --", "x'); DROP TABLE sales; --", '" OR ""="', "EMEA-Nor
 @pytest.fixture(scope="module")
 def warehouse_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("query") / "warehouse.duckdb"
-    build_demo_warehouse(path, rows=20_000)
+    build_demo_warehouse(path, rows=20_000, end_date=DEMO_END_DATE)
     return path
 
 

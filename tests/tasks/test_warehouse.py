@@ -31,7 +31,7 @@ def warehouses(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The same rows in DuckDB and in SQLite (dates as ISO text, money as REAL: SQLite's own types)."""
     folder = tmp_path_factory.mktemp("sqlite")
     duck = folder / "warehouse.duckdb"
-    build_demo_warehouse(duck, rows=ROWS)
+    build_demo_warehouse(duck, rows=ROWS, end_date=DEMO_END_DATE)
     lite = folder / "warehouse.sqlite"
     with duckdb.connect(str(duck), read_only=True) as src:
         sales = src.execute("SELECT * FROM sales ORDER BY order_id").fetchall()

@@ -254,6 +254,29 @@ def test_500_500_200_is_three_attempts_with_one_id_and_fresh_signatures(store: S
     assert send(store, clock, config).results == {}, "nothing is due any more"
 
 
+def test_an_endpoint_removed_during_an_attempt_is_no_warning(
+    store: Store, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock, config = Clock(), settings()
+    endpoint, _ = subscribe(store, receiver)
+    message = one_message(store, clock)
+
+    class RemovingClock(Clock):
+        """Removes the endpoint the first time the time is asked once the request has arrived: mid-attempt."""
+
+        def __call__(self) -> datetime:
+            if receiver.received("/hook") and wh.list_endpoints(store):
+                wh.remove_endpoint(store, endpoint.id)
+            return super().__call__()
+
+    with caplog.at_level(logging.INFO, logger="tasks.webhook_dispatch"):
+        summary = send(store, RemovingClock(), config)
+    assert summary.results == {message.id: Result.REMOVED}
+    assert len(receiver.received("/hook")) == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert "removed during the attempt" in caplog.text
+
+
 def test_410_disables_the_endpoint_and_tells_the_others(store: Store, receiver: Receiver) -> None:
     clock, config = Clock(), settings()
     gone, _ = subscribe(store, receiver, "/gone", description="old CRM")
