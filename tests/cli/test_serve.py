@@ -339,6 +339,18 @@ def test_a_deploy_failure_is_one_line_and_stops_the_server(serve, tmp_path: Path
     assert survivors(served.seen) == []
 
 
+def test_the_prefect_ui_calls_the_api_on_the_chosen_prefect_port(serve) -> None:
+    # The UI is a static app that asks /ui-settings where the API is; on a port other than 4200 it must say so.
+    port = free_port()
+    served = serve("--only", "prefect", "--prefect-port", str(port))
+    served.wait_for("the banner", lambda: "Bulletin is running" in served.output(), STARTUP_SECONDS)
+    ui_settings = httpx.get(f"http://127.0.0.1:{port}/ui-settings", timeout=10).json()
+    assert ui_settings["api_url"] == f"http://127.0.0.1:{port}/api"
+    assert httpx.get(f"{ui_settings['api_url']}/health", timeout=10).json() is True
+    served.process.send_signal(signal.SIGTERM)
+    assert served.process.wait(timeout=120) == 0, served.output()
+
+
 def test_a_part_that_dies_stops_the_rest_with_one_line(serve) -> None:
     port = free_port()
     served = serve("--only", "prefect", "--only", "api", "--prefect-port", str(port), "--port", str(free_port()))
