@@ -91,9 +91,12 @@ def _prefect_ready() -> None:
         raise problem
 
 
-def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime] | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, clock: Callable[[], datetime] | None = None, deployments: bool = True
+) -> FastAPI:
     """The app. Triggers are loaded and checked now, so a wrong trigger file stops ``bulletin serve`` at once;
-    the state store is opened and migrated, and the run starter made, when the app starts (its lifespan)."""
+    the state store is opened and migrated, and the run starter made, when the app starts (its lifespan).
+    ``deployments=False`` runs every triggered run in this process (``FlowStarter``), never through a deployment."""
     settings = settings or Settings()
     triggers = load_triggers(settings.triggers_dir)
     check_targets(triggers, settings.reports_dir)
@@ -101,7 +104,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = await run_in_threadpool(open_store, settings.database)
-        starter = FlowStarter()
+        starter = FlowStarter(deployments=deployments)
         try:
             await run_in_threadpool(migrate, store)
             app.state.store = store
