@@ -26,6 +26,7 @@ from bulletin.api import scheduled_events
 from bulletin.api.endpoints import router as endpoints_router
 from bulletin.api.files import router as files_router
 from bulletin.api.hooks import HookService, router
+from bulletin.api.housekeeping import Housekeeper
 from bulletin.api.job_service import JobService
 from bulletin.api.jobs import router as jobs_router
 from bulletin.api.middleware import AccessLog, BodyCap
@@ -127,8 +128,13 @@ def create_app(
             app.state.scheduled_events = await run_in_threadpool(
                 scheduled_events.ScheduledEventService.start, settings, store, app.state.clock
             )
+            if deployments:  # housekeeping runs go through deployments, so never from the demo (bulletin serve's)
+                app.state.housekeeper = Housekeeper(store, clock=app.state.clock)
+                app.state.housekeeper.start()
             yield
         finally:
+            if hasattr(app.state, "housekeeper"):
+                await run_in_threadpool(app.state.housekeeper.stop)
             if hasattr(app.state, "scheduled_events"):
                 await run_in_threadpool(app.state.scheduled_events.close)
             if hasattr(app.state, "query_engine"):

@@ -175,7 +175,8 @@ def deploy_command(prefect: list[str], prefect_yaml: Path) -> list[str]:
 
 
 def check_command(bulletin: list[str], prefect_yaml: Path, pool: str) -> list[str]:
-    return [*bulletin, "deployments", "check", "--path", str(prefect_yaml), "--pool", pool]
+    # --clear-stale-schedules: a database of an earlier `bulletin serve` may hold schedules this version dropped.
+    return [*bulletin, "deployments", "check", "--path", str(prefect_yaml), "--pool", pool, "--clear-stale-schedules"]
 
 
 def worker_command(prefect: list[str], pool: str) -> list[str]:
