@@ -68,7 +68,9 @@ class DeploymentSpec:
         return f"{self.flow_name}/{self.name}"
 
 
-#: Deployments of flows that are not reports; their cadence is fixed by Bulletin, not by a report file.
+#: Deployments of flows that are not reports; their cadence is fixed by Bulletin, not by a report file. The two
+#: housekeeping ones have no schedule: the API starts a run when the state store holds due work for it
+#: (``bulletin.api.housekeeping``), rather than a run every minute whether or not there is any.
 FIXED_DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
     DeploymentSpec(
         flow_name="deliver-webhooks",
@@ -77,7 +79,6 @@ FIXED_DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
         description="Attempt every due webhook message once (retries of signed completion events).",
         parameters={"limit": 500},
         tags=("bulletin", "webhooks"),
-        schedules=(ScheduleSpec(cron="* * * * *", timezone="UTC"),),
     ),
     DeploymentSpec(
         flow_name="deliver-scheduled-events",
@@ -86,7 +87,6 @@ FIXED_DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
         description="Send the one-off scheduled webhook events that are due (POST /v1/scheduled-events).",
         parameters={},
         tags=("bulletin", "scheduled-events"),
-        schedules=(ScheduleSpec(cron="* * * * *", timezone="UTC"),),
     ),
     DeploymentSpec(
         flow_name="refresh-dependents",
@@ -357,7 +357,14 @@ def find_problems(
             problems.append(
                 Problem(f"deployment {spec.full_name} is on work pool {on_server.work_pool!r}, not {expected_pool!r}")
             )
-        if sorted(map(_schedule_key, on_server.schedules)) != sorted(map(_schedule_key, spec.schedules)):
+        if not spec.schedules and on_server.schedules:
+            # `prefect deploy` never removes a deployment's schedules: given none, it keeps the old ones.
+            message = (
+                f"deployment {spec.full_name} has schedules on the server but none in prefect.yaml: clear them with "
+                f"`prefect deployment schedule clear {spec.full_name} --accept-yes`"
+            )
+            problems.append(Problem(message))
+        elif sorted(map(_schedule_key, on_server.schedules)) != sorted(map(_schedule_key, spec.schedules)):
             message = (
                 f"deployment {spec.full_name} has other schedules on the server than the reports imply: "
                 "run `prefect deploy --all --no-prompt`"

@@ -2,9 +2,9 @@
 
 Every scheduled event gets a run of this flow scheduled for its time when it is created (and one for each retry's
 time), so an event is sent by the run made for it. Each run also sweeps every other due event, so an event whose
-run was missed (a stopped API, a lost worker) goes out with the next run: with the deployment, give it a schedule
-of every minute. The decisions are in ``tasks.scheduled_events``; how runs are made, in
-``tasks.scheduled_event_runs``.
+run was missed (a stopped API, a lost worker) goes out with the next run; with the deployment, the API starts one
+when an event has been missed (``bulletin.api.housekeeping``). The decisions are in ``tasks.scheduled_events``;
+how runs are made, in ``tasks.scheduled_event_runs``.
 
 Returns the counts by result and ``follow_ups`` (events left for a retry, with their times);
 ``follow_ups_scheduled`` says whether their runs were made through the deployment, or are left to the in-process

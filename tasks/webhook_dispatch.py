@@ -3,8 +3,8 @@
 One pass of ``dispatch_due`` makes at most one attempt per due message, ``settings.webhook_concurrency`` at a time.
 Retries are not slept on here: a failed attempt puts its message back to pending with ``next_attempt_at`` (the
 retry schedule with full jitter, or the receiver's Retry-After when longer), and a later pass (the deliver-webhooks
-flow, every minute) picks it up. So a slow receiver never holds a report run, and a crash loses nothing: a claim's
-lease runs out and the next pass takes the message over.
+flow, started when a message is due) picks it up. So a slow receiver never holds a report run, and a crash loses
+nothing: a claim's lease runs out and the next pass takes the message over.
 
 Every attempt carries the message's own id in ``webhook-id`` and a fresh timestamp and signature, one per active
 secret (two while a secret rotates). Outcomes: 2xx delivers; 410 disables the endpoint and fails the message; an

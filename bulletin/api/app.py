@@ -27,6 +27,7 @@ from bulletin.api.docs import add_docs
 from bulletin.api.endpoints import router as endpoints_router
 from bulletin.api.files import router as files_router
 from bulletin.api.hooks import HookService, router
+from bulletin.api.housekeeping import Housekeeper
 from bulletin.api.job_service import JobService
 from bulletin.api.jobs import router as jobs_router
 from bulletin.api.middleware import AccessLog, BodyCap
@@ -103,9 +104,12 @@ def _prefect_ready(timeout: float) -> None:
         raise problem
 
 
-def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime] | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, clock: Callable[[], datetime] | None = None, deployments: bool = True
+) -> FastAPI:
     """The app. Triggers are loaded and checked now, so a wrong trigger file stops ``bulletin serve`` at once;
-    the state store is opened and migrated, and the run starter made, when the app starts (its lifespan)."""
+    the state store is opened and migrated, and the run starter made, when the app starts (its lifespan).
+    ``deployments=False`` runs every triggered run in this process (``FlowStarter``), never through a deployment."""
     settings = settings or Settings()
     triggers = load_triggers(settings.triggers_dir)
     check_targets(triggers, settings.reports_dir)
@@ -113,7 +117,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = await run_in_threadpool(open_store, settings.database)
-        starter = FlowStarter(prefect_timeout=settings.api_prefect_timeout_seconds)
+        starter = FlowStarter(prefect_timeout=settings.api_prefect_timeout_seconds, deployments=deployments)
         try:
             await run_in_threadpool(migrate, store)
             app.state.store = store
@@ -142,8 +146,13 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
             app.state.scheduled_events = await run_in_threadpool(
                 scheduled_events.ScheduledEventService.start, settings, store, app.state.clock
             )
+            if deployments:  # housekeeping runs go through deployments, so never from the demo (bulletin serve's)
+                app.state.housekeeper = Housekeeper(store, clock=app.state.clock)
+                app.state.housekeeper.start()
             yield
         finally:
+            if hasattr(app.state, "housekeeper"):
+                await run_in_threadpool(app.state.housekeeper.stop)
             if hasattr(app.state, "scheduled_events"):
                 await run_in_threadpool(app.state.scheduled_events.close)
             if hasattr(app.state, "query_engine"):

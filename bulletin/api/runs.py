@@ -5,9 +5,10 @@ Two ways, chosen per request:
 * A deployment exists (the action names one, or the conventional ``deliver-report/<report>`` /
   ``refresh-dependents/refresh-dependents`` is deployed): ``run_deployment(..., timeout=0, idempotency_key=...)``.
   A worker runs it; the same key never makes a second run.
-* No deployment (the demo, the tests, a plain ``bulletin serve``): the flow run is created through the Prefect
-  client, so its id is known now, and executed by Prefect's own engine, ``prefect.flow_engine.run_flow(flow,
-  flow_run=...)`` (what a worker's subprocess calls), in a small thread pool of this process. The pool is bounded:
+* No deployment (the tests, a plain ``bulletin serve --only api``), or a starter made with ``deployments=False``
+  (the demo): the flow run is created through the Prefect client, so its id is known now, and executed by Prefect's
+  own engine, ``prefect.flow_engine.run_flow(flow, flow_run=...)`` (what a worker's subprocess calls), in a small
+  thread pool of this process. The pool is bounded:
   beyond ``max_workers`` running plus ``max_queued`` waiting, a request is refused with 503 before anything is
   recorded, so the sender retries later. At shutdown, runs still waiting are marked Cancelled rather than left
   Pending forever, and running ones are waited for.
@@ -115,9 +116,17 @@ class FlowStarter:
     """Starts runs (see the module docstring). One per app; ``shutdown`` when the app stops."""
 
     def __init__(
-        self, *, max_workers: int = 2, max_queued: int = 16, prefect_timeout: float = PREFECT_TIMEOUT_SECONDS
+        self,
+        *,
+        max_workers: int = 2,
+        max_queued: int = 16,
+        prefect_timeout: float = PREFECT_TIMEOUT_SECONDS,
+        deployments: bool = True,
     ) -> None:
         self._prefect_timeout = prefect_timeout
+        #: False: every run is made and run here, never through a deployment (the demo: a deployment there is
+        #: ``bulletin serve``'s, whose worker may not be running, and would run it later, out of the demo's sight).
+        self._deployments = deployments
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="bulletin-flow")
         self._slots = threading.BoundedSemaphore(max_workers + max_queued)
         self._waiting: dict[Future[None], UUID] = {}
@@ -129,7 +138,7 @@ class FlowStarter:
         """Check and reserve, before the caller records the message: whatever fails here can be retried by the
         sender. The slot is given back if the caller does not ``start``."""
         with bounded_prefect(self._prefect_timeout):
-            way = _find_way(target)
+            way = _find_way(target) if self._deployments else _here(target)
         if isinstance(way, Flow):
             parameters = _validated(way, parameters)
             if self._closed or not self._slots.acquire(blocking=False):
@@ -221,6 +230,12 @@ def _find_way(target: Target) -> UUID | Flow[..., Any]:
         return target.flow
     except (PrefectHTTPStatusError, httpx.HTTPError, OSError) as exc:
         raise _prefect_error(exc, target.deployment) from exc
+
+
+def _here(target: Target) -> Flow[..., Any]:
+    if target.flow is None:
+        raise ConfigError(f"deployment {target.deployment!r} cannot run here: it names no flow of ours")
+    return target.flow
 
 
 def _validated(flow: Flow[..., Any], parameters: dict[str, Any]) -> dict[str, Any]:

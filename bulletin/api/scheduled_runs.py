@@ -4,7 +4,7 @@
 
 * the deployment ``deliver-scheduled-events/deliver-scheduled-events`` exists: ``run_deployment`` with
   ``scheduled_time=at`` and an idempotency key; a worker runs it when it is due, and the flow schedules its own
-  retries through the deployment. Give the deployment a schedule of every minute: that run sweeps missed events.
+  retries through the deployment. Missed events: ``bulletin.api.housekeeping`` starts a run of the deployment.
 * no deployment (the demo, the tests, a plain ``bulletin serve``): the run is created through the Prefect client in
   state Scheduled at ``at`` (visible in the UI as such), and this process runs it at that time with Prefect's own
   engine (``run_flow``), in a small pool. Retries the flow returns get their runs the same way. Every

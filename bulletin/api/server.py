@@ -26,13 +26,16 @@ class NoQueryString(logging.Filter):
         return True
 
 
-def build_server(settings: Settings, host: str | None = None, port: int | None = None) -> uvicorn.Server:
-    """A uvicorn server for the API (not started), on ``host``/``port`` or the settings' ``api_host``/``api_port``.
+def build_server(
+    settings: Settings, host: str | None = None, port: int | None = None, *, deployments: bool = True
+) -> uvicorn.Server:
+    """A uvicorn server for the API (not started), on ``host``/``port`` or the settings' ``api_host``/``api_port``;
+    ``deployments=False``: triggered runs never go through a deployment (``create_app``).
 
     Port 0 picks a free port (tests); the bound port is then ``server.servers[0].sockets[0].getsockname()[1]``.
     """
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, deployments=deployments),
         host=host or settings.api_host,
         port=settings.api_port if port is None else port,
         # Our own structured access log (bulletin.api.middleware.AccessLog) replaces uvicorn's.

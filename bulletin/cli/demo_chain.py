@@ -107,7 +107,9 @@ class _Api:
 def _api(settings: Settings) -> Iterator[_Api]:
     from bulletin.api.server import build_server
 
-    server = build_server(settings, "127.0.0.1", 0)
+    # Every run here, none through a deployment: one that `bulletin serve` deployed (its database is the demo's
+    # Prefect database too) would wait for a worker that is not running, and run later, long after the demo.
+    server = build_server(settings, "127.0.0.1", 0, deployments=False)
     # uvicorn writes its access log to stdout; the demo's stdout is its summary (or JSON), so send it to stderr.
     for handler in logging.getLogger("uvicorn.access").handlers:
         if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:

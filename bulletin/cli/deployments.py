@@ -68,6 +68,11 @@ def check_server(
     pool: str | None = typer.Option(
         None, "--pool", help="Work pool the deployments must be on. Default: the pool prefect.yaml names."
     ),
+    clear_schedules: bool = typer.Option(
+        False,
+        "--clear-stale-schedules",
+        help="First remove the schedules of deployments that prefect.yaml gives none (`prefect deploy` keeps them).",
+    ),
 ) -> None:
     """Check the deployments on the Prefect server at PREFECT_API_URL; exit non-zero naming each problem.
 
@@ -78,6 +83,9 @@ def check_server(
     planned = planned_deployments(load_reports(settings.reports_dir).values())
     declared = read_declared_deployments(path)
     pools = set(declared_work_pools(declared)) | ({pool} if pool else set())
+    if clear_schedules:
+        for name, count in asyncio.run(_clear_stale_schedules([p for p in planned if not p.schedules])):
+            typer.echo(f"cleared {count} schedule(s) of {name}: prefect.yaml gives it none")
     api_url, server_pools, server_deployments = asyncio.run(_read_server(pools, planned))
     problems = find_problems(planned, declared, server_pools, server_deployments, pool=pool)
     if problems:
@@ -86,6 +94,33 @@ def check_server(
         error = NotFoundError if any(p.missing for p in problems) else ConfigError
         raise error(f"{len(problems)} problem(s) with the deployments on {api_url}: {problems[0]}")
     typer.echo(f"ok: {len(planned)} deployment(s) on {api_url}, work pool(s) {', '.join(sorted(pools))}")
+
+
+async def _clear_stale_schedules(unscheduled: list[DeploymentSpec]) -> list[tuple[str, int]]:
+    """The adapter: delete the schedules the server still holds for deployments planned without any (say, the
+    every-minute housekeeping schedules of earlier versions); the deployments changed and how many schedules each."""
+    import httpx
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        return []  # the check that follows says what is missing
+    cleared: list[tuple[str, int]] = []
+    async with get_client() as client:
+        try:
+            for spec in unscheduled:
+                try:
+                    deployment = await client.read_deployment_by_name(spec.full_name)
+                except ObjectNotFound:
+                    continue
+                for schedule in deployment.schedules:
+                    await client.delete_deployment_schedule(deployment.id, schedule.id)
+                if deployment.schedules:
+                    cleared.append((spec.full_name, len(deployment.schedules)))
+        except httpx.HTTPError as exc:
+            raise TransientError(f"the Prefect API failed while clearing schedules: {type(exc).__name__}") from exc
+    return cleared
 
 
 async def _read_server(

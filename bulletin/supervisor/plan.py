@@ -176,7 +176,8 @@ def deploy_command(prefect: list[str], prefect_yaml: Path) -> list[str]:
 
 
 def check_command(bulletin: list[str], prefect_yaml: Path, pool: str) -> list[str]:
-    return [*bulletin, "deployments", "check", "--path", str(prefect_yaml), "--pool", pool]
+    # --clear-stale-schedules: a database of an earlier `bulletin serve` may hold schedules this version dropped.
+    return [*bulletin, "deployments", "check", "--path", str(prefect_yaml), "--pool", pool, "--clear-stale-schedules"]
 
 
 def worker_command(prefect: list[str], pool: str) -> list[str]:
@@ -221,9 +222,15 @@ def child_env(environ: Mapping[str, str], settings: Settings, plan: ServePlan) -
     return env
 
 
-def server_env(env: Mapping[str, str]) -> dict[str, str]:
-    """The Prefect server's environment: the children's, minus PREFECT_API_URL (the server is the API)."""
-    return {name: value for name, value in env.items() if name != "PREFECT_API_URL"}
+def server_env(env: Mapping[str, str], plan: ServePlan) -> dict[str, str]:
+    """The Prefect server's environment: the children's, minus PREFECT_API_URL (the server is the API), plus its own
+    host and port as settings. ``--port`` alone binds the server but does not reach its settings: the UI reads the API
+    URL from ``/ui-settings``, which Prefect derives from PREFECT_SERVER_API_HOST/PORT (default 4200), so on any
+    other port the UI would call a server that is not there."""
+    server = {name: value for name, value in env.items() if name != "PREFECT_API_URL"}
+    server["PREFECT_SERVER_API_HOST"] = PREFECT_HOST
+    server["PREFECT_SERVER_API_PORT"] = str(plan.prefect_port)
+    return server
 
 
 # --- reading what children said ------------------------------------------------------------------------------

@@ -160,7 +160,9 @@ class Supervisor:
         plan = self.plan
         if plan.start_prefect:
             self.say(f"starting the Prefect server at {plan.prefect_ui_url} (home {plan.prefect_home})")
-            server = self._start(Part.PREFECT, server_command(prefect_cli(), plan.prefect_port), server_env(self.env))
+            server = self._start(
+                Part.PREFECT, server_command(prefect_cli(), plan.prefect_port), server_env(self.env, plan)
+            )
             self._wait_healthy(server, f"{plan.prefect_api_url}/health")
         elif plan.prefect_api_url is not None and plan.parts & {Part.DEPLOY, Part.WORKER}:
             self.say(f"using the Prefect server at {redact(plan.prefect_api_url)} (PREFECT_API_URL)")

@@ -132,8 +132,8 @@ def test_child_env_points_every_child_at_the_server_with_absolute_settings(tmp_p
     assert env["BULLETIN_PROJECT_DIR"] == str(PROJECT_ROOT)
     assert env["BULLETIN_HOME"] == str(settings.home_dir) and Path(env["BULLETIN_HOME"]).is_absolute()
     assert Path(env["BULLETIN_REPORTS_DIR"]).is_absolute() and env["BULLETIN_REPORTS_DIR"].endswith("rel-reports")
-    assert "PREFECT_API_URL" not in server_env(env)
-    assert server_env(env)["PREFECT_HOME"] == env["PREFECT_HOME"]
+    assert "PREFECT_API_URL" not in server_env(env, plan)
+    assert server_env(env, plan)["PREFECT_HOME"] == env["PREFECT_HOME"]
 
 
 def test_child_env_keeps_the_users_prefect_home_for_an_external_server() -> None:

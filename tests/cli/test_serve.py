@@ -16,12 +16,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
-from bulletin.settings import PROJECT_ROOT
+from bulletin.settings import PROJECT_ROOT, Settings
+from bulletin.store import migrate, open_store
+from bulletin.store.webhooks import add_endpoint
+from tests.fixtures.webhook_receiver import Receiver, Reply, running_receiver
 
 BULLETIN = str(Path(sys.executable).with_name("bulletin"))
 STARTUP_SECONDS = 300
@@ -218,11 +222,37 @@ def completed_runs(api_url: str, deployment: str) -> list:
         )
 
 
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with running_receiver() as server:
+        yield server
+
+
+def subscribe(serve_env: dict[str, str], receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run.completed endpoint at ``receiver`` whose first answer is a 500, so the first message needs a retry."""
+    monkeypatch.setenv("BULLETIN_WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8")
+    serve_env["BULLETIN_WEBHOOK_ALLOWED_NETWORKS"] = "127.0.0.0/8"
+    receiver.script("/serve", Reply(status=500))
+    with open_store(Settings(home=Path(serve_env["BULLETIN_HOME"])).database) as store:
+        migrate(store)
+        add_endpoint(store, url=receiver.url("/serve"), event_types=["run.completed"], now=datetime.now(UTC))
+
+
+def all_runs(api_url: str, deployment: str) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        return client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment])))
+
+
 def test_serve_runs_an_every_minute_report_and_sigterm_stops_everything(
-    serve, serve_env: dict[str, str], tmp_path: Path
+    serve, serve_env: dict[str, str], tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     prefect_port, api_port = free_port(), free_port()
     prefect_api = f"http://127.0.0.1:{prefect_port}/api"
+    subscribe(serve_env, receiver, monkeypatch)
     served = serve("--host", "127.0.0.1", "--port", str(api_port), "--prefect-port", str(prefect_port))
 
     # Both health endpoints answer, and the banner names the URLs.
@@ -252,6 +282,22 @@ def test_serve_runs_an_every_minute_report_and_sigterm_stops_everything(
     with csv_file.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert rows and {row["region"] for row in rows} == {"EMEA-North"}
+
+    # The run's run.completed webhook was refused once; the API saw its retry due and started a deliver-webhooks
+    # run, which the worker ran: the retry went out well within a minute of the first attempt. The housekeeping
+    # deployments have no schedule, so that is their only kind of run.
+    def retried() -> bool:
+        ids = [r.headers.get("webhook-id") for r in receiver.received("/serve")]
+        return len(ids) > len(set(ids))
+
+    served.wait_for("the retry of a refused webhook", retried, 90)
+    first, second = receiver.received("/serve")[:2]
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
+    sent_at = [int(r.headers["webhook-timestamp"]) for r in (first, second)]
+    assert sent_at[1] - sent_at[0] < 60
+    housekeeping = completed_runs(prefect_api, "deliver-webhooks")
+    assert housekeeping and all("housekeeping" in run.tags for run in housekeeping)
+    assert all_runs(prefect_api, "deliver-scheduled-events") == []
 
     # Stop while a flow-run process is alive if one comes along (the worker starts them in their own sessions).
     def flow_run_alive() -> bool:
@@ -337,6 +383,18 @@ def test_a_deploy_failure_is_one_line_and_stops_the_server(serve, tmp_path: Path
     assert len(err.splitlines()) == 1
     assert "stopping the Prefect server" in served.stdout_path.read_text()
     assert survivors(served.seen) == []
+
+
+def test_the_prefect_ui_calls_the_api_on_the_chosen_prefect_port(serve) -> None:
+    # The UI is a static app that asks /ui-settings where the API is; on a port other than 4200 it must say so.
+    port = free_port()
+    served = serve("--only", "prefect", "--prefect-port", str(port))
+    served.wait_for("the banner", lambda: "Bulletin is running" in served.output(), STARTUP_SECONDS)
+    ui_settings = httpx.get(f"http://127.0.0.1:{port}/ui-settings", timeout=10).json()
+    assert ui_settings["api_url"] == f"http://127.0.0.1:{port}/api"
+    assert httpx.get(f"{ui_settings['api_url']}/health", timeout=10).json() is True
+    served.process.send_signal(signal.SIGTERM)
+    assert served.process.wait(timeout=120) == 0, served.output()
 
 
 def test_a_part_that_dies_stops_the_rest_with_one_line(serve) -> None:

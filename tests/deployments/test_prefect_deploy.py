@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ def deployed(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> s
     for command in (
         [PREFECT, "work-pool", "create", "bulletin", "--type", "process"],
         # Runs the worker test creates go to their own queue, so the worker never also picks up a scheduled run
-        # (deliver-webhooks is due every minute) and the test stays about one flow run long.
+        # (a report may be due on its schedule) and the test stays about one flow run long.
         [PREFECT, "work-queue", "create", ADHOC_QUEUE, "--pool", "bulletin"],
         [PREFECT, "deploy", "--all", "--no-prompt"],
     ):
@@ -88,6 +89,39 @@ def test_every_deployment_reads_back_as_the_reports_define(client: Any) -> None:
     assert [(s.schedule.cron, s.schedule.timezone) for s in daily.schedules] == [("30 6 * * *", "America/New_York")]
     digest = client.read_deployment_by_name("deliver-report/account-orders-digest")
     assert digest.schedules == [] and "triggered" in digest.tags
+
+
+def test_the_scheduler_makes_no_housekeeping_runs(client: Any) -> None:
+    # The scheduler fills in the report deployments' coming runs; the housekeeping deployments get none (they ran
+    # every minute, about 2,880 runs a day in the UI): the API starts their runs when there is work.
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    def runs_of(full_name: str) -> list[Any]:
+        deployment_id = client.read_deployment_by_name(full_name).id
+        return client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+
+    deadline = time.monotonic() + 120
+    while not runs_of("deliver-report/daily-account-orders"):
+        assert time.monotonic() < deadline, "the scheduler made no run of a daily report in 120 s"
+        time.sleep(1)
+    assert runs_of("deliver-webhooks/deliver-webhooks") == []
+    assert runs_of("deliver-scheduled-events/deliver-scheduled-events") == []
+
+
+def test_a_schedule_left_by_an_earlier_deploy_is_named_and_cleared(deployed: str, client: Any) -> None:
+    # `prefect deploy` keeps the schedules of a deployment it is given none for: the every-minute housekeeping
+    # schedule of an earlier version stays, on a database that `bulletin serve` made before.
+    from prefect.client.schemas.schedules import CronSchedule
+
+    deployment = client.read_deployment_by_name("deliver-webhooks/deliver-webhooks")
+    client.create_deployment_schedules(deployment.id, [(CronSchedule(cron="* * * * *", timezone="UTC"), True)])
+    stale = bulletin_cli("deployments", "check", api_url=deployed)
+    assert stale.returncode == 2
+    assert "prefect deployment schedule clear deliver-webhooks/deliver-webhooks --accept-yes" in stale.stderr
+    cleared = bulletin_cli("deployments", "check", "--clear-stale-schedules", api_url=deployed)
+    assert cleared.returncode == 0, cleared.stderr
+    assert "cleared 1 schedule(s) of deliver-webhooks/deliver-webhooks" in cleared.stdout
+    assert client.read_deployment_by_name("deliver-webhooks/deliver-webhooks").schedules == []
 
 
 def test_check_passes_against_the_deployed_server(deployed: str) -> None:
