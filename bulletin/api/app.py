@@ -198,7 +198,9 @@ def create_app(
                 await run_in_threadpool(check)
                 checks[name] = "ok"
             except Exception as exc:  # readiness reports any failure as "not ready"
-                logger.warning("readiness check %s failed: %s", name, type(exc).__name__, exc_info=True)
+                # One line per probe (a load balancer probes often); the traceback only at DEBUG.
+                logger.warning("readiness check %s failed: %s: %s", name, type(exc).__name__, exc)
+                logger.debug("readiness check %s failed", name, exc_info=True)
                 checks[name] = "unavailable"
         ready = all(v == "ok" for v in checks.values())
         unconfigured = await run_in_threadpool(request.app.state.hooks.unconfigured)

@@ -5,8 +5,9 @@ another organisation's endpoint or message (and an endpoint made by the CLI, whi
 the same answer as a missing one. Reading needs any key of the organisation; changing needs an admin key.
 Secrets are in the answer of a create or a rotation only, never in a listing.
 
-``POST .../redeliver`` puts a finished message back in the queue, due now; the deliver-webhooks flow (every minute
-when deployed, or ``bulletin webhooks dispatch``) makes the attempt. The API itself never calls out.
+``POST .../redeliver`` puts a finished message back in the queue, due now; the deliver-webhooks flow (started by the
+API's housekeeper once a message is due, or ``bulletin webhooks dispatch``) makes the attempt. The API's request
+handlers never call out.
 """
 
 from __future__ import annotations
