@@ -191,7 +191,7 @@ def create_app(
     async def readyz(request: Request) -> JSONResponse:
         """The state store and the Prefect API answer (503 naming what does not). Triggers whose secret or public
         key is not configured are listed and make the status ``degraded``, still 200: the rest of the API, and
-        every other trigger, serve as usual, and waiting would not fix them (README, "Readiness")."""
+        every other trigger, serve as usual, and waiting would not fix them (docs/api.md, "Readiness")."""
         checks: dict[str, str] = {}
         for name, check in request.app.state.readiness.items():
             try:

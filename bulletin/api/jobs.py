@@ -49,7 +49,7 @@ class Output(BaseModel):
         min_length=1,
         max_length=256,
         description="An object key prefix: segments of letters, digits, '.', '_', '-' joined by '/'. Recorded with "
-        "the job; files are stored under the report's usual keys (see the README).",
+        "the job; files are stored under the report's usual keys (see docs/delivery.md).",
     )
 
 

@@ -10,10 +10,15 @@ import pytest
 from bulletin.settings import PROJECT_ROOT, Settings
 
 README = (PROJECT_ROOT / "README.md").read_text()
+#: The reference the README links to: docs/*.md, one page per subject.
+REFERENCE = {path.name: path.read_text() for path in sorted((PROJECT_ROOT / "docs").glob("*.md"))}
+CONFIGURATION = REFERENCE["configuration.md"]
+#: Benchmarks are a history of measurements: they name settings that were since removed.
+EVERYTHING = "\n".join([README, *(text for name, text in REFERENCE.items() if name != "benchmarks.md")])
 
 
-def blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
+def blocks(language: str, text: str = README) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)
 
 
 def test_the_two_commands_come_first() -> None:
@@ -23,11 +28,11 @@ def test_the_two_commands_come_first() -> None:
 
 def test_every_setting_is_documented() -> None:
     for name in Settings.model_fields:
-        assert f"`BULLETIN_{name.upper()}`" in README, f"BULLETIN_{name.upper()} is not in the README"
+        assert f"`BULLETIN_{name.upper()}`" in CONFIGURATION, f"BULLETIN_{name.upper()} is not in docs/configuration.md"
 
 
 def test_every_documented_setting_exists() -> None:
-    documented = set(re.findall(r"`BULLETIN_([A-Z_]+)`", README))
+    documented = set(re.findall(r"`BULLETIN_([A-Z_]+)`", EVERYTHING))
     assert documented <= {n.upper() for n in Settings.model_fields} | {"DEBUG", "TOKEN"}
 
 
@@ -42,8 +47,35 @@ def test_python_example_runs(bulletin_env: Path, capsys: pytest.CaptureFixture[s
 def test_report_example_is_a_valid_definition(tmp_path: Path) -> None:
     from bulletin.reports import load_report_file
 
-    yaml_block = next(b for b in blocks("yaml") if b.startswith("id: weekly-regional-sales"))
+    yaml_block = next(b for b in blocks("yaml", REFERENCE["reports.md"]) if b.startswith("id: weekly-regional-sales"))
     path = tmp_path / "weekly-regional-sales.yaml"
     path.write_text(yaml_block)
     report = load_report_file(path)
     assert report.audience.recipients[0].ref == "ana"
+
+
+def test_the_tour_comes_before_the_reference() -> None:
+    headings = re.findall(r"^## (.+)$", README, flags=re.M)
+    assert headings[0] == "Two commands" and headings[1].startswith("A tour")
+    assert headings[-1] == "Reference"
+
+
+def test_no_page_speaks_of_the_documents_the_product_was_specified_from() -> None:
+    for name, text in {"README.md": README, **REFERENCE}.items():
+        assert not re.search(r"\bseeds?\b", text, flags=re.I), f"{name} says 'seed'"
+
+
+def test_every_shell_variable_an_api_example_uses_is_defined() -> None:
+    """$BULLETIN_API and $BULLETIN_API_KEY are defined by the README's tour, which the API page points to."""
+    defined = set(re.findall(r"^export (BULLETIN_[A-Z_]+)=", README, flags=re.M))
+    for name, text in {"README.md": README, **REFERENCE}.items():
+        for block in blocks("bash", text) + blocks("sh", text):
+            for used in re.findall(r"\$\{?(BULLETIN_[A-Z_]+)", block):
+                assert used in defined, f"{name} uses ${used}, which the README's tour does not define"
+
+
+def test_every_relative_link_resolves() -> None:
+    for name, text in {"README.md": README, **REFERENCE}.items():
+        base = PROJECT_ROOT if name == "README.md" else PROJECT_ROOT / "docs"
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text):
+            assert (base / target).exists(), f"{name} links to {target}, which does not exist"
