@@ -65,13 +65,15 @@ class _Audience:
         )
 
 
-def _audience(report: ReportDefinition) -> _Audience:
+def _audience(report: ReportDefinition, *, each_recipient: bool) -> _Audience:
     query = report.audience.query
     if query is not None:
         return _Audience(frozenset(query.attributes), {})
     recipients = report.audience.recipients
     every = set.intersection(*(set(r.attributes) for r in recipients)) if recipients else set()
     some = set().union(*(set(r.attributes) for r in recipients)) - every
+    if not each_recipient:  # an attribute some recipients have: those without it fail alone, at run time
+        return _Audience(frozenset(every | some), {})
     partial = {name: [r.ref for r in recipients if name not in r.attributes] for name in sorted(some)}
     return _Audience(frozenset(every), partial)
 
@@ -179,9 +181,15 @@ def _unknown_dataset(registry: Mapping[str, DatasetSpec]) -> str:
     return f"is not a dataset (known: {', '.join(sorted(registry)) or 'none'})"
 
 
-def check_report(report: ReportDefinition, registry: Mapping[str, DatasetSpec]) -> list[Problem]:
-    """Every problem that would make ``report`` fail at run time; empty when there is none."""
-    audience = _audience(report)
+def check_report(
+    report: ReportDefinition, registry: Mapping[str, DatasetSpec], *, each_recipient: bool = True
+) -> list[Problem]:
+    """Every problem that would make ``report`` fail at run time; empty when there is none.
+
+    ``each_recipient=False`` leaves out an attribute that only some inline recipients lack: what a run refuses up
+    front is what would fail every recipient, while ``bulletin reports validate`` names those recipients too.
+    """
+    audience = _audience(report, each_recipient=each_recipient)
     spec = registry.get(report.dataset)
     problems = [] if spec is not None else [Problem("dataset", report.dataset, _unknown_dataset(registry))]
     if spec is not None:

@@ -28,9 +28,11 @@ from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
 from bulletin import progress
+from bulletin.datasets import load_datasets
 from bulletin.errors import BulletinError, DefinitionError
 from bulletin.missed import Verdict, decide_report_run
 from bulletin.models import Delivery, Manifest, Recipient, RunStatus, run_status
+from bulletin.report_checks import check_report
 from bulletin.reports import ReportDefinition, get_report, resolve_parameters
 from bulletin.settings import Settings
 from bulletin.store import check_run_key, migrate, open_store, scheduled_run_key
@@ -306,8 +308,13 @@ def check_request(
     run_key: str | None = None,
 ) -> ReportDefinition:
     """The checks the flow makes before any work, for callers that want to refuse a bad request up front; the
-    report, loaded once for them."""
+    report, loaded once for them. A report that the dataset registry refuses fails here, once, naming its first
+    problem (``bulletin reports validate`` lists them all), not once per recipient at run time."""
     report = get_report(settings.reports_dir, report_id)
+    problems = check_report(report, load_datasets(settings.datasets_dir), each_recipient=False)
+    if problems:
+        more = f" (and {len(problems) - 1} more: see bulletin reports validate)" if len(problems) > 1 else ""
+        raise DefinitionError(f"report {report.id!r}: {problems[0]}{more}", field=problems[0].path)
     _formats(report.formats, formats)
     resolve_parameters(report, parameters or {}, datetime.now(UTC).date())
     if run_key:

@@ -123,6 +123,11 @@ def test_an_inline_audience_provides_what_every_recipient_has() -> None:
     assert partial == [
         "secure_filters.sales.0.value: '{{ recipient.team }}' names recipient.team, which recipient(s) rm-b do not have"
     ]
+    # A run refuses up front only what would fail every recipient: rm-b alone fails, at run time.
+    at_run = report(audience=INLINE, secure_filters={"sales": [region_filter(value="{{ recipient.team }}")]})
+    assert check_report(at_run, REGISTRY, each_recipient=False) == []
+    nobody = report(audience=INLINE, secure_filters={"sales": [region_filter(value="{{ recipient.tema }}")]})
+    assert len(check_report(nobody, REGISTRY, each_recipient=False)) == 1
 
 
 @pytest.mark.parametrize(

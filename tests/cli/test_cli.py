@@ -99,6 +99,18 @@ def test_reports_validate_checks_each_report_against_the_datasets(tmp_path: Path
     assert "ok " not in bad.stdout
 
 
+def test_run_refuses_a_report_the_registry_refuses_before_any_delivery(bulletin_env: Path, tmp_path: Path) -> None:
+    """The same checks as validate, at the door of a run: one line, nothing claimed or stored."""
+    daily = yaml.safe_load((PROJECT_ROOT / "deployments/reports/daily-account-orders.yaml").read_text())
+    daily["columns"][1] = "order_dat"
+    (tmp_path / "daily-account-orders.yaml").write_text(yaml.safe_dump(daily))
+    result = cli("run", "daily-account-orders", env={"BULLETIN_REPORTS_DIR": str(tmp_path)})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "columns.1: 'order_dat' is not a column" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not (bulletin_env / "bucket").exists() and not (bulletin_env / "manifests").exists()
+
+
 def test_keys_token_and_query_round_trip(bulletin_env: Path) -> None:
     generated = cli("keys", "generate")
     assert generated.returncode == 0, generated.stderr
