@@ -154,7 +154,7 @@ def _deliver(
         for ch in chosen.channels
         for fmt in plan.formats
     }
-    out = _Outcomes({pair: _earlier(c) for pair, c in claims.items() if not c.claimed})
+    out = _Outcomes({pair: _earlier(c, plan.run_id) for pair, c in claims.items() if not c.claimed})
     for ch in chosen.off:
         for fmt in plan.formats:
             out.add((fmt, ch), _turned_off(plan, services, recipient, (fmt, ch), chosen.reason or "turned off"))
@@ -220,9 +220,13 @@ def _fail(
         out.transient = out.transient or isinstance(exc, TransientError)
 
 
-def _earlier(c: ClaimResult) -> Artifact:
-    """The manifest entry for a delivery this run does not make: sent or skipped before, or being sent elsewhere."""
+def _earlier(c: ClaimResult, run_id: str) -> Artifact:
+    """The manifest entry for a delivery this attempt does not make: sent or skipped before, or being sent
+    elsewhere. What an earlier attempt of this same run sent (a retry after the email failed, say) is this run's
+    ``sent``: the run's manifest is the one place that says so."""
     row = c.row
+    if c.outcome is ClaimOutcome.ALREADY_SENT and row.run_id == run_id:
+        return _artifact_from_row(row, outcome="sent", note=None)
     outcome = {
         ClaimOutcome.ALREADY_SENT: "already_sent",
         ClaimOutcome.ALREADY_SKIPPED: "skipped",

@@ -13,8 +13,9 @@ Two ways, chosen per request:
   recorded, so the sender retries later. At shutdown, runs still waiting are marked Cancelled rather than left
   Pending forever, and running ones are waited for.
 
-Every call to Prefect from a request is bounded (``prefect_timeout`` per call, no client retries): Prefect's
-client would otherwise retry for half a minute and more while the sender waits. An unreachable Prefect is a
+Every call to Prefect from a request is bounded (``prefect_timeout`` in all, ``within``): Prefect's own client
+would otherwise retry for half a minute and more while the sender waits; ours tries again only while Prefect
+answers "busy" (5xx) or refuses the connection, and only within that time. An unreachable Prefect is a
 TransientError (503 with ``Retry-After``): the sender retries, and nothing has been remembered meanwhile.
 """
 
@@ -23,12 +24,13 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import httpx
@@ -48,6 +50,7 @@ from flows.deliver_report import deliver_report
 from flows.refresh import refresh_dependents
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: How long one call to the Prefect API may take while a sender waits (BULLETIN_API_PREFECT_TIMEOUT_SECONDS).
 PREFECT_TIMEOUT_SECONDS = 5.0
@@ -137,8 +140,7 @@ class FlowStarter:
     def prepare(self, target: Target, parameters: dict[str, Any]) -> Iterator[Prepared]:
         """Check and reserve, before the caller records the message: whatever fails here can be retried by the
         sender. The slot is given back if the caller does not ``start``."""
-        with bounded_prefect(self._prefect_timeout):
-            way = _find_way(target) if self._deployments else _here(target)
+        way = within(self._prefect_timeout, lambda: _find_way(target)) if self._deployments else _here(target)
         if isinstance(way, Flow):
             parameters = _validated(way, parameters)
             if self._closed or not self._slots.acquire(blocking=False):
@@ -153,8 +155,9 @@ class FlowStarter:
     def start(self, prepared: Prepared, *, idempotency_key: str, tags: Sequence[str]) -> UUID:
         """Create the run and return its id: through the deployment, or here in the pool."""
         try:
-            with bounded_prefect(self._prefect_timeout):
-                flow_run = _create(prepared, idempotency_key=idempotency_key, tags=tags)
+            flow_run = within(
+                self._prefect_timeout, lambda: _create(prepared, idempotency_key=idempotency_key, tags=tags)
+            )
         except (PrefectHTTPStatusError, httpx.HTTPError, OSError) as exc:
             raise _prefect_error(exc, prepared.target.deployment) from exc
         prepared.started = True
@@ -196,6 +199,37 @@ def bounded_prefect(timeout: float) -> Iterator[None]:
     backoff by default). Prefect's settings live in a context variable: only this thread's calls are affected."""
     with temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: 0, PREFECT_API_REQUEST_TIMEOUT: timeout}):
         yield
+
+
+#: Pauses between tries of a Prefect call that Prefect answered "busy" or whose connection it refused.
+BUSY_PAUSES = (0.25, 0.5, 1.0, 2.0)
+
+
+def within(budget: float, call: Callable[[], T]) -> T:
+    """``call`` (which makes its own Prefect client), tried again while Prefect answers 5xx or refuses the
+    connection, all within ``budget`` seconds. A SQLite-backed Prefect server answers 503 "database is locked"
+    under a burst: one more try a moment later starts the run, where failing at once would make every sender wait
+    for its own retry. A call that timed out is not tried again: the request may have been made.
+    """
+    deadline = time.monotonic() + budget
+    pauses = iter(BUSY_PAUSES)
+    while True:
+        with bounded_prefect(max(deadline - time.monotonic(), 0.1)):
+            try:
+                return call()
+            except (PrefectHTTPStatusError, httpx.ConnectError, BulletinError) as exc:
+                pause = next(pauses, BUSY_PAUSES[-1])
+                if not _busy(exc) or time.monotonic() + pause >= deadline:
+                    raise
+        time.sleep(pause)
+
+
+def _busy(exc: Exception) -> bool:
+    """Prefect said it could not do it now (5xx), or refused the connection: trying again may help."""
+    cause = exc.__cause__ if isinstance(exc, BulletinError) else exc
+    if isinstance(cause, PrefectHTTPStatusError):
+        return cause.response.status_code >= 500
+    return isinstance(cause, httpx.ConnectError)
 
 
 def _create(prepared: Prepared, *, idempotency_key: str, tags: Sequence[str]) -> FlowRun:
