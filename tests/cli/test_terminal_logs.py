@@ -73,6 +73,8 @@ def test_smtp_refused_is_one_line_per_recipient_and_the_details_are_in_the_run_l
     assert "ConnectionRefusedError" in output  # the table wraps the reason, so one unbroken word of it
     # Each recipient's S3 copy went into the local bucket: the email alone failed, so they are partial.
     assert "weekly-regional-sales: PARTIAL (0 delivered, 2 partial, 0 skipped, 0 failed)" in output
+    # Sent at the first attempt, before the email's retries: this run's own copy, not one "sent earlier".
+    assert output.count("s3 (sent): pdf xlsx") == 2 and "already sent" not in output, output
 
     logs = run_logs(output)  # each failed attempt and its reason, which the terminal leaves out
     assert "Retry 2/2" in logs and "ConnectionRefusedError" in logs
