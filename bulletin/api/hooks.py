@@ -33,6 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from bulletin.api.inbound import SCHEME_HEADERS, fold_headers, load_secrets, verify_request
+from bulletin.api.openapi import error_responses
 from bulletin.api.runs import PREFECT_TIMEOUT_SECONDS, FlowStarter, bounded_prefect, target_for
 from bulletin.errors import PayloadTooLargeError, RequestError, TransientError, TriggerNotConfiguredError
 from bulletin.store import Store
@@ -126,9 +127,25 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-@router.post("/v1/hooks/{trigger_id}", status_code=202)
+@router.post(
+    "/v1/hooks/{trigger_id}",
+    status_code=202,
+    summary="Receive a signed webhook and start its run",
+    responses={
+        200: {
+            "description": "Verified, but nothing started: a replayed message id, or the trigger's conditions did "
+            "not match (the reason is in the answer)."
+        },
+        202: {"description": "Verified and started: the Prefect flow run's id."},
+        **error_responses(401, 404, 503),
+    },
+)
 async def receive_hook(trigger_id: str, request: Request) -> JSONResponse:
-    """Verify, check and start: see the module docstring for the order and the answers."""
+    """A signed request from dbt Cloud, GitHub, Bulletin itself or any Standard Webhooks sender starts the
+    trigger's flow run. The signature is checked on the raw body before anything parses it (401 when it does not
+    verify); a replayed message id is acknowledged with 200 and starts nothing. 503 with `Retry-After` when the
+    trigger's secret is not configured (`trigger_not_configured`) or Prefect cannot be reached: retry later, the
+    message id has not been used up."""
     service: HookService = request.app.state.hooks
     trigger = get_trigger(service.triggers, trigger_id)
     body = await read_body(request, service.max_body_bytes)
