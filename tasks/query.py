@@ -21,7 +21,8 @@ from bulletin.datasets import ColumnSpec, DatasetSpec
 from bulletin.errors import DefinitionError, NotFoundError, QueryError, ScopeError
 from bulletin.models import Filter, FilterGroups, QuerySpec
 from tasks.tokens import TokenClaims
-from tasks.warehouse import CompiledQuery, StreamResult, Warehouse
+from tasks.warehouse import Warehouse
+from tasks.warehouse_base import CompiledQuery, StreamResult
 
 __all__ = [
     "CompiledQuery",

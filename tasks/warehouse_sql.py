@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from bulletin.errors import BulletinError, ConfigError, QueryError, TransientError
-from tasks.warehouse import CompiledQuery, StreamResult, bounded, first_line
+from tasks.warehouse_base import CompiledQuery, StreamResult, bounded, first_line
 
 _QUOTED = re.compile(r'"([A-Za-z_][A-Za-z0-9_]*)"')
 _ARROW_TYPES: dict[str, pa.DataType] = {

@@ -9,19 +9,12 @@ from __future__ import annotations
 import os
 import sys
 
-import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from bulletin.cli.root import app
 from bulletin.errors import BulletinError
 
-app = typer.Typer(
-    name="bulletin",
-    help="Scheduled, row-secure report delivery on Prefect 3.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
 err_console = Console(stderr=True)
 
 

@@ -14,8 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from bulletin import progress
-from bulletin.cli import app
 from bulletin.cli.options import environment, parse_params
+from bulletin.cli.root import app
 from bulletin.cli.terminal_logs import terminal_logs
 from bulletin.errors import BulletinError
 from bulletin.models import Manifest, RunStatus

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bulletin.cli import app
+from bulletin.cli.root import app
 from bulletin.errors import ConfigError, DefinitionError
 from bulletin.models import describe_scope
 from bulletin.settings import Settings

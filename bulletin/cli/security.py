@@ -12,8 +12,8 @@ from typing import Any
 
 import typer
 
-from bulletin.cli import app
 from bulletin.cli.options import parse_filter
+from bulletin.cli.root import app
 from bulletin.datasets import check_grant, load_datasets
 from bulletin.errors import ConfigError, RequestError
 from bulletin.models import QuerySpec

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from bulletin.cli import app
+from bulletin.cli.root import app
 from bulletin.settings import Settings
 from bulletin.supervisor.plan import DEFAULT_PREFECT_PORT, Part, make_plan
 
