@@ -84,9 +84,16 @@ class Run:
         assert self.services.store is not None
         return self.services.store
 
-    def deliver(self, recipient: Recipient, event_type: EventType = SCHEDULE, run_key: str = "prefs-1") -> Delivery:
-        """As the flow will: the run's preferences loaded once, carried by the plan."""
-        plan = replace(self.plan, run_key=run_key, channel_preferences=cp.load_run_preferences(self.store, event_type))
+    def deliver(
+        self,
+        recipient: Recipient,
+        event_type: EventType = SCHEDULE,
+        run_key: str = "prefs-1",
+        run_id: str | None = None,
+    ) -> Delivery:
+        """As the flow will: the run's preferences loaded once, carried by the plan. ``run_id``: another run's."""
+        preferences = cp.load_run_preferences(self.store, event_type)
+        plan = replace(self.plan, run_key=run_key, channel_preferences=preferences, run_id=run_id or self.plan.run_id)
         email = self.services.email_factory() if self.services.email_factory else None
         try:
             return deliver_recipient(plan, self.services, recipient, email)
@@ -182,7 +189,7 @@ def test_what_a_run_key_already_sent_stays_sent(run: Run) -> None:
     first = run.deliver(recipient("ana", "acme"))
     assert outcomes(first) == {"s3": "sent", "email": "sent"}
     configure(run.store, acme=[S3])
-    again = run.deliver(recipient("ana", "acme"))
+    again = run.deliver(recipient("ana", "acme"), run_id="prefs-second-run")  # another run with the same key
     assert outcomes(again) == {"s3": "already_sent", "email": "already_sent"}
     rows = list_deliveries(run.store, report_id="daily-account-orders", recipient="ana")
     assert {r.status for r in rows} == {LedgerStatus.SENT}
