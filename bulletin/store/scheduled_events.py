@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, and_, delete, insert, or_, select, update
 
 from bulletin.errors import ConfigError, NotFoundError, RequestError, StorageError
+from bulletin.store.base import aware, truncate_utf8
 from bulletin.store.db import Store
 from bulletin.store.scheduled_event_schema import (
     COMMENT_MAX,
@@ -38,13 +39,11 @@ from bulletin.store.scheduled_event_schema import (
     OrgSecret,
     RetryConf,
     ScheduledEvent,
-    aware,
     check_headers,
     event_body,
     logged_headers,
     scheduled_event_invocations,
     scheduled_events,
-    truncate_utf8,
 )
 from bulletin.store.scheduled_event_secrets import org_secret, rotate_org_secret
 from bulletin.store.webhook_schema import check_url

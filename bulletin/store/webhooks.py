@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, and_, insert, or_, select, update
 
 from bulletin.errors import ConfigError, NotFoundError, StorageError
+from bulletin.store.base import aware, truncate_utf8
 from bulletin.store.db import Store
 from bulletin.store.inbound import inbound_receipts, prune_inbound, record_inbound
 from bulletin.store.webhook_endpoints import (
@@ -50,12 +51,10 @@ from bulletin.store.webhook_schema import (
     Outcome,
     RecordedAttempt,
     Style,
-    aware,
     check_secret,
     check_url,
     event_body,
     generate_secret,
-    truncate_utf8,
     webhook_attempts,
     webhook_endpoints,
     webhook_messages,
