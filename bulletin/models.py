@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -17,6 +17,10 @@ IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
 IDENTIFIER_RE = re.compile(IDENTIFIER_PATTERN)
 Identifier = Annotated[str, StringConstraints(pattern=IDENTIFIER_PATTERN)]
 ColumnName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")]
+#: The output formats, spelt here only: report definitions, triggers, the API, manifests and the renderers
+#: import them, so a new format is added in one place (and a renderer) or nowhere.
+Format = Literal["pdf", "csv", "xlsx"]
+FORMATS: tuple[Format, ...] = get_args(Format)
 
 #: Filter operators. The names follow Vizzly's; the short aliases are accepted on input.
 Operator = Literal[
@@ -130,7 +134,7 @@ class Artifact(BaseModel):
 
     A ``failed`` file did not reach that channel: ``note`` says why, and ``uri`` is empty."""
 
-    format: Literal["pdf", "csv", "xlsx"]
+    format: Format
     uri: str
     sha256: str
     bytes: int

@@ -20,6 +20,7 @@ from bulletin.models import (
     ColumnName,
     Filter,
     FilterGroups,
+    Format,
     Identifier,
     OrderBy,
     Recipient,
@@ -29,7 +30,6 @@ from bulletin.report_checks import check_report
 from bulletin.schedules import check_cron, check_timezone, preset_to_cron
 from bulletin.templating import TemplateError, is_template, render_value, resolve_date
 
-Format = Literal["pdf", "csv", "xlsx"]
 #: ``s3``: the bucket (S3 when configured, else the local bucket folder); ``email``: SMTP, else the outbox folder.
 Channel = Literal["s3", "email"]
 

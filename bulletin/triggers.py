@@ -22,12 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from bulletin.definitions import load_definition
 from bulletin.errors import NotFoundError, RequestError
-from bulletin.models import IDENTIFIER_RE, Identifier
+from bulletin.models import IDENTIFIER_RE, Format, Identifier
 from bulletin.templating import TemplateError, is_template, render_value
 
 Scheme = Literal["standard-webhooks", "dbt-cloud", "github", "jwt-es256"]
 Operator = Literal["==", "!=", "in", "not_in", "exists"]
-Format = Literal["pdf", "csv", "xlsx"]
 #: Flows a trigger may start by name without a deployment. The API maps each to its flow object.
 FlowName = Literal["refresh"]
 

@@ -13,19 +13,15 @@ runner that ran this flow.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger
 
+from bulletin.clock import utc_now
 from bulletin.settings import Settings
 from bulletin.store import migrate, open_store
 from tasks.scheduled_event_runs import schedule_follow_ups
 from tasks.scheduled_events import deliver_due_events_task
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @flow(name="deliver-scheduled-events", log_prints=False, persist_result=False)
@@ -34,8 +30,8 @@ def deliver_scheduled_events(event_ids: list[str] | None = None, limit: int = 20
     settings = Settings()
     with open_store(settings.database) as store:
         migrate(store)
-        summary = deliver_due_events_task(store, settings, _utc_now, limit, event_ids)
-        scheduled = schedule_follow_ups(store, summary.follow_ups, _utc_now())
+        summary = deliver_due_events_task(store, settings, utc_now, limit, event_ids)
+        scheduled = schedule_follow_ups(store, summary.follow_ups, utc_now())
     counts = summary.as_dict()
     get_run_logger().info(
         "scheduled events: %d delivered, %d retrying, %d error, %d dead, %d busy",

@@ -9,18 +9,14 @@ deliver-report only enqueues (and tries each message once, briefly) through ``ta
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger
 
+from bulletin.clock import utc_now
 from bulletin.settings import Settings
 from bulletin.store import migrate, open_store
 from tasks.webhooks import dispatch_due
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @flow(name="deliver-webhooks", log_prints=False, persist_result=False)
@@ -29,7 +25,7 @@ def deliver_webhooks(limit: int = 500) -> dict[str, Any]:
     settings = Settings()
     with open_store(settings.database) as store:
         migrate(store)
-        summary = dispatch_due(store, settings, now=_utc_now, rng=random.SystemRandom(), limit=limit)
+        summary = dispatch_due(store, settings, now=utc_now, rng=random.SystemRandom(), limit=limit)
     counts = summary.as_dict()
     get_run_logger().info(
         "webhooks: %d attempted, %d delivered, %d retrying, %d failed",

@@ -30,6 +30,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime.task_run import get_run_count
 
+from bulletin.clock import Clock
 from bulletin.errors import BulletinError, TransientError
 from bulletin.models import (
     Artifact,
@@ -60,7 +61,7 @@ from tasks.preferences import recipient_channels
 from tasks.query import run_aggregate, run_query
 from tasks.render import EXTENSIONS, open_writer
 from tasks.render.base import ChartData, RenderContext
-from tasks.services import Clock, DeliveryServices, ServicesSpec, services_for
+from tasks.services import DeliveryServices, ServicesSpec, services_for
 from tasks.spread import RETRY_DELAYS, Sink, Source, worker_queues
 from tasks.storage import StoredObject, sha256_file
 from tasks.tokens import TokenClaims, mint_token, verify_token

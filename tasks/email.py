@@ -19,6 +19,7 @@ from datetime import datetime
 
 from jinja2 import TemplateError
 
+from bulletin.clock import require_aware
 from bulletin.email_templates import TemplateKind, compile_template
 from bulletin.errors import DefinitionError
 from bulletin.models import Recipient
@@ -175,8 +176,7 @@ def human_size(size: int) -> str:
 
 
 def _when(moment: datetime) -> str:
-    if moment.tzinfo is None:
-        raise DefinitionError("email dates must be timezone-aware", field="generated_at")
+    require_aware(moment, "email dates", field="generated_at", error=DefinitionError)
     return f"{moment:%Y-%m-%d %H:%M} {moment.tzname() or moment.strftime('%z')}"
 
 

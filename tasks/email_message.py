@@ -26,6 +26,7 @@ from pathlib import Path
 from markupsafe import escape
 from PIL import Image, ImageDraw, ImageFont
 
+from bulletin.clock import require_aware
 from bulletin.errors import DefinitionError, StorageError
 from bulletin.models import Recipient
 from tasks.render.base import ChartData
@@ -300,8 +301,7 @@ def build_message(
     subject = check_header_value(subject.strip())
     if not _DOMAIN_RE.match(message_id_domain):
         raise UnsafeEmailError(f"unsafe Message-ID domain {message_id_domain!r}", field="message_id_domain")
-    if date.tzinfo is None:
-        raise DefinitionError("the message date must be timezone-aware", field="date")
+    require_aware(date, "the message date", field="date", error=DefinitionError)
     types = [_split_content_type(a.content_type) for a in attachments]
     names = [safe_filename(a.filename) for a in attachments]
     links = [check_link(link) for link in links]

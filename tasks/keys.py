@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import AwareDatetime, BaseModel, ConfigDict, StringConstraints, ValidationError
 
+from bulletin.clock import require_aware
 from bulletin.errors import ConfigError, TransientError
 
 if TYPE_CHECKING:
@@ -79,13 +80,6 @@ class _KeySetDoc(BaseModel):
     version: Literal[1] = 1
     active_kid: Kid
     keys: list[_KeyDoc]
-
-
-def require_aware(now: datetime) -> datetime:
-    """The clock value itself, refused when naive: token times are UTC instants."""
-    if now.tzinfo is None or now.utcoffset() is None:
-        raise ConfigError("the clock passed in must be timezone-aware")
-    return now
 
 
 def generate_key(keyset: KeySet | None, *, now: datetime) -> KeySet:

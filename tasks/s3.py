@@ -13,9 +13,8 @@ import itertools
 import logging
 import re
 import unicodedata
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -32,6 +31,7 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from bulletin.clock import Clock, utc_now
 from bulletin.errors import BulletinError, ConfigError, DefinitionError, StorageError, TransientError
 from bulletin.settings import Settings
 from tasks.storage import StoredObject, check_key, conflict_key, sha256_file
@@ -369,17 +369,13 @@ class S3Destination:
             )
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 def presign_download(
     client: S3Client,
     uri: str,
     *,
     expires_seconds: int,
     content_disposition: str | None = None,
-    clock: Callable[[], datetime] = _utc_now,
+    clock: Clock = utc_now,
 ) -> PresignedLink:
     """A SigV4 presigned GET link to ``uri``, valid for ``expires_seconds`` clamped to 1 s .. 7 days.
 

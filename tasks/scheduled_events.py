@@ -20,7 +20,7 @@ credentials) and the signature never reach a log; invocation logs keep the heade
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -30,6 +30,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from bulletin.clock import Clock
 from bulletin.errors import BulletinError, ConfigError
 from bulletin.settings import Settings
 from bulletin.store.db import Store
@@ -48,7 +49,6 @@ from tasks.webhook_signing import standard_headers
 
 logger = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
 #: A claim outlasts the request (at most 30 s) and the write that records it.
 LEASE_MARGIN_SECONDS = 60.0
 PASS_LIMIT_MAX = 10_000

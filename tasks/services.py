@@ -14,17 +14,15 @@ import threading
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
+from bulletin.clock import Clock, utc_now
 from bulletin.datasets import DatasetSpec, load_datasets
 from bulletin.settings import Settings
 from bulletin.store import Store, open_store
 from tasks.channels import BucketChannel, EmailChannel, make_destination
 from tasks.keys import KeySet, load_keyset
 from tasks.query import Warehouse
-
-Clock = Callable[[], datetime]
 
 #: A run has lanes in worker processes only when it has at least this many recipients. A worker process costs
 #: 3-5 s to start on 2 cores (it imports Prefect and Bulletin) and about 300 MB: at 200 recipients it saved nothing,
@@ -50,10 +48,6 @@ class DeliveryServices:
     email_factory: Callable[[], EmailChannel] | None = None
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 def open_services(
     settings: Settings, stack: ExitStack, *, workdir: Path, dry_run: bool, keyset: KeySet | None = None
 ) -> DeliveryServices:
@@ -66,7 +60,7 @@ def open_services(
         warehouse=warehouse,
         bucket=BucketChannel(make_destination(settings), link_seconds=settings.link_expiry_seconds),
         store=store,
-        clock=_utc_now,
+        clock=utc_now,
         workdir=workdir,
         email_factory=lambda: EmailChannel.from_settings(settings),
     )

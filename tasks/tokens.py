@@ -21,6 +21,7 @@ from typing import Any, Literal
 import jwt
 from pydantic import TypeAdapter, ValidationError
 
+from bulletin.clock import require_aware
 from bulletin.errors import ConfigError, DefinitionError, TokenError
 from bulletin.models import Filter, FilterGroups, Identifier, normalise_filters
 
@@ -34,7 +35,6 @@ from tasks.keys import (
     keyset_to_json,
     load_keyset,
     public_jwks,
-    require_aware,
     retire_key,
     save_keyset,
 )

@@ -18,13 +18,14 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from bulletin.clock import Clock
 from bulletin.errors import BulletinError, ConfigError, NotFoundError
 from bulletin.settings import Settings
 from bulletin.store.db import Store
@@ -47,7 +48,6 @@ from tasks.webhook_signing import standard_headers
 
 logger = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
 #: A claim must outlast the request and the write that records it (which may queue behind other writers).
 LEASE_MARGIN_SECONDS = 90.0
 DISPATCH_LIMIT_MAX = 10_000

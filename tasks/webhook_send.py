@@ -24,6 +24,7 @@ from typing import Literal
 
 import httpx
 
+from bulletin.clock import require_aware
 from bulletin.errors import ConfigError, TransientError, UnsafeTargetError
 from tasks.ssrf import Resolver, check_url, default_resolve, pinned_transport
 from tasks.webhook_signing import dbt_signature
@@ -83,8 +84,7 @@ def parse_retry_after(value: str | None, *, now: datetime, max_seconds: float = 
 
     ``None`` when absent or unreadable: a malformed header is ignored, not trusted.
     """
-    if now.tzinfo is None or now.utcoffset() is None:
-        raise ConfigError("the clock passed in must be timezone-aware")
+    require_aware(now)
     if not math.isfinite(max_seconds) or max_seconds < 0:
         raise ConfigError("the Retry-After cap must be a non-negative number of seconds")
     text = (value or "").strip()

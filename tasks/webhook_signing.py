@@ -27,6 +27,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from bulletin.clock import require_aware
 from bulletin.errors import ConfigError, RequestError, SignatureError
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the Standard Webhooks secret prefix, not a secret
@@ -165,7 +166,7 @@ def verify_standard(
     Accepted when ANY ``v1`` signature in the header matches ANY of ``secrets`` (several while one rotates) and the
     timestamp is within ``tolerance_seconds`` of ``now`` either way.
     """
-    _aware(now)
+    require_aware(now)
     if isinstance(tolerance_seconds, bool) or not 0 < tolerance_seconds <= MAX_TOLERANCE_SECONDS:
         raise ConfigError(f"webhook timestamp tolerance must be 1-{MAX_TOLERANCE_SECONDS} seconds")
     keys = _keys(secrets)
@@ -289,7 +290,7 @@ def verify_jwt_es256(
     replays for ``max_age_seconds``), and ``exp`` or ``iat`` is required and checked against ``now``. A token with
     an ``aud`` is refused unless ``audience`` is given and matches (PyJWT's rule, kept on purpose).
     """
-    _aware(now)
+    require_aware(now)
     if isinstance(max_age_seconds, bool) or not 0 < max_age_seconds <= MAX_JWT_AGE_SECONDS:
         raise ConfigError(f"token max age must be 1-{MAX_JWT_AGE_SECONDS} seconds")
     if isinstance(public_keys_pem, str | bytes) or not public_keys_pem:
@@ -352,8 +353,3 @@ def verify_jwt_es256(
         _check_times(claims, now, max_age_seconds)
         return claims
     raise SignatureError("token signature does not verify with any configured key")
-
-
-def _aware(now: datetime) -> None:
-    if now.tzinfo is None or now.utcoffset() is None:
-        raise ConfigError("the clock passed in must be timezone-aware")

@@ -13,11 +13,11 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from prefect.events import emit_event
 
+from bulletin.clock import Clock, utc_now
 from bulletin.errors import BulletinError
 from bulletin.models import Artifact, Manifest
 from bulletin.settings import Settings
@@ -59,17 +59,13 @@ FIRST_ATTEMPT_SECONDS = 10.0
 FIRST_ATTEMPT_MAX = 1_000
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 def publish_run_events(
     settings: Settings,
     store: Store,
     manifest: Manifest,
     *,
     links: LinkMaker | None = None,
-    now: Callable[[], datetime] = _utc_now,
+    now: Clock = utc_now,
     emit: Callable[..., Any] = emit_event,
     rng: random.Random | None = None,
     first_attempt: bool = True,
@@ -110,7 +106,7 @@ def send_now(
     store: Store,
     message_ids: list[str],
     *,
-    now: Callable[[], datetime] = _utc_now,
+    now: Clock = utc_now,
     rng: random.Random | None = None,
     deadline_seconds: float = FIRST_ATTEMPT_SECONDS,
 ) -> DispatchSummary:

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -36,6 +35,7 @@ from bulletin.api.query import QueryEngine
 from bulletin.api.query import router as query_router
 from bulletin.api.runs import FlowStarter, bounded_prefect, check_targets
 from bulletin.api.triggers import router as triggers_router
+from bulletin.clock import Clock, utc_now
 from bulletin.errors import BulletinError
 from bulletin.settings import Settings
 from bulletin.store import Store, migrate, open_store
@@ -104,9 +104,7 @@ def _prefect_ready(timeout: float) -> None:
         raise problem
 
 
-def create_app(
-    settings: Settings | None = None, *, clock: Callable[[], datetime] | None = None, deployments: bool = True
-) -> FastAPI:
+def create_app(settings: Settings | None = None, *, clock: Clock | None = None, deployments: bool = True) -> FastAPI:
     """The app. Triggers are loaded and checked now, so a wrong trigger file stops ``bulletin serve`` at once;
     the state store is opened and migrated, and the run starter made, when the app starts (its lifespan).
     ``deployments=False`` runs every triggered run in this process (``FlowStarter``), never through a deployment."""
@@ -126,7 +124,7 @@ def create_app(
                 triggers=triggers,
                 store=store,
                 starter=starter,
-                clock=clock or (lambda: datetime.now(UTC)),
+                clock=clock or utc_now,
                 max_body_bytes=settings.api_max_body_bytes,
                 prefect_timeout=settings.api_prefect_timeout_seconds,
             )
@@ -171,7 +169,7 @@ def create_app(
     for kind in (BulletinError, RequestValidationError, StarletteHTTPException, ValidationError, Exception):
         app.add_exception_handler(kind, error_response)
     app.state.settings = settings
-    app.state.clock = clock or (lambda: datetime.now(UTC))
+    app.state.clock = clock or utc_now
     app.include_router(router)
     for api in (query_router, endpoints_router, triggers_router):
         app.include_router(api)

@@ -11,14 +11,14 @@ Scoping is the routes' job: an object of another organisation must answer 404 ex
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
+from bulletin.clock import Clock, utc_now
 from bulletin.errors import ForbiddenError, NotFoundError, RequestError, UnauthorizedError
 from bulletin.store import Store
 from bulletin.store.api_keys import authenticate
@@ -77,8 +77,7 @@ async def principal(
     """FastAPI dependency: the caller's ``Principal``, or 401. Also left on ``request.state`` for the access log."""
     key = presented_key(request)
     store: Store = request.app.state.store
-    clock: Callable[[], datetime] = getattr(request.app.state, "clock", None) or (lambda: datetime.now(UTC))
-    found = await run_in_threadpool(authenticate, store, key, now=clock())
+    found = await run_in_threadpool(authenticate, store, key, now=request_now(request))
     if found is None:
         raise UnauthorizedError(
             "the API key is not valid (unknown or revoked)", challenge=CHALLENGE + ', error="invalid_token"'
@@ -107,3 +106,9 @@ def not_found_unless_own(p: Principal, owner: str | None, message: str, field: s
     object gets, so the two answers are the same and a key cannot tell them apart."""
     if owner is None or owner != p.org:
         raise NotFoundError(message, field=field)
+
+
+def request_now(request: Request) -> datetime:
+    """Now, by the app's clock (``create_app(clock=...)``: tests pin it), or the real one for an app without."""
+    clock: Clock | None = getattr(request.app.state, "clock", None)
+    return (clock or utc_now)()

@@ -12,16 +12,16 @@ handlers never call out.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from bulletin.api.auth import Principal, not_found_unless_own, principal, require_admin
+from bulletin.api.auth import Principal, not_found_unless_own, principal, request_now, require_admin
 from bulletin.api.openapi import error_responses
 from bulletin.errors import ConfigError, RequestError
 from bulletin.settings import Settings
@@ -133,11 +133,6 @@ def _store(request: Request) -> Store:
     return store
 
 
-def _now(request: Request) -> datetime:
-    clock: Callable[[], datetime] | None = getattr(request.app.state, "clock", None)
-    return clock() if clock is not None else datetime.now(UTC)
-
-
 @contextmanager
 def _bad_input() -> Iterator[None]:
     """The store refuses bad values with ConfigError (exit 2 on the CLI); over HTTP that is the caller's 400."""
@@ -185,7 +180,7 @@ async def create_endpoint(
                 style=body.style,
                 description=body.description,
                 org=p.org,
-                now=_now(request),
+                now=request_now(request),
             )
 
     endpoint, secret = await run_in_threadpool(add)
@@ -233,7 +228,7 @@ async def rotate_endpoint_secret(
     def rotate() -> tuple[wh.Endpoint, str]:
         _own_endpoint(_store(request), p, endpoint_id)
         with _bad_input():
-            return wh.rotate_secret(_store(request), endpoint_id, grace_seconds=grace, now=_now(request))
+            return wh.rotate_secret(_store(request), endpoint_id, grace_seconds=grace, now=request_now(request))
 
     endpoint, secret = await run_in_threadpool(rotate)
     return EndpointWithSecret(**EndpointOut.of(endpoint).model_dump(), secret=secret)
@@ -292,6 +287,6 @@ async def redeliver_message(
     def requeue() -> wh.Message:
         _own_message(_store(request), p, message_id)
         with _bad_input():
-            return wh.redeliver(_store(request), message_id, now=_now(request))
+            return wh.redeliver(_store(request), message_id, now=request_now(request))
 
     return MessageOut.of(await run_in_threadpool(requeue))

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -35,6 +34,7 @@ from starlette.requests import ClientDisconnect
 from bulletin.api.inbound import SCHEME_HEADERS, fold_headers, load_secrets, verify_request
 from bulletin.api.openapi import error_responses
 from bulletin.api.runs import PREFECT_TIMEOUT_SECONDS, FlowStarter, bounded_prefect, target_for
+from bulletin.clock import Clock
 from bulletin.errors import PayloadTooLargeError, RequestError, TransientError, TriggerNotConfiguredError
 from bulletin.store import Store
 from bulletin.store.inbound import forget_inbound, record_inbound
@@ -56,7 +56,7 @@ class HookService:
     triggers: dict[str, Trigger]
     store: Store
     starter: FlowStarter
-    clock: Callable[[], datetime]
+    clock: Clock
     max_body_bytes: int
     secrets: Callable[[Trigger], list[str]] = field(default=load_secrets)
     prefect_timeout: float = PREFECT_TIMEOUT_SECONDS

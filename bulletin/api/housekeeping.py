@@ -44,6 +44,7 @@ from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_URL
 
+from bulletin.clock import Clock
 from bulletin.errors import BulletinError
 from bulletin.store import Store
 from bulletin.store.scheduled_events import due_events
@@ -95,7 +96,7 @@ class Housekeeper:
         self,
         store: Store,
         *,
-        clock: Callable[[], datetime],
+        clock: Clock,
         interval: float = INTERVAL_SECONDS,
         chores: tuple[Chore, ...] = CHORES,
     ) -> None:

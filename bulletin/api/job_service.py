@@ -32,6 +32,7 @@ from bulletin.api.file_links import FileLink, derive_secret, link_expiry, sign_l
 from bulletin.api.job_status import FINISHED, JobStatus, job_status
 from bulletin.api.query import QueryEngine
 from bulletin.api.runs import FlowStarter, Target
+from bulletin.clock import Clock
 from bulletin.errors import (
     BulletinError,
     ConflictError,
@@ -108,7 +109,7 @@ class JobService:
     settings: Settings
     starter: FlowStarter
     engine: QueryEngine
-    clock: Callable[[], datetime]
+    clock: Clock
 
     # --- submit -----------------------------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ Any key of the organisation may submit and read jobs (a job delivers only to the
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,14 +29,13 @@ from bulletin.api.auth import Principal, principal, require_admin
 from bulletin.api.job_service import JobService
 from bulletin.api.job_status import JobStatus
 from bulletin.api.paging import encode_page_token, read_page_token
-from bulletin.models import Manifest
+from bulletin.models import FORMATS, Format, Manifest
 from bulletin.store.jobs import JOB_ID_MAX
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 RECIPIENTS_MAX = 1_000
-Format = Literal["pdf", "csv", "xlsx"]
 Scalar = str | int | float | bool
 
 
@@ -57,7 +56,7 @@ class JobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     report_id: str = Field(min_length=1, max_length=128, description="A report of deployments/reports/.")
-    formats: list[Format] = Field(min_length=1, max_length=3, description="Some of the report's formats.")
+    formats: list[Format] = Field(min_length=1, max_length=len(FORMATS), description="Some of the report's formats.")
     recipients: list[str] | None = Field(
         default=None,
         min_length=1,
@@ -155,7 +154,7 @@ async def download_job_output(
     job_id: str,
     request: Request,
     who: Principal = Depends(principal),
-    format: Format = Query(description="pdf, csv or xlsx"),
+    format: Format = Query(description=f"{', '.join(FORMATS[:-1])} or {FORMATS[-1]}"),
     recipient: str = Query(min_length=1, max_length=200, description="The recipient's ref."),
 ) -> dict[str, Any]:
     """A time-limited link to one file of the finished job."""

@@ -19,15 +19,13 @@ effective preference keeps (tasks/preferences.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from bulletin.api.auth import Principal, principal, require_admin
+from bulletin.api.auth import Principal, principal, request_now, require_admin
 from bulletin.api.openapi import error_responses
 from bulletin.errors import ForbiddenError, RequestError
 from bulletin.store import Store
@@ -132,11 +130,6 @@ def _out(prefs: cp.Preferences) -> list[PreferenceOut]:
     return [PreferenceOut(event_type=e, channels=list(c)) for e, c in prefs.items()]
 
 
-def _now(request: Request) -> datetime:
-    clock: Callable[[], datetime] | None = getattr(request.app.state, "clock", None)
-    return clock() if clock is not None else datetime.now(UTC)
-
-
 def _changes(body: ConfigureIn) -> list[cp.OrgChange]:
     changes = []
     for i, entry in enumerate(body.org_preferences or []):
@@ -173,7 +166,7 @@ async def configure_channels(body: ConfigureIn, request: Request, p: Principal =
             orgs=changes,
             only_org=None if p.cluster_admin else p.org,
             updated_by=p.key_id,
-            now=_now(request),
+            now=request_now(request),
         )
     )
     return Response(status_code=204)

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from datetime import time as time_of_day
 from decimal import Decimal
 from typing import Any, Literal, TypeVar
@@ -37,6 +37,7 @@ from fastapi.security import HTTPBearer
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from bulletin.api.auth import request_now
 from bulletin.api.openapi import error_responses
 from bulletin.datasets import DatasetSpec, load_datasets
 from bulletin.errors import (
@@ -292,7 +293,6 @@ async def query(request: Request, spec: QuerySpec, token: str = Depends(data_tok
         raise QueryError(f"limit is at most {cap}", field="limit")
     fmt = choose_format(request.headers.get("accept"))
     spec = spec.model_copy(update={"limit": spec.limit or cap})
-    clock: Callable[[], datetime] = getattr(request.app.state, "clock", None) or (lambda: datetime.now(UTC))
-    chunks = await run_in_threadpool(_prepare, engine, token, spec, fmt, clock())
+    chunks = await run_in_threadpool(_prepare, engine, token, spec, fmt, request_now(request))
     media = "text/csv; charset=utf-8" if fmt == "csv" else "application/json"
     return StreamingResponse(chunks, media_type=media, headers={"cache-control": "no-store"})

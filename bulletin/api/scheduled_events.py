@@ -20,7 +20,6 @@ answers 404 exactly as a missing one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -33,6 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from bulletin.api.auth import Principal, principal, require_admin
 from bulletin.api.paging import encode_page_token, read_page_token
 from bulletin.api.scheduled_runs import ScheduledRunner
+from bulletin.clock import Clock
 from bulletin.errors import BulletinError, RequestError, UnsafeTargetError
 from bulletin.settings import Settings
 from bulletin.store import Store
@@ -183,10 +183,10 @@ class ScheduledEventService:
     store: Store
     settings: Settings
     runner: ScheduledRunner
-    clock: Callable[[], datetime]
+    clock: Clock
 
     @classmethod
-    def start(cls, settings: Settings, store: Store, clock: Callable[[], datetime]) -> ScheduledEventService:
+    def start(cls, settings: Settings, store: Store, clock: Clock) -> ScheduledEventService:
         runner = ScheduledRunner(store, clock=clock, sweep_seconds=settings.scheduled_events_sweep_seconds)
         runner.start()
         return cls(store=store, settings=settings, runner=runner, clock=clock)

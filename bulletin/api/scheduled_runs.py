@@ -22,9 +22,8 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -33,6 +32,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.flow_engine import run_flow
 from prefect.states import Cancelled, Scheduled
 
+from bulletin.clock import Clock, utc_now
 from bulletin.errors import BulletinError, TransientError
 from bulletin.store import Store
 from bulletin.store.scheduled_events import due_events, set_flow_run
@@ -57,12 +57,12 @@ class ScheduledRunner:
         self,
         store: Store,
         *,
-        clock: Callable[[], datetime] | None = None,
+        clock: Clock | None = None,
         sweep_seconds: float = 60.0,
         max_workers: int = 2,
     ) -> None:
         self._store = store
-        self._clock = clock or (lambda: datetime.now(UTC))
+        self._clock = clock or utc_now
         self._sweep_seconds = sweep_seconds
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="bulletin-scheduled-event")
         self._cond = threading.Condition()

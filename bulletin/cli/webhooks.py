@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Column, Table
 
+from bulletin.clock import utc_now
 from bulletin.errors import ConfigError
 from bulletin.settings import Settings
 from bulletin.store import Store, migrate, open_store
@@ -53,10 +53,6 @@ def _table(*headers: str) -> Table:
     return Table(*(Column(header, overflow="fold") for header in headers))
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 @contextmanager
 def _store(settings: Settings) -> Iterator[Store]:
     with open_store(settings.database) as store:
@@ -84,7 +80,7 @@ def webhooks_add(
     )
     with _store(settings) as store:
         endpoint, shown = add_endpoint(
-            store, url=url, event_types=events, secret=secret, style=style, description=description, now=_now()
+            store, url=url, event_types=events, secret=secret, style=style, description=description, now=utc_now()
         )
     typer.echo(f"id: {endpoint.id}")
     typer.echo(f"secret: {shown}")
@@ -128,7 +124,7 @@ def webhooks_rotate_secret(
     settings = Settings()
     seconds = settings.webhook_secret_grace_seconds if grace is None else grace
     with _store(settings) as store:
-        endpoint, shown = rotate_secret(store, endpoint_id, grace_seconds=seconds, now=_now(), secret=secret)
+        endpoint, shown = rotate_secret(store, endpoint_id, grace_seconds=seconds, now=utc_now(), secret=secret)
     typer.echo(f"secret: {shown}")
     until = endpoint.previous_secret_expires_at
     note = f"the old secret also signs until {until:%Y-%m-%d %H:%M:%S} UTC" if until else "the old secret is retired"
@@ -139,7 +135,7 @@ def webhooks_rotate_secret(
 def webhooks_enable(endpoint_id: str = typer.Argument(..., help="The endpoint id (ep_...).")) -> None:
     """Enable a disabled endpoint (failed messages stay failed: redeliver them)."""
     with _store(Settings()) as store:
-        enable_endpoint(store, endpoint_id, now=_now())
+        enable_endpoint(store, endpoint_id, now=utc_now())
     typer.echo(f"enabled {endpoint_id}")
 
 
@@ -150,7 +146,7 @@ def webhooks_disable(
 ) -> None:
     """Disable an endpoint: nothing more is sent to it and its pending messages fail."""
     with _store(Settings()) as store:
-        changed = disable_endpoint(store, endpoint_id, reason=reason, now=_now())
+        changed = disable_endpoint(store, endpoint_id, reason=reason, now=utc_now())
     typer.echo(f"disabled {endpoint_id}" if changed else f"{endpoint_id} was already disabled")
 
 
@@ -164,7 +160,7 @@ def webhooks_test(endpoint_id: str = typer.Argument(..., help="The endpoint id (
         if not get_endpoint(store, endpoint_id).enabled:
             raise ConfigError(f"endpoint {endpoint_id} is disabled: `bulletin webhooks enable {endpoint_id}` first")
         event_type, data = ping_event(endpoint_id)
-        queued = enqueue(store, event_type=event_type, payload=data, now=_now(), endpoint_ids=[endpoint_id])
+        queued = enqueue(store, event_type=event_type, payload=data, now=utc_now(), endpoint_ids=[endpoint_id])
         if not queued:  # disabled between the check and the enqueue
             raise ConfigError(f"endpoint {endpoint_id} is disabled")
         _attempt_now(settings, store, queued[0])
@@ -175,7 +171,7 @@ def webhooks_redeliver(message_id: str = typer.Argument(..., help="The message i
     """Queue a failed (or delivered) message again and attempt it now; its retries start over if that fails."""
     settings = Settings()
     with _store(settings) as store:
-        message = redeliver(store, message_id, now=_now())
+        message = redeliver(store, message_id, now=utc_now())
         _attempt_now(settings, store, message)
 
 

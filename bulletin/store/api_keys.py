@@ -40,9 +40,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from bulletin.errors import ConfigError, NotFoundError
 from bulletin.models import IDENTIFIER_RE
-from bulletin.store.db import Store, UTCDateTime
-from bulletin.store.ledger import metadata
-from bulletin.store.webhook_schema import aware
+from bulletin.store.base import UTCDateTime, aware, metadata
+from bulletin.store.db import Store
 
 KEY_PREFIX = "bk_"
 #: Characters of the key kept for display: ``bk_`` and 8 of its random characters (48 of its 256 bits).

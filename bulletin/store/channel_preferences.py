@@ -29,9 +29,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from bulletin.errors import NotFoundError, RequestError
 from bulletin.store.api_keys import organisations
-from bulletin.store.db import Store, UTCDateTime
-from bulletin.store.ledger import metadata
-from bulletin.store.webhook_schema import aware
+from bulletin.store.base import UTCDateTime, aware, metadata
+from bulletin.store.db import Store
 
 
 class EventType(StrEnum):

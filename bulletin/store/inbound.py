@@ -16,9 +16,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bulletin.errors import ConfigError
-from bulletin.store.db import Store, UTCDateTime
-from bulletin.store.ledger import metadata
-from bulletin.store.webhook_schema import aware
+from bulletin.store.base import UTCDateTime, aware, metadata
+from bulletin.store.db import Store
 
 SOURCE_MAX = 128
 MESSAGE_ID_MAX = 256

@@ -16,7 +16,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -38,8 +38,8 @@ from sqlalchemy import (
 )
 
 from bulletin.errors import ConfigError, ConflictError, NotFoundError, StorageError
-from bulletin.store.db import Store, UTCDateTime
-from bulletin.store.ledger import metadata
+from bulletin.store.base import UTCDateTime, aware, metadata
+from bulletin.store.db import Store
 
 JOB_ID_MAX = 64
 ERROR_MAX = 2_000
@@ -103,7 +103,7 @@ def create_job(
 ) -> tuple[Job, bool]:
     """Record a job; ``(job, True)`` when made now, ``(existing, False)`` when ``job_id`` names one with the same
     request. The same ``job_id`` with another request is a ConflictError."""
-    now = _aware(now)
+    now = aware(now)
     internal = uuid.uuid4().hex
     digest = request_digest(request)
     public_id = job_id or f"job_{internal}"
@@ -149,13 +149,13 @@ def _same_or_conflict(store: Store, org: str, job_id: str, digest: str) -> Job |
 
 def set_flow_run(store: Store, job: Job, flow_run_id: str, *, now: datetime) -> Job:
     with store.write() as conn:
-        conn.execute(update(jobs).where(jobs.c.id == job.id).values(flow_run_id=flow_run_id, updated_at=_aware(now)))
+        conn.execute(update(jobs).where(jobs.c.id == job.id).values(flow_run_id=flow_run_id, updated_at=aware(now)))
         return _job(conn, job.org, job.job_id)
 
 
 def set_error(store: Store, job: Job, error: str, *, now: datetime) -> None:
     with store.write() as conn:
-        conn.execute(update(jobs).where(jobs.c.id == job.id).values(error=error[:ERROR_MAX], updated_at=_aware(now)))
+        conn.execute(update(jobs).where(jobs.c.id == job.id).values(error=error[:ERROR_MAX], updated_at=aware(now)))
 
 
 def delete_job(store: Store, job: Job) -> None:
@@ -192,7 +192,7 @@ def list_jobs(
     if job_ids is not None:
         query = query.where(c.job_id.in_(list(job_ids)))
     if after is not None:
-        created, last = _aware(after[0]), after[1]
+        created, last = aware(after[0]), after[1]
         query = query.where(or_(c.created_at < created, and_(c.created_at == created, c.job_id < last)))
     query = query.order_by(c.created_at.desc(), c.job_id.desc()).limit(limit)
     with store.read() as conn:
@@ -217,9 +217,3 @@ def _job(conn: Connection, org: str, job_id: str) -> Job:
     if found is None:
         raise not_found(job_id)
     return found
-
-
-def _aware(value: datetime) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ConfigError("timestamps given to the jobs store must be timezone-aware")
-    return value.astimezone(UTC)

@@ -18,7 +18,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -32,7 +32,6 @@ from sqlalchemy import (
     Connection,
     Index,
     Integer,
-    MetaData,
     String,
     Table,
     Text,
@@ -49,7 +48,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from bulletin.errors import ConfigError, StorageError
 from bulletin.models import IDENTIFIER_RE, FilterGroups
-from bulletin.store.db import Store, UTCDateTime
+from bulletin.store.base import UTCDateTime, aware, metadata
+from bulletin.store.db import Store
 
 RUN_KEY_MAX = 200
 RUN_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]*$")
@@ -74,8 +74,6 @@ class ClaimOutcome(StrEnum):
     #: Another claim holds a live lease: send nothing now; a later run retries if that claim fails or lapses.
     IN_PROGRESS = "IN_PROGRESS"
 
-
-metadata = MetaData()
 
 deliveries = Table(
     "deliveries",
@@ -181,7 +179,7 @@ def scheduled_run_key(report_id: str, slot: datetime, parameters: Mapping[str, A
     the same minute with different parameters are two runs, each sent once, not one run sent once.
     """
     _check_identifier(report_id, "report_id")
-    key = f"{report_id}@{_aware(slot, 'slot').strftime('%Y-%m-%dT%H:%M:%SZ')}"
+    key = f"{report_id}@{aware(slot, 'slot', field='slot').strftime('%Y-%m-%dT%H:%M:%SZ')}"
     if parameters:
         canonical = json.dumps(parameters, sort_keys=True, separators=(",", ":"), default=str)
         key += "+" + hashlib.sha256(canonical.encode()).hexdigest()[:10]
@@ -228,7 +226,7 @@ def claim(
     _check_run_id(run_id)
     if not 0 < lease_seconds <= LEASE_SECONDS_MAX:
         raise ConfigError(f"lease_seconds must be in (0, {LEASE_SECONDS_MAX}]", field="lease_seconds")
-    now = _aware(now, "now")
+    now = aware(now, "now", field="now")
     lease = now + timedelta(seconds=lease_seconds)
     with store.write() as conn:
         new_row = {
@@ -294,7 +292,7 @@ def mark_sent(
     return _finish(
         store,
         claim,
-        now=_aware(now, "now"),
+        now=aware(now, "now", field="now"),
         status=LedgerStatus.SENT,
         sha256=sha256,
         uri=uri,
@@ -303,13 +301,15 @@ def mark_sent(
         token_jti=token_jti,
         secure_filters=scope,
         last_error=None,
-        sent_at=_aware(now, "now"),
+        sent_at=aware(now, "now", field="now"),
     )
 
 
 def mark_failed(store: Store, claim: ClaimResult, *, error: str, now: datetime) -> LedgerRow:
     """Record a failed send by the holder of ``claim``; a later claim retries it. Keep secrets out of ``error``."""
-    return _finish(store, claim, now=_aware(now, "now"), status=LedgerStatus.FAILED, last_error=error[:ERROR_MAX])
+    return _finish(
+        store, claim, now=aware(now, "now", field="now"), status=LedgerStatus.FAILED, last_error=error[:ERROR_MAX]
+    )
 
 
 def mark_skipped(
@@ -340,7 +340,7 @@ def mark_skipped(
         raise StorageError(f"cannot skip through a claim that was not granted ({claim.outcome.value})")
     if claim is not None and _Key.from_row(claim.row) != key:
         raise ConfigError(f"the claim given is for {_Key.from_row(claim.row)}, not {key}")
-    now = _aware(now, "now")
+    now = aware(now, "now", field="now")
     outcome = {
         "status": LedgerStatus.SKIPPED.value,
         "last_error": reason[:ERROR_MAX],
@@ -555,9 +555,3 @@ def _check_identifier(value: str, name: str) -> None:
 def _check_run_id(run_id: str) -> None:
     if not 0 < len(run_id) <= 128:
         raise ConfigError("run_id must be 1-128 characters", field="run_id")
-
-
-def _aware(value: datetime, name: str) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ConfigError(f"{name} must be timezone-aware", field=name)
-    return value.astimezone(UTC)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -31,9 +31,8 @@ from sqlalchemy import (
     Text,
 )
 
-from bulletin.errors import ConfigError, RequestError
-from bulletin.store.db import UTCDateTime
-from bulletin.store.ledger import metadata
+from bulletin.errors import RequestError
+from bulletin.store.base import UTCDateTime, aware, metadata
 
 EVENT_ID_PREFIX = "se_"
 #: The serialized payload (and so the body) stays small: a scheduled event is a nudge, not a data transfer.
@@ -215,17 +214,6 @@ def event_body(event_id: str, schedule_at: datetime, payload: Any, comment: str 
 
 def iso(value: datetime) -> str:
     return aware(value).isoformat().replace("+00:00", "Z")
-
-
-def aware(value: datetime) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ConfigError("timestamps given to the scheduled-events store must be timezone-aware")
-    return value.astimezone(UTC)
-
-
-def truncate_utf8(text: str, limit: int) -> str:
-    """At most ``limit`` bytes of UTF-8, never splitting a character."""
-    return text.encode("utf-8")[:limit].decode("utf-8", errors="ignore")
 
 
 # --- rows -----------------------------------------------------------------------------------------------------------

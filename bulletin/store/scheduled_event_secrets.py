@@ -15,8 +15,9 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bulletin.errors import ConfigError, StorageError
+from bulletin.store.base import aware
 from bulletin.store.db import Store
-from bulletin.store.scheduled_event_schema import OrgSecret, aware, scheduled_event_secrets
+from bulletin.store.scheduled_event_schema import OrgSecret, scheduled_event_secrets
 from bulletin.store.webhook_schema import generate_secret
 
 

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, and_, delete, insert, or_, select, update
 
 from bulletin.errors import ConfigError, NotFoundError, RequestError, StorageError
+from bulletin.store.base import aware
 from bulletin.store.db import Store
+from bulletin.store.outbox import check_lease, log_attempt, settle, take_lease
 from bulletin.store.scheduled_event_schema import (
     COMMENT_MAX,
     ERROR_MAX,
@@ -38,13 +40,11 @@ from bulletin.store.scheduled_event_schema import (
     OrgSecret,
     RetryConf,
     ScheduledEvent,
-    aware,
     check_headers,
     event_body,
     logged_headers,
     scheduled_event_invocations,
     scheduled_events,
-    truncate_utf8,
 )
 from bulletin.store.scheduled_event_secrets import org_secret, rotate_org_secret
 from bulletin.store.webhook_schema import check_url
@@ -222,32 +222,27 @@ def claim_event(store: Store, event_id: str, *, lease_seconds: float, now: datet
     An event found past its tolerance is closed as ``dead`` here, in the same transaction, and returned as a claim
     whose ``dead`` is True: send nothing. ``lease_seconds`` must outlast the attempt.
     """
-    if not 0 < lease_seconds <= LEASE_SECONDS_MAX:
-        raise ConfigError(f"lease_seconds must be in (0, {LEASE_SECONDS_MAX}]", field="lease_seconds")
+    check_lease(lease_seconds, LEASE_SECONDS_MAX)
     now = aware(now)
-    token = uuid.uuid4().hex
     with store.write() as conn:
-        taken = conn.execute(
-            update(scheduled_events)
-            .where(scheduled_events.c.id == event_id, _claimable(now))
-            .values(claimed_by=token, lease_expires_at=now + timedelta(seconds=lease_seconds), updated_at=now)
-        ).rowcount
-        if taken != 1:
+        token = take_lease(
+            conn, scheduled_events, event_id, claimable=_claimable(now), lease_seconds=lease_seconds, now=now
+        )
+        if token is None:
             return None
         event = _event(conn, event_id)
         if event.is_dead(now):
             late = int((now - event.schedule_at).total_seconds())
-            conn.execute(
-                update(scheduled_events)
-                .where(scheduled_events.c.id == event_id, scheduled_events.c.claimed_by == token)
-                .values(
-                    status=EventStatus.DEAD.value,
-                    claimed_by=None,
-                    lease_expires_at=None,
-                    last_error=f"not started within tolerance_seconds ({event.tolerance_seconds} s): {late} s late",
-                    processed_at=now,
-                    updated_at=now,
-                )
+            settle(
+                conn,
+                scheduled_events,
+                event_id,
+                token=token,
+                held=EventStatus.SCHEDULED.value,
+                now=now,
+                status=EventStatus.DEAD.value,
+                last_error=f"not started within tolerance_seconds ({event.tolerance_seconds} s): {late} s late",
+                processed_at=now,
             )
             event = _event(conn, event_id)
         return EventClaim(event=event, token=token)
@@ -281,46 +276,36 @@ def record_invocation(
     now, attempted_at = aware(now), aware(attempted_at)
     event_id = claim.event.id
     with store.write() as conn:
-        invocation_id = conn.execute(
-            insert(scheduled_event_invocations)
-            .values(
-                event_id=event_id,
-                attempt=claim.event.tries + 1,
-                attempted_at=attempted_at,
-                request_headers=request_headers,
-                status_code=status_code,
-                response_body=None if response_body is None else truncate_utf8(response_body, RESPONSE_BODY_MAX),
-                duration_ms=max(0, duration_ms),
-                error=None if error is None else error[:ERROR_MAX],
-            )
-            .returning(scheduled_event_invocations.c.id)
-        ).scalar_one()
-        retry_at = None if next_retry_at is None else aware(next_retry_at)
-        applied = conn.execute(
-            update(scheduled_events)
-            .where(
-                scheduled_events.c.id == event_id,
-                scheduled_events.c.status == EventStatus.SCHEDULED.value,
-                scheduled_events.c.claimed_by == claim.token,
-            )
-            .values(
-                status=status.value,
-                tries=scheduled_events.c.tries + 1,
-                due_at=retry_at if retry_at is not None else scheduled_events.c.due_at,
-                next_retry_at=retry_at,
-                last_error=None if error is None else error[:ERROR_MAX],
-                claimed_by=None,
-                lease_expires_at=None,
-                processed_at=None if status is EventStatus.SCHEDULED else now,
-                updated_at=now,
-            )
-        ).rowcount
-        found = (
-            conn.execute(select(scheduled_event_invocations).where(scheduled_event_invocations.c.id == invocation_id))
-            .mappings()
-            .one()
+        found = log_attempt(
+            conn,
+            scheduled_event_invocations,
+            response_body=response_body,
+            response_max=RESPONSE_BODY_MAX,
+            error=error,
+            error_max=ERROR_MAX,
+            duration_ms=duration_ms,
+            event_id=event_id,
+            attempt=claim.event.tries + 1,
+            attempted_at=attempted_at,
+            request_headers=request_headers,
+            status_code=status_code,
         )
-        return Invocation.model_validate(dict(found)), _event(conn, event_id), applied == 1
+        retry_at = None if next_retry_at is None else aware(next_retry_at)
+        applied = settle(
+            conn,
+            scheduled_events,
+            event_id,
+            token=claim.token,
+            held=EventStatus.SCHEDULED.value,
+            now=now,
+            status=status.value,
+            tries=scheduled_events.c.tries + 1,
+            due_at=retry_at if retry_at is not None else scheduled_events.c.due_at,
+            next_retry_at=retry_at,
+            last_error=None if error is None else error[:ERROR_MAX],
+            processed_at=None if status is EventStatus.SCHEDULED else now,
+        )
+        return Invocation.model_validate(dict(found)), _event(conn, event_id), applied
 
 
 def invocations(store: Store, event_id: str) -> list[Invocation]:

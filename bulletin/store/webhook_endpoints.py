@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, delete, insert, select, update
 
 from bulletin.errors import ConfigError, NotFoundError
+from bulletin.store.base import aware
 from bulletin.store.db import Store
 from bulletin.store.webhook_schema import (
     DESCRIPTION_MAX,
@@ -23,7 +24,6 @@ from bulletin.store.webhook_schema import (
     STYLES,
     Endpoint,
     MessageStatus,
-    aware,
     check_event_types,
     check_secret,
     check_url,

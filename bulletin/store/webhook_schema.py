@@ -12,7 +12,7 @@ import binascii
 import json
 import secrets as secrets_module
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -33,8 +33,7 @@ from sqlalchemy import (
 )
 
 from bulletin.errors import ConfigError
-from bulletin.store.db import UTCDateTime
-from bulletin.store.ledger import metadata
+from bulletin.store.base import UTCDateTime, aware, metadata
 
 #: Event types an endpoint may subscribe to; ``*`` means all of them. ``ping`` and ``endpoint.disabled`` are not
 #: subscribed to: they are addressed to endpoints (the one tested; every other enabled one).
@@ -298,14 +297,3 @@ def check_event_types(event_types: Sequence[str]) -> list[str]:
             field="event_types",
         )
     return types
-
-
-def truncate_utf8(text: str, limit: int) -> str:
-    """At most ``limit`` bytes of UTF-8, never splitting a character."""
-    return text.encode("utf-8")[:limit].decode("utf-8", errors="ignore")
-
-
-def aware(value: datetime) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ConfigError("timestamps given to the webhook store must be timezone-aware")
-    return value.astimezone(UTC)

@@ -22,8 +22,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, and_, insert, or_, select, update
 
 from bulletin.errors import ConfigError, NotFoundError, StorageError
+from bulletin.store.base import aware
 from bulletin.store.db import Store
 from bulletin.store.inbound import inbound_receipts, prune_inbound, record_inbound
+from bulletin.store.outbox import check_lease, log_attempt, settle, take_lease
 from bulletin.store.webhook_endpoints import (
     add_endpoint,
     disable_endpoint,
@@ -50,12 +52,10 @@ from bulletin.store.webhook_schema import (
     Outcome,
     RecordedAttempt,
     Style,
-    aware,
     check_secret,
     check_url,
     event_body,
     generate_secret,
-    truncate_utf8,
     webhook_attempts,
     webhook_endpoints,
     webhook_messages,
@@ -225,22 +225,19 @@ def claim_message(store: Store, message_id: str, *, lease_seconds: float, now: d
 
     ``lease_seconds`` must outlast the attempt: once it runs out, another dispatcher may claim the message.
     """
-    if not 0 < lease_seconds <= LEASE_SECONDS_MAX:
-        raise ConfigError(f"lease_seconds must be in (0, {LEASE_SECONDS_MAX}]", field="lease_seconds")
+    check_lease(lease_seconds, LEASE_SECONDS_MAX)
     now = aware(now)
-    token = uuid.uuid4().hex
     with store.write() as conn:
-        taken = conn.execute(
-            update(webhook_messages)
-            .where(webhook_messages.c.id == message_id, _claimable(now))
-            .values(
-                status=MessageStatus.DELIVERING.value,
-                claimed_by=token,
-                lease_expires_at=now + timedelta(seconds=lease_seconds),
-                updated_at=now,
-            )
-        ).rowcount
-        if taken != 1:
+        token = take_lease(
+            conn,
+            webhook_messages,
+            message_id,
+            claimable=_claimable(now),
+            lease_seconds=lease_seconds,
+            now=now,
+            status=MessageStatus.DELIVERING.value,
+        )
+        if token is None:
             return None
         message = _message(conn, message_id)
         return MessageClaim(message=message, endpoint=fetch_endpoint(conn, message.endpoint_id), token=token)
@@ -280,50 +277,44 @@ def record_attempt(
         ).first()
         if still_there is None:
             raise NotFoundError(f"webhook message {message_id} was removed with its endpoint", field="message_id")
-        attempt_id = conn.execute(
-            insert(webhook_attempts)
-            .values(
-                message_id=message_id,
-                endpoint_id=endpoint_id,
-                attempted_at=attempted_at,
-                status_code=status_code,
-                duration_ms=max(0, duration_ms),
-                response_body=None if response_body is None else truncate_utf8(response_body, RESPONSE_BODY_MAX),
-                error=None if error is None else error[:ERROR_MAX],
-                outcome=outcome,
-            )
-            .returning(webhook_attempts.c.id)
-        ).scalar_one()
-        applied = conn.execute(
-            update(webhook_messages)
-            .where(
-                webhook_messages.c.id == message_id,
-                webhook_messages.c.status == MessageStatus.DELIVERING.value,
-                webhook_messages.c.claimed_by == claim.token,
-            )
-            .values(
-                status=message_status.value,
-                attempts=webhook_messages.c.attempts + 1,
-                next_attempt_at=next_attempt_at if message_status is MessageStatus.PENDING else None,
-                last_status=status_code,
-                last_error=None if error is None else error[:ERROR_MAX],
-                claimed_by=None,
-                lease_expires_at=None,
-                delivered_at=attempted_at if message_status is MessageStatus.DELIVERED else None,
-                updated_at=now,
-            )
-        ).rowcount
+        found = log_attempt(
+            conn,
+            webhook_attempts,
+            response_body=response_body,
+            response_max=RESPONSE_BODY_MAX,
+            error=error,
+            error_max=ERROR_MAX,
+            duration_ms=duration_ms,
+            message_id=message_id,
+            endpoint_id=endpoint_id,
+            attempted_at=attempted_at,
+            status_code=status_code,
+            outcome=outcome,
+        )
+        applied = settle(
+            conn,
+            webhook_messages,
+            message_id,
+            token=claim.token,
+            held=MessageStatus.DELIVERING.value,
+            now=now,
+            status=message_status.value,
+            attempts=webhook_messages.c.attempts + 1,
+            next_attempt_at=next_attempt_at if message_status is MessageStatus.PENDING else None,
+            last_status=status_code,
+            last_error=None if error is None else error[:ERROR_MAX],
+            delivered_at=attempted_at if message_status is MessageStatus.DELIVERED else None,
+        )
         streak = webhook_endpoints.update().where(webhook_endpoints.c.id == endpoint_id)
         if outcome == "success":
             conn.execute(streak.values(failing_since=None))
         else:  # two steps, not COALESCE: the timestamp must go through UTCDateTime's bind processing
             conn.execute(streak.where(webhook_endpoints.c.failing_since.is_(None)).values(failing_since=attempted_at))
-        found = conn.execute(select(webhook_attempts).where(webhook_attempts.c.id == attempt_id)).mappings().one()
         return RecordedAttempt(
             attempt=Attempt.model_validate(dict(found)),
             message=_message(conn, message_id),
             endpoint=fetch_endpoint(conn, endpoint_id),
-            applied=applied == 1,
+            applied=applied,
         )
 
 

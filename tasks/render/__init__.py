@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from bulletin.clock import require_aware
 from bulletin.errors import DefinitionError
+from bulletin.models import FORMATS
 from tasks.render.base import ChartData, RenderContext, ReportWriter
 from tasks.render.chart import chart_points
 from tasks.render.csv import CsvWriter
@@ -30,17 +32,16 @@ __all__ = [
     "open_writer",
 ]
 
-FORMATS: tuple[str, ...] = ("csv", "xlsx", "pdf")
 MEDIA_TYPES: dict[str, str] = {
     "csv": "text/csv; charset=utf-8",
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
     "pdf": "application/pdf",
 }
-EXTENSIONS: dict[str, str] = {"csv": ".csv", "xlsx": ".xlsx", "pdf": ".pdf"}
+EXTENSIONS: dict[str, str] = {fmt: f".{fmt}" for fmt in FORMATS}
 
 
 def open_writer(fmt: str, path: Path, schema: pa.Schema, ctx: RenderContext, *, csv_bom: bool = False) -> ReportWriter:
-    """Open a writer for ``fmt`` ("csv", "xlsx" or "pdf") that creates ``path``.
+    """Open a writer for ``fmt`` (one of ``FORMATS``) that creates ``path``.
 
     Raises ``DefinitionError`` for an unknown format, an empty schema, a column type no format can show, a
     ``generated_at`` without a time zone, or a chart whose categories and values differ in number. ``csv_bom``
@@ -52,8 +53,7 @@ def open_writer(fmt: str, path: Path, schema: pa.Schema, ctx: RenderContext, *, 
         raise DefinitionError("the result has no columns", field="schema")
     for column in schema:
         column_kind(column.type)  # the same set of types for every format
-    if ctx.generated_at.utcoffset() is None:
-        raise DefinitionError("generated_at must carry a time zone", field="generated_at")
+    require_aware(ctx.generated_at, "generated_at", field="generated_at", error=DefinitionError)
     if ctx.chart is not None:
         chart_points(ctx.chart)  # a malformed chart fails here, before any file exists
     if fmt == "csv":

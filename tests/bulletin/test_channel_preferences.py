@@ -16,9 +16,9 @@ from bulletin.errors import NotFoundError, RequestError
 from bulletin.store import Store
 from bulletin.store import channel_preferences as cp
 from bulletin.store.api_keys import create_key
+from bulletin.store.base import metadata
 from bulletin.store.channel_preferences import Channel, EventType, Operation, OrgChange
 from bulletin.store.db import VERSION_TABLE
-from bulletin.store.ledger import metadata
 
 T0 = datetime(2026, 12, 8, 9, 0, tzinfo=UTC)
 MY_TABLES = {"cluster_channel_preferences", "org_channel_preferences"}

@@ -41,8 +41,9 @@ from bulletin.store import (
     open_store,
     scheduled_run_key,
 )
+from bulletin.store.base import metadata
 from bulletin.store.db import VERSION_TABLE
-from bulletin.store.ledger import deliveries, metadata
+from bulletin.store.ledger import deliveries
 
 T0 = datetime(2026, 11, 2, 7, 0, tzinfo=UTC)
 KEY: dict[str, Any] = {

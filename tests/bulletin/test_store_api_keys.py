@@ -14,8 +14,8 @@ from sqlalchemy import inspect, text
 from bulletin.errors import ConfigError, NotFoundError
 from bulletin.store import Store
 from bulletin.store import api_keys as ak
+from bulletin.store.base import metadata
 from bulletin.store.db import VERSION_TABLE
-from bulletin.store.ledger import metadata
 
 T0 = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
 

@@ -16,8 +16,8 @@ from sqlalchemy import inspect
 from bulletin.errors import ConfigError, NotFoundError, RequestError, StorageError
 from bulletin.store import Store, migrate, open_store
 from bulletin.store import scheduled_events as se
+from bulletin.store.base import metadata
 from bulletin.store.db import VERSION_TABLE
-from bulletin.store.ledger import metadata
 from bulletin.store.scheduled_event_schema import PAYLOAD_MAX_BYTES
 from bulletin.store.scheduled_events import EventClaim, EventStatus, HeaderIn, RetryConf
 

@@ -17,9 +17,9 @@ from sqlalchemy import inspect, text
 from bulletin.errors import ConfigError, NotFoundError, StorageError
 from bulletin.store import Store, open_store
 from bulletin.store import webhooks as wh
+from bulletin.store.base import metadata
 from bulletin.store.db import VERSION_TABLE, alembic_config
 from bulletin.store.inbound import forget_inbound
-from bulletin.store.ledger import metadata
 from bulletin.store.webhooks import MessageClaim, MessageStatus
 
 T0 = datetime(2026, 11, 2, 7, 0, tzinfo=UTC)

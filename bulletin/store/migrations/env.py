@@ -15,8 +15,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
+from bulletin.store.base import metadata
 from bulletin.store.db import VERSION_TABLE, normalise_url, open_store
-from bulletin.store.ledger import metadata
 
 
 def run_migrations(connection: Connection) -> None:
