@@ -469,7 +469,8 @@ def child_ours(scopes: list[Scope]) -> dict[str, Any]:
     from bulletin import progress as bulletin_progress
     from bulletin.models import DeliveryStatus, Manifest
     from bulletin.settings import Settings
-    from flows.deliver_report import DELIVERY_THREADS, LANES_PER_PROCESS, THREADS_BESIDE_PROCESSES, deliver_report
+    from flows.deliver_report import deliver_report
+    from tasks.fanout import DELIVERY_THREADS, LANES_PER_PROCESS, THREADS_BESIDE_PROCESSES
     from tasks.services import delivery_processes
 
     processes = delivery_processes(Settings().delivery_processes, len(scopes))  # for the output only

@@ -104,6 +104,20 @@ def report_run_slot(
             logger.info("Releasing the report-run slot", extra={LOG_KEY: "releasing"})
 
 
+def cancel_requested(flow_run_id: UUID) -> bool:
+    """Whether someone asked to cancel this run while it waited for its slot (``DELETE /v1/jobs/{id}``, the UI).
+
+    A worker stops a cancelled run's process itself; a run that the API or a script executes in its own process
+    is only marked Cancelling, so a queued run looks once, before it delivers anything.
+    """
+    try:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(flow_run_id).state
+    except httpx.HTTPError:
+        return False  # the API is unreachable: the run goes on, as it would have without this look
+    return state is not None and (state.is_cancelling() or state.is_cancelled())
+
+
 def is_waiting_for_slot(flow_run: FlowRun) -> bool:
     """Whether a deliver-report flow run is running but does not hold its report-run slot yet (show it as QUEUED):
     every run is labelled ``held`` once it has its slot, before it delivers anything."""

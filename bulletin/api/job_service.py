@@ -44,10 +44,11 @@ from bulletin.errors import (
 )
 from bulletin.models import Manifest
 from bulletin.reports import get_report
+from bulletin.requests import check_request
 from bulletin.settings import Settings
 from bulletin.store import Store
 from bulletin.store.jobs import Job, create_job, cursor_of, delete_job, get_job, list_jobs, set_flow_run
-from flows.deliver_report import check_request, deliver_report
+from flows.deliver_report import deliver_report
 from tasks.audience import resolve_audience
 from tasks.storage import PREFIX_MAX_BYTES, check_key
 from tasks.storage import check_prefix as check_storage_prefix

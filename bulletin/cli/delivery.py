@@ -66,7 +66,8 @@ def run_report(
     A request that cannot start (unknown report or format, bad parameter) is refused here, before Prefect starts:
     no flow run is created for it.
     """
-    from flows.deliver_report import check_request, deliver_report
+    from bulletin.requests import check_request
+    from flows.deliver_report import deliver_report
 
     check_request(Settings(), report_id, formats=formats, parameters=parameters, run_key=run_key)
 
