@@ -71,6 +71,7 @@ class DestinationChoice:
 
     shares_links: bool  # its links open anywhere (presigned, or served by the API), not only on this host (file://)
     build: Callable[[], Destination]
+    where: str  # for people: s3://bucket or the folder
 
 
 def choose_destination(
@@ -79,9 +80,15 @@ def choose_destination(
     """The one place that picks the store: S3 when a bucket is configured, else the local bucket folder, whose
     files ``local_links`` serves when given (the API's ``/v1/files`` route); else their links are file:// URIs."""
     if settings.s3_bucket:
-        return DestinationChoice(shares_links=True, build=lambda: S3Destination.from_settings(settings, clock=clock))
+        return DestinationChoice(
+            shares_links=True,
+            build=lambda: S3Destination.from_settings(settings, clock=clock),
+            where=f"s3://{settings.s3_bucket}",
+        )
     return DestinationChoice(
-        shares_links=local_links is not None, build=lambda: LocalBucket(settings.bucket_path, links=local_links)
+        shares_links=local_links is not None,
+        build=lambda: LocalBucket(settings.bucket_path, links=local_links),
+        where=str(settings.bucket_path),
     )
 
 

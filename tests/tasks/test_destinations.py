@@ -37,9 +37,10 @@ def test_settings_pick_s3_or_the_local_folder_in_one_place(tmp_path: Path) -> No
     made = make_destination(local)
     assert isinstance(made, LocalBucket) and made.root == local.bucket_path
     assert not choose_destination(local).shares_links, "file:// URIs open only on this host"
+    assert choose_destination(local).where == str(local.bucket_path)
     assert choose_destination(local, local_links=lambda k, f, s: UriLink(url=k, expires_at=None)).shares_links
     remote = Settings(home=tmp_path, s3_bucket="bulletin-choice", s3_endpoint_url="http://127.0.0.1:9")
-    assert choose_destination(remote).shares_links
+    assert choose_destination(remote).shares_links and choose_destination(remote).where == "s3://bulletin-choice"
     assert isinstance(make_destination(remote), S3Destination)
 
 
