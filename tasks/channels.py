@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bulletin.clock import Clock, utc_now
 from bulletin.models import Recipient
 from bulletin.reports import EmailTemplates
 from bulletin.settings import Settings
@@ -31,8 +32,8 @@ from tasks.email import (
 )
 from tasks.render import MEDIA_TYPES
 from tasks.render.base import RenderContext
-from tasks.s3 import S3Destination, presign_download
-from tasks.storage import Destination, LocalBucket, StoredObject, build_key
+from tasks.s3 import S3Destination
+from tasks.storage import Destination, LocalBucket, LocalLinks, StoredObject, build_key
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,39 @@ class KeyParts:
     output_prefix: str | None = None  # a job's own folder (POST /v1/jobs output.prefix), inside its organisation's
 
 
-def make_destination(settings: Settings) -> Destination:
-    """S3 when a bucket is configured, else the local bucket folder."""
+@dataclass(frozen=True)
+class DestinationChoice:
+    """The destination settings pick, before it is built: building S3's boto3 client is worth putting off until
+    a file needs it (and a credentials block is a Prefect API call)."""
+
+    shares_links: bool  # its links open anywhere (presigned, or served by the API), not only on this host (file://)
+    build: Callable[[], Destination]
+    where: str  # for people: s3://bucket or the folder
+
+
+def choose_destination(
+    settings: Settings, *, local_links: LocalLinks | None = None, clock: Clock = utc_now
+) -> DestinationChoice:
+    """The one place that picks the store: S3 when a bucket is configured, else the local bucket folder, whose
+    files ``local_links`` serves when given (the API's ``/v1/files`` route); else their links are file:// URIs."""
     if settings.s3_bucket:
-        return S3Destination.from_settings(settings)
-    return LocalBucket(settings.bucket_path)
+        return DestinationChoice(
+            shares_links=True,
+            build=lambda: S3Destination.from_settings(settings, clock=clock),
+            where=f"s3://{settings.s3_bucket}",
+        )
+    return DestinationChoice(
+        shares_links=local_links is not None,
+        build=lambda: LocalBucket(settings.bucket_path, links=local_links),
+        where=str(settings.bucket_path),
+    )
+
+
+def make_destination(
+    settings: Settings, *, local_links: LocalLinks | None = None, clock: Clock = utc_now
+) -> Destination:
+    """The store ``settings`` pick (``choose_destination``), built."""
+    return choose_destination(settings, local_links=local_links, clock=clock).build()
 
 
 class BucketChannel:
@@ -93,13 +122,9 @@ class BucketChannel:
         return self.destination.put(key, file.path, content_type=media, metadata={**metadata, "sha256": file.sha256})
 
     def link(self, stored: StoredObject, file: RenderedFile) -> DownloadLink:
-        """A presigned SigV4 link on S3; the file's own URI for the local bucket (it has no web server here)."""
-        if isinstance(self.destination, S3Destination):
-            presigned = presign_download(self.destination.client, stored.uri, expires_seconds=self.link_seconds)
-            return DownloadLink(
-                filename=file.filename, url=presigned.url, expires_at=presigned.expires_at, size=file.bytes
-            )
-        return DownloadLink(filename=file.filename, url=stored.uri, expires_at=None, size=file.bytes)
+        """The destination's link: presigned SigV4 on S3, the file's own URI in the local bucket folder."""
+        made = self.destination.link(stored, file.filename, self.link_seconds)
+        return DownloadLink(filename=file.filename, url=made.url, expires_at=made.expires_at, size=file.bytes)
 
 
 @dataclass(frozen=True)

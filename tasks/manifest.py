@@ -17,8 +17,14 @@ from bulletin.models import HELD_OUTCOMES, IDENTIFIER_RE, Delivery, Manifest, Ru
 TASK_PER_RECIPIENT_UP_TO = 200
 
 
+def manifest_file(folder: Path, report_id: str, run_id: str) -> Path:
+    """Where a run's manifest is saved: ``<folder>/<report_id>/<run_id>.json``. The flow saves there and the API
+    reads from there, so the rule is written once."""
+    return folder / report_id / f"{run_id}.json"
+
+
 def save_manifest(folder: Path, manifest: Manifest) -> Path:
-    target = folder / manifest.report_id / f"{manifest.run_id}.json"
+    target = manifest_file(folder, manifest.report_id, manifest.run_id)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".json.tmp")
     tmp.write_text(manifest.model_dump_json(indent=2), encoding="utf-8")

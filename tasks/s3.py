@@ -32,16 +32,17 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from bulletin.clock import Clock, utc_now
-from bulletin.errors import BulletinError, ConfigError, DefinitionError, StorageError, TransientError
+from bulletin.errors import BulletinError, ConfigError, StorageError, TransientError
 from bulletin.settings import Settings
-from tasks.storage import StoredObject, check_key, conflict_key, sha256_file
+from tasks.storage import MAX_LINK_SECONDS, StoredObject, check_key, clamp_expiry, conflict_key, sha256_file, uri_of
+from tasks.storage import parse_duration as parse_duration  # where the CLI found it first
 
 logger = logging.getLogger(__name__)
 
 #: A boto3 S3 client. boto3 ships no type hints, so this is ``Any`` by necessity.
 S3Client = Any
 
-MAX_EXPIRY_SECONDS = 7 * 24 * 3600  # the SigV4 limit for presigned URLs
+MAX_EXPIRY_SECONDS = MAX_LINK_SECONDS  # the SigV4 limit for presigned URLs
 MIN_PART_SIZE = 5 * 1024 * 1024  # S3 refuses smaller parts, except the last one
 MAX_PUT_BYTES = 5 * 1024**3  # the largest single PutObject, and the largest part
 MAX_PARTS = 10_000
@@ -57,8 +58,6 @@ _ACCESS_CODES = frozenset(
 )
 _REGION_CODES = frozenset({"PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"})
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_DURATION = re.compile(r"^(\d{1,12})([smhd]?)$", re.ASCII)  # ASCII: int() would accept "１" too
-_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
 _METADATA_KEY = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 _PRINTABLE_ASCII = re.compile(r"^[\x20-\x7e]*$")
 _FALLBACK_SAFE = re.compile(r"[A-Za-z0-9 ._()-]")
@@ -82,27 +81,6 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     if rest == uri or not slash or not _BUCKET.match(bucket) or ".." in bucket:
         raise StorageError(f"not an s3://bucket/key URI: {uri!r}")
     return bucket, check_key(key)
-
-
-def clamp_expiry(seconds: int) -> int:
-    """A presigned link's lifetime, clamped to 1 second .. 7 days (SigV4 refuses anything longer)."""
-    return max(1, min(int(seconds), MAX_EXPIRY_SECONDS))
-
-
-def parse_duration(text: str | int) -> int:
-    """``"3600"``, ``"90m"``, ``"24h"``, ``"7d"`` (or a plain int) -> seconds. Raises DefinitionError."""
-    if isinstance(text, bool):  # bool is an int, but True seconds is surely a mistake
-        raise DefinitionError(f"invalid duration {text!r}")
-    match = _DURATION.match(str(text).strip().lower())
-    if match is None:
-        raise DefinitionError(
-            f"invalid duration {text!r}: use whole seconds or a whole number with a unit s, m, h or d "
-            "(for example 3600, 90m, 24h, 7d)"
-        )
-    seconds = int(match[1]) * _UNIT_SECONDS[match[2]]
-    if seconds <= 0:
-        raise DefinitionError(f"invalid duration {text!r}: it must be longer than zero")
-    return seconds
 
 
 def sse_params(sse: str = "AES256", kms_key_id: str | None = None) -> dict[str, str]:
@@ -264,6 +242,7 @@ class S3Destination:
         kms_key_id: str | None = None,
         multipart_threshold: int = 8 * 1024 * 1024,
         part_size: int = 8 * 1024 * 1024,
+        clock: Clock = utc_now,
     ) -> None:
         if not _BUCKET.match(bucket) or ".." in bucket:
             raise ConfigError(f"invalid S3 bucket name {bucket!r}")
@@ -277,9 +256,12 @@ class S3Destination:
         self.encryption = sse_params(sse, kms_key_id)
         self.multipart_threshold = multipart_threshold
         self.part_size = part_size
+        self.clock = clock
 
     @classmethod
-    def from_settings(cls, settings: Settings, client: S3Client | None = None) -> S3Destination:
+    def from_settings(
+        cls, settings: Settings, client: S3Client | None = None, *, clock: Clock = utc_now
+    ) -> S3Destination:
         """The destination ``settings`` describe; the client is built from them unless given."""
         if not settings.s3_bucket:
             raise ConfigError("BULLETIN_S3_BUCKET is not set")
@@ -289,7 +271,28 @@ class S3Destination:
             prefix=settings.s3_prefix,
             sse=settings.s3_sse,
             kms_key_id=settings.s3_kms_key_id,
+            clock=clock,
         )
+
+    def link(self, stored_or_uri: StoredObject | str, filename: str | None, expires_seconds: int) -> PresignedLink:
+        """``presign_download``. ``filename`` is not signed in: each object has its Content-Disposition from put."""
+        del filename
+        return presign_download(self.client, uri_of(stored_or_uri), expires_seconds=expires_seconds, clock=self.clock)
+
+    def delete(self, uri: str) -> None:
+        """DeleteObject of an ``s3://bucket/key`` URI (checked first); S3 answers success for a missing key too."""
+        bucket, key = parse_s3_uri(uri)
+        try:
+            self.client.delete_object(Bucket=bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise classify_error(exc, uri=uri) from exc
+
+    def holds(self, uri: str) -> bool:
+        try:
+            parse_s3_uri(uri)
+        except StorageError:
+            return False
+        return True
 
     def put(self, key: str, source: Path, *, content_type: str, metadata: dict[str, str]) -> StoredObject:
         """Upload ``source`` under ``<prefix>/<key>`` (or ``...-<n>.ext`` if taken); ``StoredObject.key`` is the full

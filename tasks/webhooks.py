@@ -23,6 +23,7 @@ from bulletin.models import Artifact, Manifest
 from bulletin.settings import Settings
 from bulletin.store.db import Store
 from bulletin.store.webhooks import enabled_endpoints, enqueue_events
+from tasks.storage import Destination
 from tasks.webhook_dispatch import DispatchSummary, Result, attempt_headers, dispatch_due, plan_next
 from tasks.webhook_events import (
     DownloadLink,
@@ -129,30 +130,32 @@ def send_now(
 
 
 def s3_links(settings: Settings) -> LinkMaker | None:
-    """Presigned download links for files delivered to S3 (none when no bucket is configured).
+    """Download links for files delivered to the bucket, when its links open anywhere (S3's presigned ones; the local
+    bucket's file:// URIs do not, so then there are none).
 
     A link that cannot be made is left out of the event (logged), rather than holding the event back.
     """
-    if not settings.s3_bucket:
+    from tasks.channels import choose_destination  # boto3 only when S3 is in use
+
+    choice = choose_destination(settings)
+    if not choice.shares_links:
         return None
-    from tasks.s3 import make_s3_client, presign_download  # boto3 only when S3 is in use
+    made: dict[str, Destination | None] = {}  # built on the first link: a run whose events nobody hears builds none
 
-    made: dict[str, Any] = {}  # the client, made on the first link: a run whose events nobody hears makes none
-
-    def client() -> Any:
-        if "client" not in made:
+    def destination() -> Destination | None:
+        if "destination" not in made:
             try:
-                made["client"] = make_s3_client(settings)
+                made["destination"] = choice.build()
             except BulletinError as error:  # said once; then no event carries a link
                 logger.warning("webhook events will carry no download links: %s", error)
-                made["client"] = None
-        return made["client"]
+                made["destination"] = None
+        return made["destination"]
 
     def link(artifact: Artifact) -> DownloadLink | None:
-        if not artifact.uri.startswith("s3://") or client() is None:
+        if artifact.channel != "s3" or not artifact.uri or (store := destination()) is None:
             return None
         try:
-            return presign_download(client(), artifact.uri, expires_seconds=settings.link_expiry_seconds)
+            return store.link(artifact.uri, None, settings.link_expiry_seconds)
         except BulletinError as error:
             logger.warning("no download link for a %s file in the webhook event: %s", artifact.format, error)
             return None

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 from uuid import UUID
 
 import httpx
@@ -50,7 +49,9 @@ from bulletin.store import Store
 from bulletin.store.jobs import Job, create_job, cursor_of, delete_job, get_job, list_jobs, set_flow_run
 from flows.deliver_report import deliver_report
 from tasks.audience import resolve_audience
-from tasks.storage import PREFIX_MAX_BYTES, check_key
+from tasks.channels import make_destination
+from tasks.manifest import manifest_file
+from tasks.storage import PREFIX_MAX_BYTES, Destination, LocalBucket, UriLink
 from tasks.storage import check_prefix as check_storage_prefix
 
 logger = logging.getLogger(__name__)
@@ -81,9 +82,8 @@ def manifest_path(settings: Settings, job: Job) -> Path | None:
     """
     if job.flow_run_id is None:
         return None
-    folder = settings.manifests_dir / job.report_id
-    path = folder / f"{job.flow_run_id}.json"
-    legacy = folder / f"{job.flow_run_id.replace('-', '')[:12]}.json"
+    path = manifest_file(settings.manifests_dir, job.report_id, job.flow_run_id)
+    legacy = manifest_file(settings.manifests_dir, job.report_id, job.flow_run_id.replace("-", "")[:12])
     return legacy if not path.exists() and legacy.exists() else path
 
 
@@ -94,14 +94,7 @@ def own_deliveries(manifest: Manifest, org: str) -> Manifest:
 
 def local_key(bucket_root: Path, uri: str) -> str:
     """The object key of a ``file://`` URI inside the local bucket; StorageError if it points anywhere else."""
-    parsed = urlparse(uri)
-    if parsed.scheme != "file":
-        raise StorageError("not a local bucket file")
-    path = Path(unquote(parsed.path)).resolve()
-    root = bucket_root.resolve()
-    if not path.is_relative_to(root):
-        raise StorageError("the file is outside the local bucket")
-    return check_key(path.relative_to(root).as_posix())
+    return LocalBucket(bucket_root).key_of(uri)
 
 
 @dataclass
@@ -248,24 +241,25 @@ class JobService:
         artifact = next((a for a in delivery.artifacts if a.format == fmt and a.channel == "s3" and a.uri), None)
         if artifact is None:
             raise NotFoundError(f"job {job_id!r} stored no {fmt} file for recipient {recipient!r}", field="format")
-        now = self.clock()
-        if artifact.uri.startswith("s3://"):
-            from tasks.s3 import make_s3_client, presign_download
-
-            presigned = presign_download(
-                make_s3_client(self.settings),
-                artifact.uri,
-                expires_seconds=self.settings.link_expiry_seconds,
-                clock=self.clock,
-            )
-            return {"url": presigned.url, "expires_at": presigned.expires_at}
         try:
-            key = local_key(self.settings.bucket_path, artifact.uri)
+            made = self._destination(who, files_url).link(artifact.uri, None, self.settings.link_expiry_seconds)
         except StorageError as exc:
             raise NotFoundError(f"job {job_id!r}'s {fmt} file is not in this server's bucket", field="format") from exc
-        link = FileLink(key=key, org=who.org, expires_at=link_expiry(now, self.settings.link_expiry_seconds))
-        token = sign_link(self.link_secret(), link)
-        return {"url": f"{files_url(key.rsplit('/', 1)[-1])}?token={token}", "expires_at": link.expires_at}
+        return {"url": made.url, "expires_at": made.expires_at}
+
+    def _destination(self, who: Principal, files_url: Callable[[str], str] | None = None) -> Destination:
+        """The bucket. If it is the local folder, ``GET /v1/files/...`` serves its files with a link signed for
+        ``who``'s organisation; ``files_url(name)`` is the absolute URL of that route."""
+        if files_url is None:
+            return make_destination(self.settings, clock=self.clock)
+        route = files_url
+
+        def signed(key: str, filename: str, seconds: int) -> UriLink:
+            link = FileLink(key=key, org=who.org, expires_at=link_expiry(self.clock(), seconds))
+            token = sign_link(self.link_secret(), link)
+            return UriLink(url=f"{route(filename)}?token={token}", expires_at=link.expires_at)
+
+        return make_destination(self.settings, local_links=signed, clock=self.clock)
 
     def link_secret(self) -> bytes:
         if self.settings.file_link_secret is not None:
@@ -289,7 +283,7 @@ class JobService:
         path = manifest_path(self.settings, job)
         if path is not None and path.is_file():
             manifest = own_deliveries(Manifest.model_validate_json(path.read_text(encoding="utf-8")), who.org)
-            self._delete_files(manifest)
+            self._delete_files(who, manifest)
             path.unlink(missing_ok=True)
         delete_job(self.store, job)
 
@@ -305,22 +299,20 @@ class JobService:
         except (PrefectHTTPStatusError, httpx.HTTPError, OSError) as exc:
             raise TransientError("Prefect is not reachable; try again later") from exc
 
-    def _delete_files(self, manifest: Manifest) -> None:
-        for delivery in manifest.deliveries:
-            for artifact in delivery.artifacts:
-                if artifact.channel != "s3" or not artifact.uri or artifact.outcome != "sent":
-                    continue
-                if artifact.uri.startswith("s3://"):
-                    from tasks.s3 import make_s3_client, parse_s3_uri
-
-                    bucket, key = parse_s3_uri(artifact.uri)
-                    make_s3_client(self.settings).delete_object(Bucket=bucket, Key=key)
-                    continue
-                try:
-                    key = local_key(self.settings.bucket_path, artifact.uri)
-                except StorageError:
-                    continue
-                self.settings.bucket_path.joinpath(*key.split("/")).unlink(missing_ok=True)
+    def _delete_files(self, who: Principal, manifest: Manifest) -> None:
+        """Delete the files the run stored; one recorded elsewhere (another bucket) is left alone."""
+        uris = [
+            a.uri
+            for d in manifest.deliveries
+            for a in d.artifacts
+            if a.channel == "s3" and a.outcome == "sent" and a.uri
+        ]
+        if not uris:
+            return  # no bucket to reach: S3's client is not built for nothing
+        destination = self._destination(who)
+        for uri in uris:
+            if destination.holds(uri):
+                destination.delete(uri)
 
     # --- Prefect ------------------------------------------------------------------------------------------------
 

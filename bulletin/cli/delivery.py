@@ -203,7 +203,9 @@ def _demo(as_json: bool, chain: bool) -> None:
     if story and not as_json:
         console.print(story, highlight=False)
     if not as_json:
-        where = f"s3://{settings.s3_bucket}" if settings.s3_bucket else str(settings.bucket_path)
+        from tasks.channels import choose_destination
+
+        where = choose_destination(settings).where
         mail = f"SMTP {settings.smtp_host}" if settings.smtp_host else str(settings.outbox_path)
         console.print(f"Files are in {where}; emails in {mail}", highlight=False)
     if any(m.status is not RunStatus.COMPLETED for m in manifests):

@@ -137,21 +137,22 @@ def _scope(entry: AuditEntry) -> str:
 
 @app.command("link")
 def link(
-    uri: str = typer.Argument(..., help="An s3://bucket/key URI from a manifest or the ledger."),
+    uri: str = typer.Argument(..., help="A delivered file's URI from a manifest or the ledger (s3://bucket/key)."),
     expires: str = typer.Option("24h", "--expires", help="Lifetime: 3600, 90m, 24h or 7d (at most 7 days)."),
 ) -> None:
-    """Print a presigned (SigV4) download link for a delivered S3 object."""
-    from tasks.s3 import MAX_EXPIRY_SECONDS, make_s3_client, parse_duration, presign_download
+    """Print a download link for a delivered file: presigned (SigV4) on S3, its file:// URI in the local bucket."""
+    from tasks.channels import make_destination
+    from tasks.storage import MAX_LINK_SECONDS, parse_duration
 
-    settings = Settings()
     seconds = parse_duration(expires)
-    if seconds > MAX_EXPIRY_SECONDS:
+    if seconds > MAX_LINK_SECONDS:
         # Said, not clamped: a link that dies days before the user expects is worse than an error now.
         raise DefinitionError(
-            f"--expires {expires} is longer than the maximum of 7 days (7d, {MAX_EXPIRY_SECONDS} s) that a SigV4 "
+            f"--expires {expires} is longer than the maximum of 7 days (7d, {MAX_LINK_SECONDS} s) that a SigV4 "
             "link can last",
             field="expires",
         )
-    presigned = presign_download(make_s3_client(settings), uri, expires_seconds=seconds)
-    typer.echo(presigned.url)
-    typer.echo(f"expires {presigned.expires_at:%Y-%m-%d %H:%M:%S} UTC", err=True)
+    made = make_destination(Settings()).link(uri, None, seconds)
+    typer.echo(made.url)
+    if made.expires_at is not None:
+        typer.echo(f"expires {made.expires_at:%Y-%m-%d %H:%M:%S} UTC", err=True)

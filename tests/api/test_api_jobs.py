@@ -15,6 +15,7 @@ from bulletin.api.file_links import FileLink, sign_link, verify_link
 from bulletin.api.job_service import check_prefix, local_key, manifest_path
 from bulletin.api.job_status import JobStatus, job_status
 from bulletin.errors import ConflictError, ForbiddenError, GoneError, RequestError, StorageError
+from bulletin.models import Manifest, RunStatus
 from bulletin.settings import Settings
 from bulletin.store.jobs import Job, create_job, list_jobs
 from tests.api.v1_support import Api, bearer, running_api
@@ -129,6 +130,18 @@ def test_a_jobs_manifest_is_named_by_its_whole_flow_run_id(tmp_path: Path) -> No
     legacy.parent.mkdir(parents=True)
     legacy.write_text("{}")
     assert manifest_path(settings, job_of_run(first)) == legacy
+
+
+def test_the_api_reads_a_jobs_manifest_where_the_flow_saved_it(tmp_path: Path) -> None:
+    from tasks.manifest import manifest_file, save_manifest
+
+    run = "01a24abd-a9f5-7000-8000-000000000003"
+    settings = Settings(home=tmp_path)
+    saved = save_manifest(
+        settings.manifests_dir,
+        Manifest(report_id=REPORT, run_id=run, started_at=NOW, finished_at=NOW, status=RunStatus.COMPLETED),
+    )
+    assert saved == manifest_file(settings.manifests_dir, REPORT, run) == manifest_path(settings, job_of_run(run))
 
 
 # --- the store -------------------------------------------------------------------------------------------------

@@ -246,6 +246,17 @@ def test_link_presigns_an_s3_object(s3_bucket, monkeypatch: pytest.MonkeyPatch) 
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
 
 
+def test_link_of_a_local_bucket_file_is_its_uri(bulletin_env: Path) -> None:
+    stored = bulletin_env / "bucket" / "reports" / "x" / "file.csv"
+    stored.parent.mkdir(parents=True)
+    stored.write_bytes(b"a,b\r\n")
+    result = cli("link", stored.as_uri(), "--expires", "2h")
+    assert result.returncode == 0 and result.stdout.strip() == stored.as_uri(), result.stderr
+    outside = cli("link", (bulletin_env / "elsewhere.csv").as_uri())
+    assert outside.returncode != 0 and outside.stdout == "" and "Traceback" not in outside.stderr
+    assert cli("link", stored.as_uri(), "--expires", "8d").returncode == 2
+
+
 def test_keys_retire(bulletin_env: Path) -> None:
     first = json.loads(cli("keys", "generate").stdout)["keys"][0]["kid"]
     second = cli("keys", "generate")

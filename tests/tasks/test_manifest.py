@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 from bulletin.models import Artifact, Delivery, DeliveryStatus, Manifest, RunStatus
-from tasks.manifest import delivery_rows, summary_markdown
+from tasks.manifest import delivery_rows, list_manifests, manifest_file, save_manifest, summary_markdown
 
 SHA = "ab" * 32
 
@@ -44,3 +45,10 @@ def test_the_summary_counts_partial_recipients_and_says_what_they_have() -> None
     assert "0 delivered, 1 partial, 0 skipped, 1 failed, 2 recipient(s)" in text
     assert "| dave | PARTIAL | s3: pdf | email: 554 |" in text
     assert "| erin | FAILED | nothing | no value for region |" in text
+
+
+def test_a_manifest_is_saved_where_the_one_path_rule_says(tmp_path: Path) -> None:
+    assert manifest_file(tmp_path, "weekly", "run1") == tmp_path / "weekly" / "run1.json"
+    saved = save_manifest(tmp_path, manifest())
+    assert saved == manifest_file(tmp_path, "weekly", "run1") and saved.is_file()
+    assert [m.run_id for m in list_manifests(tmp_path, report_id="weekly")] == ["run1"]
