@@ -8,21 +8,14 @@ Each run must deliver, keep its own manifest, be listed by ``bulletin schedules 
 
 from __future__ import annotations
 
-import asyncio
 import json
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import DeploymentScheduleCreate
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
 from prefect.client.schemas.objects import FlowRun, State
-from prefect.client.schemas.schedules import CronSchedule
-from prefect.client.schemas.sorting import FlowRunSort
 from prefect.flow_engine import run_flow
 
 from bulletin.cli import main
@@ -31,6 +24,7 @@ from bulletin.models import Manifest, RunStatus
 from flows.deliver_report import deliver_report
 from flows.refresh import refresh_dependents
 from tasks.manifest import list_manifests
+from tests.flows.test_missed_runs import scheduled_runs
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -73,33 +67,11 @@ def one_batch(start: datetime) -> list[FlowRun]:
     """The runs the Prefect server schedules in one batch for a minutely deployment, ``SLOTS`` slots from ``start``:
     a batch whose ids share their first 12 hex digits (a batch that straddled a millisecond is made again)."""
     for _ in range(5):
-        runs = asyncio.run(_schedule(start, start + timedelta(minutes=SLOTS - 1)))
+        runs = scheduled_runs(UPSTREAM, "* * * * *", start, start + timedelta(minutes=SLOTS - 1))
         assert len(runs) == SLOTS and all(r.auto_scheduled for r in runs)
         if len({r.id.hex[:12] for r in runs}) == 1:
             return runs
     pytest.fail("the Prefect server never made a batch of runs within one millisecond")
-
-
-async def _schedule(start: datetime, end: datetime) -> list[FlowRun]:
-    async with get_client() as client:
-        flow_id = await client.create_flow(deliver_report)
-        deployment_id = await client.create_deployment(
-            flow_id=flow_id,
-            name=f"run-identity-test-{uuid.uuid4().hex[:8]}",
-            parameters={"report_id": UPSTREAM, "parameters": AS_OF},
-            schedules=[DeploymentScheduleCreate(schedule=CronSchedule(cron="* * * * *", timezone="UTC"))],
-        )
-        response = await client.request(
-            "POST",
-            "/deployments/{id}/schedule",
-            path_params={"id": deployment_id},
-            json={"start_time": start.isoformat(), "end_time": end.isoformat()},
-        )
-        response.raise_for_status()
-        return await client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id])),
-            sort=FlowRunSort.EXPECTED_START_TIME_ASC,
-        )
 
 
 def execute(run: FlowRun) -> Manifest:
