@@ -17,6 +17,23 @@ IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
 IDENTIFIER_RE = re.compile(IDENTIFIER_PATTERN)
 Identifier = Annotated[str, StringConstraints(pattern=IDENTIFIER_PATTERN)]
 ColumnName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")]
+#: One segment of an object key (S3 or the local bucket): letters, digits, ``.``, ``_``, ``-``; never ``..``.
+OBJECT_KEY_SEGMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
+
+def is_bucket_name(name: str) -> bool:
+    """Whether ``name`` is an S3 bucket name Bulletin uses: 3-63 lowercase letters, digits, ``.`` and ``-``."""
+    return bool(_BUCKET_RE.match(name)) and ".." not in name
+
+
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def is_safe_key_segment(segment: str) -> bool:
+    """Whether ``segment`` may stand in an object key (tasks.storage builds keys only from such segments)."""
+    return bool(OBJECT_KEY_SEGMENT_RE.match(segment)) and ".." not in segment
+
+
 #: The output formats, spelt here only: report definitions, triggers, the API, manifests and the renderers
 #: import them, so a new format is added in one place (and a renderer) or nowhere.
 Format = Literal["pdf", "csv", "xlsx"]

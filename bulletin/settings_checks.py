@@ -14,13 +14,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
-import re
 from collections.abc import Iterator
 from email.utils import getaddresses
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from bulletin.errors import ConfigError
+from bulletin.models import is_bucket_name, is_safe_key_segment
 
 if TYPE_CHECKING:
     from bulletin.settings import Settings
@@ -30,8 +30,6 @@ RETRY_MAX_ATTEMPTS = 30
 RETRY_MAX_DELAY_SECONDS = 7 * 86_400
 #: bulletin.api.file_links.SECRET_MIN_BYTES.
 FILE_LINK_SECRET_MIN = 32
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")  # tasks.s3's rule
-_KEY_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")  # tasks.storage's rule
 _UNSAFE_PREFIX = "must be a safe key prefix (segments of A-Z a-z 0-9 . _ -), not"
 _SMTP_ONLY = ("smtp_port", "smtp_username", "smtp_password", "smtp_password_block", "smtp_ca_file")
 _S3_ONLY = ("s3_endpoint_url", "s3_region", "s3_prefix", "s3_kms_key_id", "s3_aws_credentials_block")
@@ -118,7 +116,7 @@ def _s3_problems(s: Settings) -> Iterator[tuple[str, str]]:
         if s.s3_sse != "AES256":
             yield "s3_sse", "is set but BULLETIN_S3_BUCKET is not, so files go to the local bucket folder instead"
         return
-    if not _BUCKET.match(s.s3_bucket) or ".." in s.s3_bucket:
+    if not is_bucket_name(s.s3_bucket):
         yield "s3_bucket", f"must be a valid S3 bucket name (3-63 of a-z, 0-9, '.', '-'), not {s.s3_bucket[:80]!r}"
     if s.s3_endpoint_url:
         parts = urlsplit(s.s3_endpoint_url)
@@ -131,7 +129,7 @@ def _s3_problems(s: Settings) -> Iterator[tuple[str, str]]:
 
 
 def _safe_prefix(prefix: str) -> bool:
-    return bool(prefix) and all(_KEY_SEGMENT.match(part) and ".." not in part for part in prefix.split("/"))
+    return bool(prefix) and all(is_safe_key_segment(part) for part in prefix.split("/"))
 
 
 def _key_problems(s: Settings) -> Iterator[tuple[str, str]]:

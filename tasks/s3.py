@@ -33,6 +33,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from bulletin.clock import Clock, utc_now
 from bulletin.errors import BulletinError, ConfigError, StorageError, TransientError
+from bulletin.models import is_bucket_name
 from bulletin.settings import Settings
 from tasks.storage import MAX_LINK_SECONDS, StoredObject, check_key, clamp_expiry, conflict_key, sha256_file, uri_of
 from tasks.storage import parse_duration as parse_duration  # where the CLI found it first
@@ -57,7 +58,6 @@ _ACCESS_CODES = frozenset(
     {"AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
 )
 _REGION_CODES = frozenset({"PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"})
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _METADATA_KEY = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 _PRINTABLE_ASCII = re.compile(r"^[\x20-\x7e]*$")
 _FALLBACK_SAFE = re.compile(r"[A-Za-z0-9 ._()-]")
@@ -78,7 +78,7 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     """``s3://bucket/key`` -> ``(bucket, key)``; the bucket name and every key segment must be safe."""
     rest = uri.removeprefix("s3://")
     bucket, slash, key = rest.partition("/")
-    if rest == uri or not slash or not _BUCKET.match(bucket) or ".." in bucket:
+    if rest == uri or not slash or not is_bucket_name(bucket):
         raise StorageError(f"not an s3://bucket/key URI: {uri!r}")
     return bucket, check_key(key)
 
@@ -244,7 +244,7 @@ class S3Destination:
         part_size: int = 8 * 1024 * 1024,
         clock: Clock = utc_now,
     ) -> None:
-        if not _BUCKET.match(bucket) or ".." in bucket:
+        if not is_bucket_name(bucket):
             raise ConfigError(f"invalid S3 bucket name {bucket!r}")
         if not MIN_PART_SIZE <= part_size <= MAX_PUT_BYTES or not 0 <= multipart_threshold <= MAX_PUT_BYTES:
             raise ConfigError("S3 parts must be 5 MiB to 5 GiB, and the multipart threshold at most 5 GiB")

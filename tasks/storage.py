@@ -25,9 +25,9 @@ from typing import Protocol
 from urllib.parse import unquote, urlparse
 
 from bulletin.errors import DefinitionError, StorageError, TransientError
+from bulletin.models import is_safe_key_segment
 
 MAX_KEY_BYTES = 1024
-_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _EXTENSION = re.compile(r"^[a-z0-9]{1,8}$")
 _MAX_CONFLICT_SUFFIX = 100
 #: The longest a download link may live: SigV4's limit for presigned URLs, and the rule for every store.
@@ -38,7 +38,7 @@ _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
 
 def check_segment(segment: str) -> str:
     """One path segment: letters, digits, ``.``, ``_``, ``-``; never ``..``, slashes, backslashes or controls."""
-    if not _SEGMENT.match(segment) or ".." in segment:
+    if not is_safe_key_segment(segment):
         raise StorageError(f"unsafe object key segment {segment!r}")
     return segment
 
