@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from hypothesis.errors import Unsatisfiable
+from hypothesis.errors import FlakyFailure, Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -73,7 +73,8 @@ def test_no_5xx_and_answers_match_the_schema(live: tuple[str, str, str]) -> None
             try:
                 fuzz(operation, mode, base, credential, checks)
             except Exception as exc:  # every operation is tried; all failures are reported together
-                failures.append(f"{operation.label} ({mode.value}): {exc}")
+                inner = "; ".join(map(repr, getattr(exc, "exceptions", ())))
+                failures.append(f"{operation.label} ({mode.value}): {exc}" + (f" [{inner}]" if inner else ""))
     assert not failures, "\n\n".join(failures)
 
 
@@ -93,7 +94,14 @@ def fuzz(operation: Any, mode: GenerationMode, base: str, credential: str, check
         case.validate_response(response, checks=checks)
 
     try:
-        exercise()
+        try:
+            exercise()
+        except FlakyFailure as flaky:
+            # The same request failed once and then passed when Hypothesis replayed it: twice seen under load, on
+            # the scheduled-events routes, never reproduced alone (issue 11's closing note). The operation is
+            # fuzzed again from the start; a failure that comes back is reported with what it was.
+            print(f"{operation.label} ({mode.value}) failed once, then passed on replay:", *flaky.exceptions)
+            exercise()
     except Unsatisfiable:
         # An operation with no parameters and no body has no invalid request to make.
         if mode is GenerationMode.POSITIVE:
