@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from bulletin.errors import DefinitionError
-from bulletin.store.ledger import RUN_KEY_MAX
+from bulletin.store.ledger_schema import RUN_KEY_MAX
 
 _KEY_SAFE = re.compile(r"^[A-Za-z0-9_.:@+-]{1,128}$")
 

@@ -11,23 +11,10 @@ from bulletin.store import (
     webhooks,  # noqa: F401 - registers the webhook tables on the shared metadata
 )
 from bulletin.store.db import Store, migrate, open_store
-from bulletin.store.ledger import (
-    AuditEntry,
-    ClaimOutcome,
-    ClaimResult,
-    LedgerRow,
-    LedgerStatus,
-    adhoc_run_key,
-    audit,
-    check_run_key,
-    claim,
-    last_sent,
-    list_deliveries,
-    mark_failed,
-    mark_sent,
-    mark_skipped,
-    scheduled_run_key,
-)
+from bulletin.store.delivery_keys import adhoc_run_key, check_run_key, scheduled_run_key
+from bulletin.store.ledger import claim, mark_failed, mark_sent, mark_skipped
+from bulletin.store.ledger_queries import audit, last_sent, list_deliveries
+from bulletin.store.ledger_schema import AuditEntry, ClaimOutcome, ClaimResult, LedgerRow, LedgerStatus
 
 __all__ = [
     "AuditEntry",

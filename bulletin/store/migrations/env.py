@@ -4,7 +4,7 @@
 ``config.attributes["connection"]``. Without one, as when a developer runs Alembic by hand to write a revision, it
 connects to ``sqlalchemy.url`` or else to the configured store (BULLETIN_DATABASE_URL or the SQLite default).
 
-There is no alembic.ini. To write a revision after changing ``bulletin.store.ledger``::
+There is no alembic.ini. To write a revision after changing ``bulletin.store.ledger_schema``::
 
     .venv/bin/python -c "from alembic import command; from bulletin.store.db import alembic_config; \
         command.revision(alembic_config(), 'what changed', autogenerate=True, rev_id='0002')"

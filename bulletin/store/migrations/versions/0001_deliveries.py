@@ -4,8 +4,8 @@ Revision ID: 0001
 Revises:
 Create Date: 2026-11-23
 
-A frozen copy of the table, not an import of ``bulletin.store.ledger``: a migration must keep meaning what it meant
-when it was written. ``tests/bulletin/test_store.py`` checks that the two agree.
+A frozen copy of the table, not an import of ``bulletin.store.ledger_schema``: a migration must keep meaning what it
+meant when it was written. ``tests/bulletin/test_store.py`` checks that the two agree.
 """
 
 from __future__ import annotations
