@@ -31,8 +31,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from bulletin.clock import Clock
-from bulletin.errors import BulletinError, ConfigError
+from bulletin.errors import BulletinError
 from bulletin.settings import Settings
+from bulletin.store.base import check_limit
 from bulletin.store.db import Store
 from bulletin.store.scheduled_events import (
     EventClaim,
@@ -122,8 +123,7 @@ def deliver_due_events(
 ) -> PassSummary:
     """One attempt at each due event: ``event_ids`` first, then any other due event (a missed run's), at most
     ``limit`` in all. Raises only if the store cannot even list what is due."""
-    if not 1 <= limit <= PASS_LIMIT_MAX:
-        raise ConfigError(f"limit must be between 1 and {PASS_LIMIT_MAX}", field="limit")
+    check_limit(limit, PASS_LIMIT_MAX)
     named = due_events(store, now=now(), limit=limit, event_ids=event_ids) if event_ids else []
     others = due_events(store, now=now(), limit=limit)
     due = list({e.id: e for e in [*named, *others]}.values())[:limit]

@@ -28,6 +28,7 @@ from typing import Any
 from bulletin.clock import Clock
 from bulletin.errors import BulletinError, ConfigError, NotFoundError
 from bulletin.settings import Settings
+from bulletin.store.base import check_limit
 from bulletin.store.db import Store
 from bulletin.store.webhooks import (
     Endpoint,
@@ -134,8 +135,7 @@ def dispatch_due(
     With ``deadline_seconds``, messages not started by then are left due for the next pass (requests in flight
     finish within the timeout). Raises only if the store cannot even list what is due.
     """
-    if not 1 <= limit <= DISPATCH_LIMIT_MAX:
-        raise ConfigError(f"limit must be between 1 and {DISPATCH_LIMIT_MAX}", field="limit")
+    check_limit(limit, DISPATCH_LIMIT_MAX)
     retry_delays(settings.webhook_retry_schedule)  # a bad schedule must fail here, not after a send
     due = due_messages(store, now=now(), limit=limit, message_ids=message_ids)
     if not due:

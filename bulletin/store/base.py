@@ -1,4 +1,4 @@
-"""What every table module of the store shares: the one ``MetaData``, the UTC timestamp column, and two checks.
+"""What every table module of the store shares: the one ``MetaData``, the UTC timestamp column, and a few checks.
 
 Every table registers on ``metadata``, so the one Alembic history (and its autogenerate) sees all of them. Pure:
 no I/O here, so every table module can import it without importing another table module.
@@ -13,6 +13,7 @@ from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.types import TypeDecorator
 
 from bulletin.clock import require_aware
+from bulletin.errors import ConfigError
 
 metadata = MetaData()
 
@@ -45,6 +46,13 @@ class UTCDateTime(TypeDecorator[datetime]):
 def aware(value: datetime, what: str = STORE_TIMES, *, field: str | None = None) -> datetime:
     """``value`` in UTC; ConfigError ("<what> must be timezone-aware") when it is naive."""
     return require_aware(value, what, field=field).astimezone(UTC)
+
+
+def check_limit(limit: int, most: int = 10_000) -> int:
+    """``limit`` if it is a page size from 1 to ``most``; ConfigError naming the ``limit`` field otherwise."""
+    if not 1 <= limit <= most:
+        raise ConfigError(f"limit must be between 1 and {most}", field="limit")
+    return limit
 
 
 def truncate_utf8(text: str, limit: int) -> str:

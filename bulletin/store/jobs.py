@@ -37,8 +37,8 @@ from sqlalchemy import (
     update,
 )
 
-from bulletin.errors import ConfigError, ConflictError, NotFoundError, StorageError
-from bulletin.store.base import UTCDateTime, aware, metadata
+from bulletin.errors import ConflictError, NotFoundError, StorageError
+from bulletin.store.base import UTCDateTime, aware, check_limit, metadata
 from bulletin.store.db import Store
 
 JOB_ID_MAX = 64
@@ -183,8 +183,7 @@ def list_jobs(
 ) -> list[Job]:
     """``org``'s jobs, newest first by (created_at, job_id), strictly after the cursor ``after`` (keyset
     pagination: a page never repeats or skips a job because others were created meanwhile)."""
-    if not 1 <= limit <= LIST_LIMIT_MAX:
-        raise ConfigError(f"limit must be between 1 and {LIST_LIMIT_MAX}", field="limit")
+    check_limit(limit, LIST_LIMIT_MAX)
     c = jobs.c
     query = select(jobs).where(c.org == org)
     if report_id is not None:

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, and_, delete, insert, or_, select, update
 
 from bulletin.errors import ConfigError, NotFoundError, RequestError, StorageError
-from bulletin.store.base import aware
+from bulletin.store.base import aware, check_limit
 from bulletin.store.db import Store
 from bulletin.store.outbox import check_lease, log_attempt, settle, take_lease
 from bulletin.store.scheduled_event_schema import (
@@ -161,8 +161,7 @@ def list_events(
 
     Keyset pagination: a page never repeats or skips an event because others were created meanwhile.
     """
-    if not 1 <= limit <= LIST_LIMIT_MAX:
-        raise ConfigError(f"limit must be between 1 and {LIST_LIMIT_MAX}", field="limit")
+    check_limit(limit, LIST_LIMIT_MAX)
     c = scheduled_events.c
     query = select(scheduled_events).where(c.org == org)
     if statuses:
@@ -206,8 +205,7 @@ def due_events(
     store: Store, *, now: datetime, limit: int, event_ids: Sequence[str] | None = None
 ) -> list[ScheduledEvent]:
     """Events an attempt is due for, soonest first (only ``event_ids`` when given)."""
-    if not 1 <= limit <= LIST_LIMIT_MAX * 20:
-        raise ConfigError("limit must be between 1 and 10000", field="limit")
+    check_limit(limit)
     query = select(scheduled_events).where(_claimable(aware(now)))
     if event_ids is not None:
         query = query.where(scheduled_events.c.id.in_(list(event_ids)))

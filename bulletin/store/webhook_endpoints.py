@@ -24,6 +24,7 @@ from bulletin.store.webhook_schema import (
     STYLES,
     Endpoint,
     MessageStatus,
+    Outcome,
     check_event_types,
     check_secret,
     check_url,
@@ -165,6 +166,15 @@ def enable_endpoint(store: Store, endpoint_id: str, *, now: datetime) -> Endpoin
             .values(enabled=True, disabled_reason=None, failing_since=None, updated_at=aware(now))
         )
         return fetch_endpoint(conn, endpoint_id)
+
+
+def track_failing_streak(conn: Connection, endpoint_id: str, outcome: Outcome, attempted_at: datetime) -> None:
+    """A success clears the endpoint's ``failing_since``; the first failure after one sets it."""
+    streak = webhook_endpoints.update().where(webhook_endpoints.c.id == endpoint_id)
+    if outcome == "success":
+        conn.execute(streak.values(failing_since=None))
+    else:  # two steps, not COALESCE: the timestamp must go through UTCDateTime's bind processing
+        conn.execute(streak.where(webhook_endpoints.c.failing_since.is_(None)).values(failing_since=attempted_at))
 
 
 def fetch_endpoint(conn: Connection, endpoint_id: str) -> Endpoint:

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, and_, insert, or_, select, update
 
 from bulletin.errors import ConfigError, NotFoundError, StorageError
-from bulletin.store.base import aware
+from bulletin.store.base import aware, check_limit
 from bulletin.store.db import Store
 from bulletin.store.inbound import inbound_receipts, prune_inbound, record_inbound
 from bulletin.store.outbox import check_lease, log_attempt, settle, take_lease
@@ -36,6 +36,7 @@ from bulletin.store.webhook_endpoints import (
     remove_endpoint,
     rotate_secret,
     signing_secrets,
+    track_failing_streak,
 )
 from bulletin.store.webhook_schema import (
     ALL_EVENTS,
@@ -207,7 +208,7 @@ def list_messages(
     if status is not None:
         query = query.where(webhook_messages.c.status == status.value)
     with store.read() as conn:
-        return [Message.model_validate(dict(r)) for r in conn.execute(query.limit(_limit(limit))).mappings()]
+        return [Message.model_validate(dict(r)) for r in conn.execute(query.limit(check_limit(limit))).mappings()]
 
 
 def due_messages(store: Store, *, now: datetime, limit: int, message_ids: Sequence[str] | None = None) -> list[Message]:
@@ -215,7 +216,7 @@ def due_messages(store: Store, *, now: datetime, limit: int, message_ids: Sequen
     query = select(webhook_messages).where(_claimable(aware(now)))
     if message_ids is not None:
         query = query.where(webhook_messages.c.id.in_(list(message_ids)))
-    query = query.order_by(webhook_messages.c.next_attempt_at, webhook_messages.c.id).limit(_limit(limit))
+    query = query.order_by(webhook_messages.c.next_attempt_at, webhook_messages.c.id).limit(check_limit(limit))
     with store.read() as conn:
         return [Message.model_validate(dict(row)) for row in conn.execute(query).mappings()]
 
@@ -263,20 +264,11 @@ def record_attempt(
     ``NotFoundError`` when the endpoint was removed, with its messages, while the request was in flight: there is
     nothing left to record the attempt against.
     """
-    if message_status is MessageStatus.DELIVERING:
-        raise ConfigError("an attempt leaves its message pending, delivered or failed")
-    if message_status is MessageStatus.PENDING and next_attempt_at is None:
-        raise ConfigError("a message left pending needs next_attempt_at")
+    _check_attempt_leaves(message_status, next_attempt_at)
     now, attempted_at = aware(now), aware(attempted_at)
     message_id, endpoint_id = claim.message.id, claim.endpoint.id
     with store.write() as conn:
-        # Locks the row (PostgreSQL; SQLite's write transaction holds the whole database), so a removal cannot slip
-        # in between this check and the insert, which would then break the foreign key.
-        still_there = conn.execute(
-            select(webhook_messages.c.id).where(webhook_messages.c.id == message_id).with_for_update()
-        ).first()
-        if still_there is None:
-            raise NotFoundError(f"webhook message {message_id} was removed with its endpoint", field="message_id")
+        _lock_message(conn, message_id)
         found = log_attempt(
             conn,
             webhook_attempts,
@@ -305,17 +297,33 @@ def record_attempt(
             last_error=None if error is None else error[:ERROR_MAX],
             delivered_at=attempted_at if message_status is MessageStatus.DELIVERED else None,
         )
-        streak = webhook_endpoints.update().where(webhook_endpoints.c.id == endpoint_id)
-        if outcome == "success":
-            conn.execute(streak.values(failing_since=None))
-        else:  # two steps, not COALESCE: the timestamp must go through UTCDateTime's bind processing
-            conn.execute(streak.where(webhook_endpoints.c.failing_since.is_(None)).values(failing_since=attempted_at))
+        track_failing_streak(conn, endpoint_id, outcome, attempted_at)
         return RecordedAttempt(
             attempt=Attempt.model_validate(dict(found)),
             message=_message(conn, message_id),
             endpoint=fetch_endpoint(conn, endpoint_id),
             applied=applied,
         )
+
+
+def _check_attempt_leaves(message_status: MessageStatus, next_attempt_at: datetime | None) -> None:
+    if message_status is MessageStatus.DELIVERING:
+        raise ConfigError("an attempt leaves its message pending, delivered or failed")
+    if message_status is MessageStatus.PENDING and next_attempt_at is None:
+        raise ConfigError("a message left pending needs next_attempt_at")
+
+
+def _lock_message(conn: Connection, message_id: str) -> None:
+    """``NotFoundError`` unless the message is still there, and lock its row until the transaction ends.
+
+    The lock (PostgreSQL; SQLite's write transaction holds the whole database) keeps a removal from slipping in
+    between this check and the attempt's insert, which would then break the foreign key.
+    """
+    still_there = conn.execute(
+        select(webhook_messages.c.id).where(webhook_messages.c.id == message_id).with_for_update()
+    ).first()
+    if still_there is None:
+        raise NotFoundError(f"webhook message {message_id} was removed with its endpoint", field="message_id")
 
 
 def message_attempts(
@@ -328,7 +336,7 @@ def message_attempts(
     if endpoint_id is not None:
         query = query.where(webhook_attempts.c.endpoint_id == endpoint_id)
     with store.read() as conn:
-        return [Attempt.model_validate(dict(r)) for r in conn.execute(query.limit(_limit(limit))).mappings()]
+        return [Attempt.model_validate(dict(r)) for r in conn.execute(query.limit(check_limit(limit))).mappings()]
 
 
 def redeliver(store: Store, message_id: str, *, now: datetime) -> Message:
@@ -383,9 +391,3 @@ def _message(conn: Connection, message_id: str) -> Message:
     if found is None:
         raise NotFoundError(f"no webhook message {message_id[:60]!r}", field="message_id")
     return Message.model_validate(dict(found))
-
-
-def _limit(limit: int) -> int:
-    if not 1 <= limit <= 10_000:
-        raise ConfigError("limit must be between 1 and 10000", field="limit")
-    return limit
