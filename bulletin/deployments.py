@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -327,19 +327,10 @@ def find_problems(
     missing pool, and then no worker ever picks the runs up.
     """
     declared = list(declared)
-    problems: list[Problem] = []
     pools = declared_work_pools(declared)
     if pool is not None:
         pools.setdefault(pool, [])
-    for name in sorted(pools):
-        if name not in server_pools:
-            users = pools[name]
-            named_by = f" (named by {len(users)} deployment(s) in prefect.yaml)" if users else ""
-            message = (
-                f"work pool {name!r}{named_by} does not exist on the Prefect server: create it with "
-                f"`prefect work-pool create {name} --type process`"
-            )
-            problems.append(Problem(message, missing=True))
+    problems = list(_pool_problems(pools, server_pools))
     declared_pool = {name: pool_name for pool_name, names in pools.items() for name in names}
     declared_names = {str(d.get("name")) for d in declared}
     for spec in planned:
@@ -353,27 +344,43 @@ def find_problems(
             problems.append(Problem(message, missing=True))
             continue
         expected_pool = pool or declared_pool.get(spec.name) or DEFAULT_WORK_POOL
-        if on_server.work_pool != expected_pool:
-            problems.append(
-                Problem(f"deployment {spec.full_name} is on work pool {on_server.work_pool!r}, not {expected_pool!r}")
-            )
-        if not spec.schedules and on_server.schedules:
-            # `prefect deploy` never removes a deployment's schedules: given none, it keeps the old ones.
-            message = (
-                f"deployment {spec.full_name} has schedules on the server but none in prefect.yaml: clear them with "
-                f"`prefect deployment schedule clear {spec.full_name} --accept-yes`"
-            )
-            problems.append(Problem(message))
-        elif sorted(map(_schedule_key, on_server.schedules)) != sorted(map(_schedule_key, spec.schedules)):
-            message = (
-                f"deployment {spec.full_name} has other schedules on the server than the reports imply: "
-                "run `prefect deploy --all --no-prompt`"
-            )
-            problems.append(Problem(message))
-        if _scalar(dict(on_server.parameters)) != _scalar(dict(spec.parameters)):
-            message = (
-                f"deployment {spec.full_name} has parameters {_scalar(dict(on_server.parameters))} on the server, "
-                f"not {_scalar(dict(spec.parameters))}: run `prefect deploy --all --no-prompt`"
-            )
-            problems.append(Problem(message))
+        problems.extend(_drift(spec, on_server, expected_pool))
     return problems
+
+
+def _pool_problems(pools: Mapping[str, list[str]], server_pools: set[str]) -> Iterator[Problem]:
+    """Each work pool prefect.yaml names (by the deployments that name it) that the server does not have."""
+    for name in sorted(pools):
+        if name not in server_pools:
+            users = pools[name]
+            named_by = f" (named by {len(users)} deployment(s) in prefect.yaml)" if users else ""
+            message = (
+                f"work pool {name!r}{named_by} does not exist on the Prefect server: create it with "
+                f"`prefect work-pool create {name} --type process`"
+            )
+            yield Problem(message, missing=True)
+
+
+def _drift(spec: DeploymentSpec, on_server: ServerDeployment, expected_pool: str) -> Iterator[Problem]:
+    """How a deployment on the server differs from what the reports imply: its pool, schedules and parameters."""
+    if on_server.work_pool != expected_pool:
+        yield Problem(f"deployment {spec.full_name} is on work pool {on_server.work_pool!r}, not {expected_pool!r}")
+    if not spec.schedules and on_server.schedules:
+        # `prefect deploy` never removes a deployment's schedules: given none, it keeps the old ones.
+        message = (
+            f"deployment {spec.full_name} has schedules on the server but none in prefect.yaml: clear them with "
+            f"`prefect deployment schedule clear {spec.full_name} --accept-yes`"
+        )
+        yield Problem(message)
+    elif sorted(map(_schedule_key, on_server.schedules)) != sorted(map(_schedule_key, spec.schedules)):
+        message = (
+            f"deployment {spec.full_name} has other schedules on the server than the reports imply: "
+            "run `prefect deploy --all --no-prompt`"
+        )
+        yield Problem(message)
+    if _scalar(dict(on_server.parameters)) != _scalar(dict(spec.parameters)):
+        message = (
+            f"deployment {spec.full_name} has parameters {_scalar(dict(on_server.parameters))} on the server, "
+            f"not {_scalar(dict(spec.parameters))}: run `prefect deploy --all --no-prompt`"
+        )
+        yield Problem(message)

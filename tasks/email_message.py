@@ -330,6 +330,21 @@ def build_message(
     msg["Message-ID"] = f"<{fingerprint[:32]}@{message_id_domain}>"
     msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: out-of-office robots must not answer
     msg["X-Bulletin-Recipient"] = recipient.ref  # names the outbox file; lets a bounce be traced to a recipient
+    _add_parts(msg, text_body, html_body, chart_png, zip(attachments, names, types, strict=True))
+    # Boundaries starting "=_" cannot occur in quoted-printable or base64 text, and the hash makes them unique.
+    for i, part in enumerate(p for p in msg.walk() if p.is_multipart()):
+        part.set_boundary(f"=_bulletin.{i}.{fingerprint[32:56]}")
+    return msg
+
+
+def _add_parts(
+    msg: EmailMessage,
+    text_body: str,
+    html_body: str,
+    chart_png: bytes | None,
+    files: Iterable[tuple[EmailAttachment, str, tuple[str, str, dict[str, str]]]],
+) -> None:
+    """The text and HTML alternatives, the chart inline in the HTML part, then each file under its safe name."""
     msg.set_content(text_body, subtype="plain", charset="utf-8")
     msg.add_alternative(html_body, subtype="html", charset="utf-8")
     if chart_png is not None:
@@ -337,13 +352,9 @@ def build_message(
         html_part.add_related(
             chart_png, "image", "png", cid=f"<{CHART_CID}>", disposition="inline", filename="chart.png"
         )
-    for attachment, name, (maintype, subtype, params) in zip(attachments, names, types, strict=True):
+    for attachment, name, (maintype, subtype, params) in files:
         data = _read_attachment(attachment)
         msg.add_attachment(data, maintype, subtype, filename=name, params=params)
-    # Boundaries starting "=_" cannot occur in quoted-printable or base64 text, and the hash makes them unique.
-    for i, part in enumerate(p for p in msg.walk() if p.is_multipart()):
-        part.set_boundary(f"=_bulletin.{i}.{fingerprint[32:56]}")
-    return msg
 
 
 def message_size(msg: EmailMessage) -> int:

@@ -296,6 +296,22 @@ def verify_jwt_es256(
     if isinstance(public_keys_pem, str | bytes) or not public_keys_pem:
         raise ConfigError("at least one webhook public key must be configured")
     keys = [_public_key(pem) for pem in public_keys_pem]
+    text = _compact_jws(token)
+    _check_jwt_header(text)
+    for key in keys:
+        claims = _decode_jwt(text, key, audience=audience, issuer=issuer)
+        if claims is None:
+            continue  # try the next configured key (one is being rotated in or out)
+        jti = claims.get("jti")
+        if not isinstance(jti, str) or not jti or len(jti) > MAX_MESSAGE_ID_CHARS:
+            raise SignatureError("token jti is empty or malformed")
+        _check_times(claims, now, max_age_seconds)
+        return claims
+    raise SignatureError("token signature does not verify with any configured key")
+
+
+def _compact_jws(token: str | bytes) -> str:
+    """The token as text of three dot-separated parts, or RequestError."""
     try:
         text = token.decode("ascii") if isinstance(token, bytes) else token
     except UnicodeDecodeError:
@@ -304,7 +320,11 @@ def verify_jwt_es256(
     # An empty third part is allowed here so that alg "none" is refused as such, below.
     if len(parts) != 3 or not parts[0] or not parts[1]:
         raise RequestError("body is not a compact JWS")
-    text = ".".join(parts)
+    return ".".join(parts)
+
+
+def _check_jwt_header(text: str) -> None:
+    """Refuse a header that names a key or an algorithm other than ES256, before any key is tried."""
     try:
         header = jwt.get_unverified_header(text)
     except jwt.PyJWTError:
@@ -314,42 +334,42 @@ def verify_jwt_es256(
         raise SignatureError(f"token header parameter {extra[0][:20]!r} is not allowed")
     if header.get("alg") != JWT_ALGORITHM:
         raise SignatureError("token algorithm is not allowed")
+
+
+def _decode_jwt(
+    text: str, key: ec.EllipticCurvePublicKey, *, audience: str | None, issuer: str | None
+) -> dict[str, Any] | None:
+    """The claims if ``key`` signed the token; None if its signature does not verify with ``key``."""
     required = ["jti", *(["aud"] if audience is not None else []), *(["iss"] if issuer is not None else [])]
-    for key in keys:
-        try:
-            claims: dict[str, Any] = jwt.decode(
-                text,
-                key,
-                algorithms=[JWT_ALGORITHM],  # fixed: never read from the token
-                audience=audience,
-                issuer=issuer,
-                options={
-                    "verify_signature": True,
-                    "require": required,
-                    "verify_aud": True,
-                    "strict_aud": audience is not None,
-                    "verify_iss": True,
-                    "verify_jti": True,
-                    "verify_sub": True,
-                    # Checked in _check_times against `now`: PyJWT would read the wall clock.
-                    "verify_exp": False,
-                    "verify_nbf": False,
-                    "verify_iat": False,
-                },
-            )
-        except jwt.InvalidSignatureError:
-            continue  # try the next configured key (one is being rotated in or out)
-        except jwt.MissingRequiredClaimError as exc:
-            raise SignatureError(f"token has no {exc.claim} claim") from None
-        except (jwt.InvalidAudienceError, jwt.InvalidIssuerError):
-            raise SignatureError("token audience or issuer is wrong") from None
-        except jwt.DecodeError:
-            raise RequestError("token is malformed") from None
-        except jwt.PyJWTError:
-            raise SignatureError("token is invalid") from None
-        jti = claims.get("jti")
-        if not isinstance(jti, str) or not jti or len(jti) > MAX_MESSAGE_ID_CHARS:
-            raise SignatureError("token jti is empty or malformed")
-        _check_times(claims, now, max_age_seconds)
-        return claims
-    raise SignatureError("token signature does not verify with any configured key")
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            text,
+            key,
+            algorithms=[JWT_ALGORITHM],  # fixed: never read from the token
+            audience=audience,
+            issuer=issuer,
+            options={
+                "verify_signature": True,
+                "require": required,
+                "verify_aud": True,
+                "strict_aud": audience is not None,
+                "verify_iss": True,
+                "verify_jti": True,
+                "verify_sub": True,
+                # Checked in _check_times against `now`: PyJWT would read the wall clock.
+                "verify_exp": False,
+                "verify_nbf": False,
+                "verify_iat": False,
+            },
+        )
+    except jwt.InvalidSignatureError:
+        return None
+    except jwt.MissingRequiredClaimError as exc:
+        raise SignatureError(f"token has no {exc.claim} claim") from None
+    except (jwt.InvalidAudienceError, jwt.InvalidIssuerError):
+        raise SignatureError("token audience or issuer is wrong") from None
+    except jwt.DecodeError:
+        raise RequestError("token is malformed") from None
+    except jwt.PyJWTError:
+        raise SignatureError("token is invalid") from None
+    return claims

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -39,7 +39,7 @@ from bulletin.clock import Clock, utc_now
 from bulletin.errors import BulletinError
 from bulletin.settings import Settings
 from bulletin.store import Store, migrate, open_store
-from bulletin.triggers import load_triggers
+from bulletin.triggers import Trigger, load_triggers
 
 logger = logging.getLogger(__name__)
 
@@ -111,57 +111,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None, 
     settings = settings or Settings()
     triggers = load_triggers(settings.triggers_dir)
     check_targets(triggers, settings.reports_dir)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = await run_in_threadpool(open_store, settings.database)
-        starter = FlowStarter(prefect_timeout=settings.api_prefect_timeout_seconds, deployments=deployments)
-        try:
-            await run_in_threadpool(migrate, store)
-            app.state.store = store
-            app.state.query_engine = QueryEngine(settings)
-            app.state.hooks = HookService(
-                triggers=triggers,
-                store=store,
-                starter=starter,
-                clock=clock or utc_now,
-                max_body_bytes=settings.api_max_body_bytes,
-                prefect_timeout=settings.api_prefect_timeout_seconds,
-            )
-            app.state.readiness = {
-                "store": lambda: _store_ready(store),
-                "prefect": lambda: _prefect_ready(settings.api_prefect_timeout_seconds),
-            }
-            for trigger_id in await run_in_threadpool(app.state.hooks.unconfigured):
-                logger.warning("trigger %r is not configured: its hooks are answered 503 until it is", trigger_id)
-            app.state.jobs = JobService(
-                store=store,
-                settings=settings,
-                starter=starter,
-                engine=app.state.query_engine,
-                clock=app.state.clock,
-            )
-            app.state.scheduled_events = await run_in_threadpool(
-                scheduled_events.ScheduledEventService.start, settings, store, app.state.clock
-            )
-            if deployments:  # housekeeping runs go through deployments, so never from the demo (bulletin serve's)
-                app.state.housekeeper = Housekeeper(store, clock=app.state.clock)
-                app.state.housekeeper.start()
-            yield
-        finally:
-            if hasattr(app.state, "housekeeper"):
-                await run_in_threadpool(app.state.housekeeper.stop)
-            if hasattr(app.state, "scheduled_events"):
-                await run_in_threadpool(app.state.scheduled_events.close)
-            if hasattr(app.state, "query_engine"):
-                app.state.query_engine.close()
-            await run_in_threadpool(starter.shutdown)
-            store.close()
-
     app = FastAPI(
         title="Bulletin",
         description=DESCRIPTION,
-        lifespan=lifespan,
+        lifespan=_lifespan(settings, triggers, clock=clock, deployments=deployments),
         docs_url=None,  # served from local assets by add_docs: the FastAPI defaults load them from a CDN
         redoc_url=None,
     )
@@ -170,6 +123,15 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None, 
         app.add_exception_handler(kind, error_response)
     app.state.settings = settings
     app.state.clock = clock or utc_now
+    _include_routers(app)
+    app.add_middleware(BodyCap, max_bytes=settings.api_max_body_bytes)
+    app.add_middleware(AccessLog)  # added last: outermost, so it times and logs everything, 413s included
+    app.get("/healthz")(healthz)
+    app.get("/readyz")(readyz)
+    return app
+
+
+def _include_routers(app: FastAPI) -> None:
     app.include_router(router)
     for api in (query_router, endpoints_router, triggers_router):
         app.include_router(api)
@@ -177,33 +139,101 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None, 
     app.include_router(preferences_router)
     app.include_router(jobs_router)
     app.include_router(files_router)
-    app.add_middleware(BodyCap, max_bytes=settings.api_max_body_bytes)
-    app.add_middleware(AccessLog)  # added last: outermost, so it times and logs everything, 413s included
 
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        """The process answers."""
-        return {"status": "ok"}
 
-    @app.get("/readyz")
-    async def readyz(request: Request) -> JSONResponse:
-        """The state store and the Prefect API answer (503 naming what does not). Triggers whose secret or public
-        key is not configured are listed and make the status ``degraded``, still 200: the rest of the API, and
-        every other trigger, serve as usual, and waiting would not fix them (docs/api.md, "Readiness")."""
-        checks: dict[str, str] = {}
-        for name, check in request.app.state.readiness.items():
-            try:
-                await run_in_threadpool(check)
-                checks[name] = "ok"
-            except Exception as exc:  # readiness reports any failure as "not ready"
-                # One line per probe (a load balancer probes often); the traceback only at DEBUG.
-                logger.warning("readiness check %s failed: %s: %s", name, type(exc).__name__, exc)
-                logger.debug("readiness check %s failed", name, exc_info=True)
-                checks[name] = "unavailable"
-        ready = all(v == "ok" for v in checks.values())
-        unconfigured = await run_in_threadpool(request.app.state.hooks.unconfigured)
-        status = "unavailable" if not ready else "degraded" if unconfigured else "ok"
-        body = {"status": status, "checks": checks, "triggers_not_configured": unconfigured}
-        return JSONResponse(body, 200 if ready else 503)
+def _lifespan(
+    settings: Settings, triggers: dict[str, Trigger], *, clock: Clock | None, deployments: bool
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """What the app does when it starts and stops: the store and the run starter, then the services on them."""
 
-    return app
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = await run_in_threadpool(open_store, settings.database)
+        starter = FlowStarter(prefect_timeout=settings.api_prefect_timeout_seconds, deployments=deployments)
+        try:
+            await run_in_threadpool(migrate, store)
+            await _start_services(app, settings, triggers, store, starter, clock=clock, deployments=deployments)
+            yield
+        finally:
+            await _stop_services(app, store, starter)
+
+    return lifespan
+
+
+async def _start_services(
+    app: FastAPI,
+    settings: Settings,
+    triggers: dict[str, Trigger],
+    store: Store,
+    starter: FlowStarter,
+    *,
+    clock: Clock | None,
+    deployments: bool,
+) -> None:
+    app.state.store = store
+    app.state.query_engine = QueryEngine(settings)
+    app.state.hooks = HookService(
+        triggers=triggers,
+        store=store,
+        starter=starter,
+        clock=clock or utc_now,
+        max_body_bytes=settings.api_max_body_bytes,
+        prefect_timeout=settings.api_prefect_timeout_seconds,
+    )
+    app.state.readiness = {
+        "store": lambda: _store_ready(store),
+        "prefect": lambda: _prefect_ready(settings.api_prefect_timeout_seconds),
+    }
+    for trigger_id in await run_in_threadpool(app.state.hooks.unconfigured):
+        logger.warning("trigger %r is not configured: its hooks are answered 503 until it is", trigger_id)
+    app.state.jobs = JobService(
+        store=store,
+        settings=settings,
+        starter=starter,
+        engine=app.state.query_engine,
+        clock=app.state.clock,
+    )
+    app.state.scheduled_events = await run_in_threadpool(
+        scheduled_events.ScheduledEventService.start, settings, store, app.state.clock
+    )
+    if deployments:  # housekeeping runs go through deployments, so never from the demo (bulletin serve's)
+        app.state.housekeeper = Housekeeper(store, clock=app.state.clock)
+        app.state.housekeeper.start()
+
+
+async def _stop_services(app: FastAPI, store: Store, starter: FlowStarter) -> None:
+    """Stop what ``_start_services`` started, whatever part of it ran."""
+    if hasattr(app.state, "housekeeper"):
+        await run_in_threadpool(app.state.housekeeper.stop)
+    if hasattr(app.state, "scheduled_events"):
+        await run_in_threadpool(app.state.scheduled_events.close)
+    if hasattr(app.state, "query_engine"):
+        app.state.query_engine.close()
+    await run_in_threadpool(starter.shutdown)
+    store.close()
+
+
+async def healthz() -> dict[str, str]:
+    """The process answers."""
+    return {"status": "ok"}
+
+
+async def readyz(request: Request) -> JSONResponse:
+    """The state store and the Prefect API answer (503 naming what does not). Triggers whose secret or public
+    key is not configured are listed and make the status ``degraded``, still 200: the rest of the API, and
+    every other trigger, serve as usual, and waiting would not fix them (docs/api.md, "Readiness")."""
+    checks: dict[str, str] = {}
+    for name, check in request.app.state.readiness.items():
+        try:
+            await run_in_threadpool(check)
+            checks[name] = "ok"
+        except Exception as exc:  # readiness reports any failure as "not ready"
+            # One line per probe (a load balancer probes often); the traceback only at DEBUG.
+            logger.warning("readiness check %s failed: %s: %s", name, type(exc).__name__, exc)
+            logger.debug("readiness check %s failed", name, exc_info=True)
+            checks[name] = "unavailable"
+    ready = all(v == "ok" for v in checks.values())
+    unconfigured = await run_in_threadpool(request.app.state.hooks.unconfigured)
+    status = "unavailable" if not ready else "degraded" if unconfigured else "ok"
+    body = {"status": status, "checks": checks, "triggers_not_configured": unconfigured}
+    return JSONResponse(body, 200 if ready else 503)
