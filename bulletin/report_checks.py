@@ -5,23 +5,23 @@ would otherwise fail every recipient at run time: the dataset exists; every colu
 one the dataset allows, with an operator it allows on that field; every secure filter too; every
 ``{{ recipient.X }}`` names something the audience provides; the email templates compile in the sandbox the email
 channel renders them with. It is pure, and returns every problem, each with its field path and the bad value, so
-``bulletin reports validate`` (the CI gate) can list them all. The query engine (``tasks.query``) still checks
-the same rules at run time, as the last defence.
+``bulletin reports validate`` (the CI gate) can list them all with ``validate_reports``. The query engine
+(``tasks.query``) still checks the same rules at run time, as the last defence.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 from bulletin.datasets import DatasetSpec
 from bulletin.email_templates import TemplateKind, template_problems
+from bulletin.errors import DefinitionError
 from bulletin.models import Filter
+from bulletin.reports import ReportDefinition, load_report_file
 from bulletin.templating import TemplateError, is_template, template_path
-
-if TYPE_CHECKING:
-    from bulletin.reports import ReportDefinition
 
 #: What a secure filter or filter template may read from ``recipient`` besides its attributes
 #: (``bulletin.reports.recipient_context``).
@@ -198,3 +198,26 @@ def check_report(
         problems += _filter_problems(f"filters.{i}", flt, spec, audience)
     problems += _secure_filters(report, registry, audience)
     return problems + _email(report, audience)
+
+
+def validate_reports(
+    folder: Path, datasets: Mapping[str, DatasetSpec] | None = None
+) -> tuple[list[str], list[DefinitionError]]:
+    """Validate every file, collecting all errors rather than stopping at the first.
+
+    With ``datasets`` (the registry) each report that loads is also checked against it and its audience
+    (``check_report``): one error per problem, naming the file, the field path and the bad value.
+    """
+    ok: list[str] = []
+    errors: list[DefinitionError] = []
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            report = load_report_file(path)
+        except DefinitionError as exc:
+            errors.append(exc)
+            continue
+        problems = check_report(report, datasets) if datasets is not None else []
+        errors += [DefinitionError(f"{path}: {problem}", field=problem.path) for problem in problems]
+        if not problems:
+            ok.append(report.id)
+    return ok, errors

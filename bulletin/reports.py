@@ -5,14 +5,12 @@ A wrong file is refused with its path, the field and the reason. Loading is pure
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from bulletin.datasets import DatasetSpec
 from bulletin.definitions import load_definition
 from bulletin.errors import DefinitionError, NotFoundError
 from bulletin.models import (
@@ -26,7 +24,6 @@ from bulletin.models import (
     Recipient,
     normalise_filters,
 )
-from bulletin.report_checks import check_report
 from bulletin.schedules import check_cron, check_timezone, preset_to_cron
 from bulletin.templating import TemplateError, is_template, render_value, resolve_date
 
@@ -223,29 +220,6 @@ def load_reports(folder: Path) -> dict[str, ReportDefinition]:
         report = load_report_file(path)
         reports[report.id] = report
     return reports
-
-
-def validate_reports(
-    folder: Path, datasets: Mapping[str, DatasetSpec] | None = None
-) -> tuple[list[str], list[DefinitionError]]:
-    """Validate every file, collecting all errors rather than stopping at the first.
-
-    With ``datasets`` (the registry) each report that loads is also checked against it and its audience
-    (``bulletin.report_checks``): one error per problem, naming the file, the field path and the bad value.
-    """
-    ok: list[str] = []
-    errors: list[DefinitionError] = []
-    for path in sorted(folder.glob("*.yaml")):
-        try:
-            report = load_report_file(path)
-        except DefinitionError as exc:
-            errors.append(exc)
-            continue
-        problems = check_report(report, datasets) if datasets is not None else []
-        errors += [DefinitionError(f"{path}: {problem}", field=problem.path) for problem in problems]
-        if not problems:
-            ok.append(report.id)
-    return ok, errors
 
 
 def get_report(folder: Path, report_id: str) -> ReportDefinition:

@@ -199,7 +199,7 @@ class Settings(BaseSettings):
     @classmethod
     def _refuse_what_cannot_work(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
         try:
-            settings = handler(data)
+            settings: Settings = handler(data)
         except ValidationError as exc:
             raise ConfigError(_first_error(exc), field=_error_field(exc)) from None
         check_settings(settings)

@@ -14,16 +14,16 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from email.utils import getaddresses
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Literal, Protocol
 from urllib.parse import urlsplit
+
+from pydantic import SecretStr
 
 from bulletin.errors import ConfigError
 from bulletin.models import is_bucket_name, is_safe_key_segment
-
-if TYPE_CHECKING:
-    from bulletin.settings import Settings
 
 #: The bounds tasks.webhook_send enforces on each send (kept equal to its MAX_ATTEMPTS and MAX_DELAY_SECONDS).
 RETRY_MAX_ATTEMPTS = 30
@@ -35,12 +35,88 @@ _SMTP_ONLY = ("smtp_port", "smtp_username", "smtp_password", "smtp_password_bloc
 _S3_ONLY = ("s3_endpoint_url", "s3_region", "s3_prefix", "s3_kms_key_id", "s3_aws_credentials_block")
 
 
+class CheckedSettings(Protocol):
+    """The settings the checks read: ``bulletin.settings.Settings`` has each of them (mypy checks it where
+    ``Settings`` calls ``check_settings``). Named here, not imported, because that class's validator calls these
+    checks: the settings module imports this one, never the other way round. A new check that reads another field
+    adds it here."""
+
+    @property
+    def smtp_host(self) -> str | None: ...
+
+    @property
+    def smtp_port(self) -> int | None: ...
+
+    @property
+    def smtp_security(self) -> Literal["starttls", "ssl", "none"]: ...
+
+    @property
+    def smtp_username(self) -> str | None: ...
+
+    @property
+    def smtp_password(self) -> SecretStr | None: ...
+
+    @property
+    def smtp_password_block(self) -> str | None: ...
+
+    @property
+    def smtp_from(self) -> str: ...
+
+    @property
+    def smtp_ca_file(self) -> Path | None: ...
+
+    @property
+    def email_allowed_domains(self) -> Sequence[str]: ...
+
+    @property
+    def storage_prefix(self) -> str: ...
+
+    @property
+    def s3_bucket(self) -> str | None: ...
+
+    @property
+    def s3_endpoint_url(self) -> str | None: ...
+
+    @property
+    def s3_region(self) -> str | None: ...
+
+    @property
+    def s3_prefix(self) -> str: ...
+
+    @property
+    def s3_sse(self) -> Literal["AES256", "aws:kms"]: ...
+
+    @property
+    def s3_kms_key_id(self) -> str | None: ...
+
+    @property
+    def s3_aws_credentials_block(self) -> str | None: ...
+
+    @property
+    def token_issuer(self) -> str: ...
+
+    @property
+    def token_audience(self) -> str: ...
+
+    @property
+    def signing_keys(self) -> SecretStr | None: ...
+
+    @property
+    def file_link_secret(self) -> SecretStr | None: ...
+
+    @property
+    def webhook_allowed_networks(self) -> Sequence[str]: ...
+
+    @property
+    def webhook_retry_schedule(self) -> Sequence[float]: ...
+
+
 def env_name(field: str) -> str:
     """The environment variable a field is read from."""
     return f"BULLETIN_{field.upper()}"
 
 
-def check_settings(settings: Settings) -> None:
+def check_settings(settings: CheckedSettings) -> None:
     """Raise ``ConfigError`` naming the first setting that cannot work as configured."""
     for field, problem in _problems(settings):
         joint = "" if problem.startswith("=") else " "  # "BULLETIN_SMTP_SECURITY=none sends..."
@@ -60,7 +136,7 @@ def is_loopback_host(host: str) -> bool:
     return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
-def _problems(s: Settings) -> Iterator[tuple[str, str]]:
+def _problems(s: CheckedSettings) -> Iterator[tuple[str, str]]:
     yield from _smtp_problems(s)
     yield from _email_problems(s)
     yield from _s3_problems(s)
@@ -68,7 +144,7 @@ def _problems(s: Settings) -> Iterator[tuple[str, str]]:
     yield from _webhook_problems(s)
 
 
-def _smtp_problems(s: Settings) -> Iterator[tuple[str, str]]:
+def _smtp_problems(s: CheckedSettings) -> Iterator[tuple[str, str]]:
     if not s.smtp_host:
         for field in _SMTP_ONLY:
             if getattr(s, field) is not None:
@@ -96,7 +172,7 @@ def _smtp_problems(s: Settings) -> Iterator[tuple[str, str]]:
             yield "smtp_ca_file", f"names {s.smtp_ca_file}, which is not a file"
 
 
-def _email_problems(s: Settings) -> Iterator[tuple[str, str]]:
+def _email_problems(s: CheckedSettings) -> Iterator[tuple[str, str]]:
     sender = s.smtp_from
     pairs = getaddresses([sender])
     if any(c in sender for c in "\r\n") or len(pairs) != 1 or "@" not in pairs[0][1]:
@@ -106,7 +182,7 @@ def _email_problems(s: Settings) -> Iterator[tuple[str, str]]:
             yield "email_allowed_domains", f"must list domains without '@' (example.com), not {domain[:80]!r}"
 
 
-def _s3_problems(s: Settings) -> Iterator[tuple[str, str]]:
+def _s3_problems(s: CheckedSettings) -> Iterator[tuple[str, str]]:
     if not _safe_prefix(s.storage_prefix):
         yield "storage_prefix", f"{_UNSAFE_PREFIX} {s.storage_prefix[:80]!r}"
     if not s.s3_bucket:
@@ -132,7 +208,7 @@ def _safe_prefix(prefix: str) -> bool:
     return bool(prefix) and all(is_safe_key_segment(part) for part in prefix.split("/"))
 
 
-def _key_problems(s: Settings) -> Iterator[tuple[str, str]]:
+def _key_problems(s: CheckedSettings) -> Iterator[tuple[str, str]]:
     for field in ("token_issuer", "token_audience"):
         if not getattr(s, field).strip():
             yield field, "must not be empty"
@@ -148,7 +224,7 @@ def _key_problems(s: Settings) -> Iterator[tuple[str, str]]:
         yield "file_link_secret", f"must be at least {FILE_LINK_SECRET_MIN} characters"
 
 
-def _webhook_problems(s: Settings) -> Iterator[tuple[str, str]]:
+def _webhook_problems(s: CheckedSettings) -> Iterator[tuple[str, str]]:
     for cidr in s.webhook_allowed_networks:
         try:
             ipaddress.ip_network(cidr.strip(), strict=False)

@@ -10,7 +10,8 @@ from rich.table import Table
 
 from bulletin.datasets import load_datasets
 from bulletin.errors import DefinitionError
-from bulletin.reports import load_reports, validate_reports
+from bulletin.report_checks import validate_reports
+from bulletin.reports import load_reports
 from bulletin.settings import Settings
 
 reports_app = typer.Typer(help="List and validate report definitions.", no_args_is_help=True)

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from bulletin.datasets import load_datasets
-from bulletin.report_checks import check_report
-from bulletin.reports import ReportDefinition, load_reports, validate_reports
+from bulletin.report_checks import check_report, validate_reports
+from bulletin.reports import ReportDefinition, load_reports
 from bulletin.settings import PROJECT_ROOT
 
 REPORTS = PROJECT_ROOT / "deployments" / "reports"
