@@ -15,7 +15,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +25,21 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from alembic.util.exc import CommandError
-from sqlalchemy import URL, Connection, Engine, create_engine, event, exc, make_url, text
+from sqlalchemy import (
+    URL,
+    Connection,
+    Engine,
+    RowMapping,
+    Table,
+    create_engine,
+    event,
+    exc,
+    insert,
+    make_url,
+    select,
+    text,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -182,6 +196,29 @@ def database_error(error: exc.DBAPIError, url: URL) -> TransientError | StorageE
     if error.connection_invalidated or isinstance(error, exc.OperationalError | exc.InterfaceError):
         return TransientError(message)
     return StorageError(message)
+
+
+def insert_if_absent(
+    conn: Connection, table: Table, values: Mapping[str, Any], *, unique: Sequence[str]
+) -> RowMapping | None:
+    """Insert the row unless a row with the same ``unique`` columns exists: the row as inserted, or None.
+
+    Atomic by the unique key, so of concurrent inserts of one key exactly one gets the row back. SQLite and
+    PostgreSQL do it in one statement (ON CONFLICT DO NOTHING; RETURNING says whether a row went in, which rowcount
+    does not once the driver returns rows: -1 on psycopg); other backends insert inside a savepoint, so a duplicate
+    key does not abort the enclosing transaction, and read the row back.
+    """
+    backend = conn.dialect.name
+    if backend in {"sqlite", "postgresql"}:
+        dialect_insert = sqlite.insert if backend == "sqlite" else postgresql.insert
+        statement = dialect_insert(table).values(dict(values)).on_conflict_do_nothing(index_elements=list(unique))
+        return conn.execute(statement.returning(*table.c)).mappings().first()
+    try:
+        with conn.begin_nested():
+            conn.execute(insert(table).values(dict(values)))
+    except exc.IntegrityError:
+        return None
+    return conn.execute(select(table).where(*(table.c[name] == values[name] for name in unique))).mappings().one()
 
 
 def _first_line(error: BaseException | None) -> str:

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Column, Index, Integer, String, Table, UniqueConstraint, delete, insert
-from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import BigInteger, Column, Index, Integer, String, Table, UniqueConstraint, delete
 
 from bulletin.errors import ConfigError
 from bulletin.store.base import UTCDateTime, aware, metadata
-from bulletin.store.db import Store
+from bulletin.store.db import Store, insert_if_absent
 
 SOURCE_MAX = 128
 MESSAGE_ID_MAX = 256
@@ -40,22 +38,7 @@ def record_inbound(store: Store, *, source: str, message_id: str, now: datetime)
         raise ConfigError(f"an inbound source must be 1-{SOURCE_MAX} characters and a message id 1-{MESSAGE_ID_MAX}")
     values = {"source": source, "message_id": message_id, "received_at": aware(now)}
     with store.write() as conn:
-        backend = conn.dialect.name
-        if backend in {"sqlite", "postgresql"}:
-            dialect_insert = sqlite.insert if backend == "sqlite" else postgresql.insert
-            statement = (
-                dialect_insert(inbound_receipts)
-                .values(values)
-                .on_conflict_do_nothing(index_elements=["source", "message_id"])
-                .returning(inbound_receipts.c.id)
-            )
-            return conn.execute(statement).first() is not None
-        try:
-            with conn.begin_nested():
-                conn.execute(insert(inbound_receipts).values(values))
-        except sa_exc.IntegrityError:
-            return False
-        return True
+        return insert_if_absent(conn, inbound_receipts, values, unique=("source", "message_id")) is not None
 
 
 def forget_inbound(store: Store, *, source: str, message_id: str) -> None:

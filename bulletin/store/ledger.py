@@ -19,14 +19,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import ColumnElement, Connection, Update, and_, insert, or_, select, update
-from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import ColumnElement, Connection, Update, and_, or_, select, update
 
 from bulletin.errors import ConfigError, StorageError
 from bulletin.models import FilterGroups
 from bulletin.store.base import aware
-from bulletin.store.db import Store
+from bulletin.store.db import Store, insert_if_absent
 from bulletin.store.delivery_keys import DeliveryKey, check_identifier, check_run_id
 from bulletin.store.ledger_schema import (
     ERROR_MAX,
@@ -219,26 +217,8 @@ def _finish(store: Store, claim: ClaimResult, *, now: datetime, status: LedgerSt
 
 def _insert_if_absent(conn: Connection, values: dict[str, Any], key: DeliveryKey) -> LedgerRow | None:
     """Insert the row unless its key exists; the row as inserted, or None if the key was there already."""
-    backend = conn.dialect.name
-    if backend in {"sqlite", "postgresql"}:
-        dialect_insert = sqlite.insert if backend == "sqlite" else postgresql.insert
-        statement = (
-            dialect_insert(deliveries)
-            .values(values)
-            .on_conflict_do_nothing(index_elements=["run_key", "recipient", "format", "channel"])
-            # RETURNING says whether a row went in (rowcount does not once the driver returns rows: -1 on psycopg),
-            # and gives it back without a second query.
-            .returning(*deliveries.c)
-        )
-        found = conn.execute(statement).mappings().first()
-        return None if found is None else LedgerRow.model_validate(dict(found))
-    # Other backends: a savepoint, so a duplicate key does not abort the enclosing transaction.
-    try:
-        with conn.begin_nested():
-            conn.execute(insert(deliveries).values(values))
-    except sa_exc.IntegrityError:
-        return None
-    return _fetch(conn, key)
+    found = insert_if_absent(conn, deliveries, values, unique=tuple(key.values()))
+    return None if found is None else LedgerRow.model_validate(dict(found))
 
 
 def _update_one(conn: Connection, statement: Update, key: DeliveryKey) -> LedgerRow | None:
