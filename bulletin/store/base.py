@@ -7,8 +7,9 @@ no I/O here, so every table module can import it without importing another table
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import DateTime, MetaData
+from sqlalchemy import ColumnElement, DateTime, MetaData, Select, and_, or_
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.types import TypeDecorator
 
@@ -16,6 +17,9 @@ from bulletin.clock import require_aware
 from bulletin.errors import ConfigError
 
 metadata = MetaData()
+
+#: Where a page of a newest-first listing ended: the last row's creation time and id.
+Cursor = tuple[datetime, str]
 
 #: What a naive time given to the store is called in the error.
 STORE_TIMES = "timestamps given to the state store"
@@ -53,6 +57,19 @@ def check_limit(limit: int, most: int = 10_000) -> int:
     if not 1 <= limit <= most:
         raise ConfigError(f"limit must be between 1 and {most}", field="limit")
     return limit
+
+
+def newest_first(
+    query: Select[Any], created: ColumnElement[datetime], ident: ColumnElement[str], *, after: Cursor | None, limit: int
+) -> Select[Any]:
+    """One page of ``query``, newest first by (``created``, ``ident``), strictly after the cursor ``after``.
+
+    Keyset pagination: a page never repeats or skips a row because others were created meanwhile.
+    """
+    if after is not None:
+        at, last = aware(after[0]), after[1]
+        query = query.where(or_(created < at, and_(created == at, ident < last)))
+    return query.order_by(created.desc(), ident.desc()).limit(limit)
 
 
 def truncate_utf8(text: str, limit: int) -> str:

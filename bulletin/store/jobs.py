@@ -29,16 +29,14 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    and_,
     delete,
     insert,
-    or_,
     select,
     update,
 )
 
 from bulletin.errors import ConflictError, NotFoundError, StorageError
-from bulletin.store.base import UTCDateTime, aware, check_limit, metadata
+from bulletin.store.base import UTCDateTime, aware, check_limit, metadata, newest_first
 from bulletin.store.db import Store
 
 JOB_ID_MAX = 64
@@ -190,10 +188,7 @@ def list_jobs(
         query = query.where(c.report_id == report_id)
     if job_ids is not None:
         query = query.where(c.job_id.in_(list(job_ids)))
-    if after is not None:
-        created, last = aware(after[0]), after[1]
-        query = query.where(or_(c.created_at < created, and_(c.created_at == created, c.job_id < last)))
-    query = query.order_by(c.created_at.desc(), c.job_id.desc()).limit(limit)
+    query = newest_first(query, c.created_at, c.job_id, after=after, limit=limit)
     with store.read() as conn:
         return [Job.model_validate(dict(row)) for row in conn.execute(query).mappings()]
 

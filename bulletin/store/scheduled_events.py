@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, and_, delete, insert, or_, select, update
 
 from bulletin.errors import ConfigError, NotFoundError, RequestError, StorageError
-from bulletin.store.base import aware, check_limit
+from bulletin.store.base import aware, check_limit, newest_first
 from bulletin.store.db import Store
 from bulletin.store.outbox import check_lease, log_attempt, settle, take_lease
 from bulletin.store.scheduled_event_schema import (
@@ -166,10 +166,7 @@ def list_events(
     query = select(scheduled_events).where(c.org == org)
     if statuses:
         query = query.where(c.status.in_([s.value for s in statuses]))
-    if after is not None:
-        created, last_id = aware(after[0]), after[1]
-        query = query.where(or_(c.created_at < created, and_(c.created_at == created, c.id < last_id)))
-    query = query.order_by(c.created_at.desc(), c.id.desc()).limit(limit)
+    query = newest_first(query, c.created_at, c.id, after=after, limit=limit)
     with store.read() as conn:
         return [ScheduledEvent.model_validate(dict(row)) for row in conn.execute(query).mappings()]
 
