@@ -76,7 +76,22 @@ def _reply_text(reply: bytes | str) -> str:
     return " ".join(text.split())[:_MAX_REPLY_CHARS]
 
 
-class SmtpSender:
+class _Sender:
+    """What both senders share: used as a context manager, which closes the sender on the way out."""
+
+    def close(self) -> None:
+        """Let go of what the sender holds."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class SmtpSender(_Sender):
     """SMTP with verified TLS. One connection sends many messages; use it as a context manager.
 
     ``starttls`` requires the server to offer STARTTLS and never falls back to plaintext; ``ssl`` speaks TLS from
@@ -258,16 +273,8 @@ class SmtpSender:
         except (smtplib.SMTPException, OSError):
             smtp.close()
 
-    def __enter__(self) -> Self:
-        return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-
-class OutboxSender:
+class OutboxSender(_Sender):
     """The embedded default: each message becomes one ``.eml`` file in a folder, readable by any mail client.
 
     Files are named ``<UTC date>-<recipient ref>-<short hash>.eml`` and created with a hard link from a temporary
@@ -328,14 +335,6 @@ class OutboxSender:
 
     def close(self) -> None:
         """Nothing to close; here so both senders are used the same way."""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 def _read_password_block(name: str) -> SecretStr:

@@ -68,9 +68,7 @@ def remove_xlsx_illegal(text: str) -> str:
 
 def remove_xlsx_illegal_array(values: pa.Array) -> pa.Array:
     """:func:`remove_xlsx_illegal` over a string array; skips the rewrite when nothing matches."""
-    if not pc.any(pc.match_substring_regex(values, XLSX_ILLEGAL_RE2)).as_py():
-        return values
-    return pc.replace_substring_regex(values, pattern=XLSX_ILLEGAL_RE2, replacement="")
+    return _replace_array(values, XLSX_ILLEGAL_RE2, "")
 
 
 def utf16_length(text: str) -> int:
@@ -127,9 +125,14 @@ def plain_line(text: str) -> str:
 
 def plain_line_array(values: pa.Array) -> pa.Array:
     """:func:`plain_line` over a string array; skips the rewrite when nothing matches."""
-    if not pc.any(pc.match_substring_regex(values, _CONTROL_RE2)).as_py():
+    return _replace_array(values, _CONTROL_RE2, " ")
+
+
+def _replace_array(values: pa.Array, pattern: str, replacement: str) -> pa.Array:
+    """Each match of the RE2 ``pattern`` replaced; the array itself, not a copy, when nothing matches."""
+    if not pc.any(pc.match_substring_regex(values, pattern)).as_py():
         return values
-    return pc.replace_substring_regex(values, pattern=_CONTROL_RE2, replacement=" ")
+    return pc.replace_substring_regex(values, pattern=pattern, replacement=replacement)
 
 
 def generated_label(generated_at: datetime, timezone: str) -> str:
