@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from bulletin.errors import ConfigError, HostKeyError, StorageError, TransientError
 from bulletin.settings import Settings
-from tasks.sftp import SftpDestination, format_sftp_uri, key_fingerprint, load_private_key
+from tasks.sftp import SftpDestination, format_sftp_uri
+from tasks.ssh import SshConnection, key_fingerprint, load_private_key
 from tasks.storage import UriLink
 from tests.fixtures.sshd import SshdServer
 
@@ -32,13 +33,12 @@ def destination(server: SshdServer, directory: Path, **changes: Any) -> SftpDest
         "host": server.host,
         "port": server.port,
         "username": server.username,
-        "directory": str(directory),
         "known_hosts": server.known_hosts,
         "private_key": load_private_key(server.private_key.read_text(), source="the test key"),
         "timeout_seconds": 10.0,
     }
     values.update(changes)
-    return SftpDestination(**values)
+    return SftpDestination(SshConnection(**values), str(directory))
 
 
 def sftp_settings(server: SshdServer, directory: Path, **overrides: Any) -> Settings:
@@ -266,19 +266,75 @@ def test_one_connection_is_reused_and_reopened_once_when_it_dropped(
     sftp: SftpDestination, drop: Path, report: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     sftp.put(KEY, report, content_type="text/csv", metadata=META)
-    first = sftp._client
+    first = sftp.connection.client
     sftp.put("a/b.csv", report, content_type="text/csv", metadata=META)
-    assert sftp._client is first, "the same SSH connection"
+    assert sftp.connection.client is first, "the same SSH connection"
     assert first is not None
     transport = first.get_transport()
     assert transport is not None
     transport.close()  # the server, a firewall or a NAT dropped it
-    with caplog.at_level(logging.INFO, logger="tasks.sftp"):
+    with caplog.at_level(logging.INFO, logger="tasks.ssh"):
         sftp.put("a/c.csv", report, content_type="text/csv", metadata=META)
-    assert sftp._client is not first and (drop / "a" / "c.csv").exists()
+    assert sftp.connection.client is not first and (drop / "a" / "c.csv").exists()
     assert "connected to SFTP" in caplog.text, "a new connection"
     sftp.close()
-    assert sftp._client is None
+    assert sftp.connection.client is None
+
+
+def dropping_source(path: Path, dest: SftpDestination, drops: int) -> Path:
+    """``path``, whose uploads (every open after the checksum's) cut the SSH connection midway, ``drops`` times."""
+    left = {"drops": drops, "opened": 0}
+
+    class Dropping(type(Path())):  # type: ignore[misc]
+        def open(self, *args: Any, **kwargs: Any) -> Any:
+            handle = super().open(*args, **kwargs)
+            left["opened"] += 1
+            if left["opened"] == 1 or left["drops"] == 0:
+                return handle
+            left["drops"] -= 1
+            return _CutAfterFirstChunk(handle, dest)
+
+    return Dropping(path)
+
+
+class _CutAfterFirstChunk:
+    def __init__(self, handle: Any, dest: SftpDestination) -> None:
+        self.handle, self.dest, self.reads = handle, dest, 0
+
+    def read(self, size: int = -1) -> bytes:
+        self.reads += 1
+        if self.reads == 2:
+            client = self.dest.connection.client
+            transport = client.get_transport() if client is not None else None
+            assert transport is not None
+            transport.close()  # the network drops the connection in the middle of the upload
+        return bytes(self.handle.read(4096))
+
+    def __enter__(self) -> _CutAfterFirstChunk:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.handle.close()
+
+
+def test_a_connection_dropped_mid_upload_is_reopened_once_and_the_partial_file_removed(
+    sftp: SftpDestination, drop: Path, report: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="tasks.ssh"):
+        stored = sftp.put(KEY, dropping_source(report, sftp, drops=1), content_type="text/csv", metadata=META)
+    assert "dropped; reconnecting once" in caplog.text
+    assert stored.key == KEY and (drop / KEY).read_bytes() == report.read_bytes()
+    files = [name for name in everything_in(drop) if not (drop / name).is_dir()]
+    assert files == [KEY], "the first attempt's temporary file is removed once the connection is back"
+
+
+def test_a_connection_that_drops_again_is_a_transient_error(sftp: SftpDestination, drop: Path, report: Path) -> None:
+    with pytest.raises(TransientError, match="dropped while uploading") as dropped:
+        sftp.put(KEY, dropping_source(report, sftp, drops=2), content_type="text/csv", metadata=META)
+    assert dropped.value.retryable and not (drop / KEY).exists()
+    sftp.put("next.csv", report, content_type="text/csv", metadata=META)  # the next upload reconnects and cleans up
+    files = [name for name in everything_in(drop) if not (drop / name).is_dir()]
+    assert files == ["next.csv"]
 
 
 # --- links, delete, holds --------------------------------------------------------------------------------------------
