@@ -21,7 +21,8 @@ from bulletin.errors import ConfigError, HostKeyError, StorageError, TransientEr
 from bulletin.settings import Settings
 from tasks.sftp import SftpDestination, format_sftp_uri
 from tasks.ssh import SshConnection, key_fingerprint, load_private_key
-from tasks.storage import UriLink
+from tasks.storage import Destination, UriLink
+from tests.fixtures import sshd as sshd_fixture
 from tests.fixtures.sshd import SshdServer
 
 KEY = "reports/acme/weekly/2026/11/02/rm-north/weekly-20261102T070005Z-abc123.csv"
@@ -259,6 +260,20 @@ def test_private_keys_that_cannot_be_used_are_refused_without_echoing_them() -> 
         assert not [line for line in text.splitlines()[1:-1] if line in str(refused.value)]
 
 
+def test_no_key_material_reaches_the_logs_even_at_debug(
+    sshd_server: SshdServer, drop: Path, report: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    key_lines = [line for line in sshd_server.private_key.read_text().splitlines()[1:-1] if len(line) > 20]
+    with caplog.at_level(logging.DEBUG):
+        with destination(sshd_server, drop) as dest:
+            dest.put(KEY, report, content_type="text/csv", metadata=META)
+        with destination(sshd_server, drop, known_hosts=sshd_server.wrong_known_hosts) as dest:
+            with pytest.raises(HostKeyError):
+                dest.put(KEY, report, content_type="text/csv", metadata=META)
+    assert caplog.records, "paramiko and Bulletin did log"
+    assert key_lines and not [line for line in key_lines if line in caplog.text]
+
+
 # --- the connection ------------------------------------------------------------------------------------------------
 
 
@@ -335,6 +350,21 @@ def test_a_connection_that_drops_again_is_a_transient_error(sftp: SftpDestinatio
     sftp.put("next.csv", report, content_type="text/csv", metadata=META)  # the next upload reconnects and cleans up
     files = [name for name in everything_in(drop) if not (drop / name).is_dir()]
     assert files == ["next.csv"]
+
+
+def test_the_sftp_destination_is_a_destination(sftp: SftpDestination) -> None:
+    typed: Destination = sftp  # mypy checks the protocol; the name is the channel's
+    assert typed.name == "sftp"
+
+
+def test_without_sshd_the_fixture_skips_but_fails_in_ci(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(sshd_fixture, "SSHD", str(tmp_path / "no-sshd"))
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="install openssh-server"):
+        sshd_fixture._require_sshd()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI must install openssh-server"):
+        sshd_fixture._require_sshd()
 
 
 # --- links, delete, holds --------------------------------------------------------------------------------------------
