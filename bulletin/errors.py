@@ -5,7 +5,8 @@ help, so the flow retries only what is transient, the CLI maps each to one exit 
 
     BulletinError                      exit 1
     ├── ConfigError                    exit 2    a setting or a key is missing or wrong
-    │   └── TriggerNotConfiguredError  exit 2    a trigger's secret or public key is not set (HTTP 503)
+    │   ├── TriggerNotConfiguredError  exit 2    a trigger's secret or public key is not set (HTTP 503)
+    │   └── HostKeyError               exit 2    an SSH server's host key is unknown or not the one known: refused
     ├── DefinitionError (ValueError)   exit 2    a report, dataset or trigger file is invalid
     ├── NotFoundError (LookupError)    exit 3    no such report, recipient, dataset or key id
     ├── TokenError                     exit 4    a data token is malformed, expired or not ours
@@ -56,6 +57,18 @@ class TriggerNotConfiguredError(ConfigError):
     operator sets it, so they are answered 503 (the sender retries) rather than 500."""
 
     status_code = 503
+
+
+class HostKeyError(ConfigError):
+    """An SSH server (the SFTP channel's) whose host key is not in the known_hosts file, or differs from the one
+    there: refused, never added. Names the host, port and the SHA256 fingerprint the server showed, so an operator
+    can compare it with the one its administrator publishes. Not retryable: only a person can decide."""
+
+    def __init__(self, message: str, *, host: str, port: int, fingerprint: str) -> None:
+        super().__init__(message, field="sftp_known_hosts_file")
+        self.host = host
+        self.port = port
+        self.fingerprint = fingerprint
 
 
 class DefinitionError(BulletinError, ValueError):

@@ -112,6 +112,27 @@ class Settings(BaseSettings):
         default_factory=list, description="Recipient email domains allowed (comma-separated). Empty: any domain."
     )
     outbox_dir: Path | None = Field(default=None, description="Folder of .eml files when no SMTP host is set.")
+    # --- SFTP destination: set BULLETIN_SFTP_HOST to drop files on an SSH server (host keys always verified) ---
+    sftp_host: str | None = Field(default=None, description="SSH server the sftp channel delivers to.")
+    sftp_port: int = Field(default=22, ge=1, le=65_535, description="SSH port of the SFTP server.")
+    sftp_username: str | None = Field(default=None, description="SSH login on the SFTP server.")
+    sftp_private_key_file: Path | None = Field(
+        default=None, description="Unencrypted private key file (ed25519, ECDSA or RSA) to log in with."
+    )
+    sftp_private_key_block: str | None = Field(
+        default=None, description="Name of a Prefect Secret block holding the private key's text instead."
+    )
+    sftp_known_hosts_file: Path | None = Field(
+        default=None,
+        description="known_hosts file holding the server's host key (required: an unknown or changed key is "
+        "refused, never added).",
+    )
+    sftp_directory: str | None = Field(
+        default=None, description="Absolute folder on the server that files go under (made if missing)."
+    )
+    sftp_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=300, description="SSH connect, login and per-request timeout."
+    )
     database_url: str | None = Field(
         default=None, description="State store SQLAlchemy URL. Default: SQLite file <home>/bulletin.db."
     )

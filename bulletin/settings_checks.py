@@ -5,8 +5,9 @@ with no user to log in as, a plaintext SMTP server that is not on this machine, 
 a value its consumer would only reject mid-run (a CIDR, a JSON keyset). Without these, such a setting fails every
 recipient of every run, or silently does nothing (files go to the local folder although S3 options are set).
 
-The checks are pure and cheap (no network; one ``stat`` for a CA file), so every process that reads settings (the
-CLI, ``bulletin serve``, a flow run, the API) refuses the same things with the same one-line ``ConfigError``.
+The checks are pure and cheap (no network; a ``stat`` for a CA, known_hosts or private key file), so every process
+that reads settings (the CLI, ``bulletin serve``, a flow run, the API) refuses the same things with the same one-line
+``ConfigError``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
+import os
 from collections.abc import Iterator, Sequence
 from email.utils import getaddresses
 from pathlib import Path
@@ -33,6 +35,13 @@ FILE_LINK_SECRET_MIN = 32
 _UNSAFE_PREFIX = "must be a safe key prefix (segments of A-Z a-z 0-9 . _ -), not"
 _SMTP_ONLY = ("smtp_port", "smtp_username", "smtp_password", "smtp_password_block", "smtp_ca_file")
 _S3_ONLY = ("s3_endpoint_url", "s3_region", "s3_prefix", "s3_kms_key_id", "s3_aws_credentials_block")
+_SFTP_ONLY = (
+    "sftp_username",
+    "sftp_private_key_file",
+    "sftp_private_key_block",
+    "sftp_known_hosts_file",
+    "sftp_directory",
+)
 
 
 class CheckedSettings(Protocol):
@@ -93,6 +102,27 @@ class CheckedSettings(Protocol):
     def s3_aws_credentials_block(self) -> str | None: ...
 
     @property
+    def sftp_host(self) -> str | None: ...
+
+    @property
+    def sftp_port(self) -> int: ...
+
+    @property
+    def sftp_username(self) -> str | None: ...
+
+    @property
+    def sftp_private_key_file(self) -> Path | None: ...
+
+    @property
+    def sftp_private_key_block(self) -> str | None: ...
+
+    @property
+    def sftp_known_hosts_file(self) -> Path | None: ...
+
+    @property
+    def sftp_directory(self) -> str | None: ...
+
+    @property
     def token_issuer(self) -> str: ...
 
     @property
@@ -140,6 +170,7 @@ def _problems(s: CheckedSettings) -> Iterator[tuple[str, str]]:
     yield from _smtp_problems(s)
     yield from _email_problems(s)
     yield from _s3_problems(s)
+    yield from _sftp_problems(s)
     yield from _key_problems(s)
     yield from _webhook_problems(s)
 
@@ -202,6 +233,49 @@ def _s3_problems(s: CheckedSettings) -> Iterator[tuple[str, str]]:
         yield "s3_kms_key_id", "is set but BULLETIN_S3_SSE is AES256: set BULLETIN_S3_SSE=aws:kms"
     if s.s3_prefix and not _safe_prefix(s.s3_prefix.strip("/")):
         yield "s3_prefix", f"{_UNSAFE_PREFIX} {s.s3_prefix[:80]!r}"
+
+
+def _sftp_problems(s: CheckedSettings) -> Iterator[tuple[str, str]]:
+    if not s.sftp_host:
+        for field in _SFTP_ONLY:
+            if getattr(s, field) is not None:
+                yield field, "is set but BULLETIN_SFTP_HOST is not, so the sftp channel has no server to use it for"
+        if s.sftp_port != 22:
+            yield "sftp_port", "is set but BULLETIN_SFTP_HOST is not, so the sftp channel has no server to use it for"
+        return
+    if not _is_host(s.sftp_host):
+        yield "sftp_host", f"must be a host name or IP address, not {s.sftp_host[:80]!r}"
+    if not s.sftp_username:
+        yield "sftp_username", "must be set when BULLETIN_SFTP_HOST is: the SSH login to deliver as"
+    if s.sftp_known_hosts_file is None:
+        yield (
+            "sftp_known_hosts_file",
+            "must be set when BULLETIN_SFTP_HOST is: the server's host key is always verified, never accepted unseen",
+        )
+    elif not _readable_file(s.sftp_known_hosts_file):
+        yield "sftp_known_hosts_file", f"names {s.sftp_known_hosts_file}, which is not a readable file"
+    if s.sftp_private_key_file is not None and s.sftp_private_key_block:
+        yield "sftp_private_key_block", "and BULLETIN_SFTP_PRIVATE_KEY_FILE are both set: set only one of them"
+    elif s.sftp_private_key_file is None and not s.sftp_private_key_block:
+        yield "sftp_private_key_file", "or BULLETIN_SFTP_PRIVATE_KEY_BLOCK must be set when BULLETIN_SFTP_HOST is"
+    elif s.sftp_private_key_file is not None and not _readable_file(s.sftp_private_key_file):
+        yield "sftp_private_key_file", f"names {s.sftp_private_key_file}, which is not a readable file"
+    directory = s.sftp_directory
+    if directory is None:
+        yield "sftp_directory", "must be set when BULLETIN_SFTP_HOST is: the absolute folder files go under"
+    elif not directory.startswith("/") or ".." in directory.split("/") or not directory.isprintable():
+        yield "sftp_directory", f"must be an absolute folder without '..', not {directory[:80]!r}"
+
+
+def _is_host(host: str) -> bool:
+    return (
+        bool(host) and "://" not in host and "/" not in host and "@" not in host and not any(c.isspace() for c in host)
+    )
+
+
+def _readable_file(path: Path) -> bool:
+    resolved = path.expanduser()
+    return resolved.is_file() and os.access(resolved, os.R_OK)
 
 
 def _safe_prefix(prefix: str) -> bool:
