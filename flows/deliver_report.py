@@ -29,9 +29,9 @@ from bulletin.store import migrate, open_store
 from bulletin.store.channel_preferences import EventType, load_run_preferences
 from tasks.audience import resolve_audience, select_recipients
 from tasks.capacity import cancel_requested, report_run_slot
-from tasks.deliver import DeliveryPlan
 from tasks.fanout import DELIVERY_THREADS, deliver_audience, meanwhile, plan_delivery
 from tasks.manifest import publish_run_artifacts, save_manifest
+from tasks.plan import DeliveryPlan
 from tasks.services import ServicesSpec, open_services
 from tasks.tokens import load_keyset
 from tasks.webhooks import publish_run_events, s3_links
