@@ -39,6 +39,21 @@ def is_safe_key_segment(segment: str) -> bool:
 Format = Literal["pdf", "csv", "xlsx"]
 FORMATS: tuple[Format, ...] = get_args(Format)
 
+
+class ChannelName(StrEnum):
+    """The channels a report delivers files on, spelt here only: report definitions (``channels: [s3, email]``),
+    the ledger's channel column, manifests and the channel registry (``tasks.channel_registry``) use these values,
+    and the communication-channel preferences' API spelling (``EMAIL``, ``S3``) is their upper case.
+
+    A name here is not yet a channel: a report naming one that no module registers, or that the settings do not
+    configure, is refused before any work (``bulletin.requests.check_request``).
+    """
+
+    S3 = "s3"  # the bucket: S3 when BULLETIN_S3_BUCKET is set, else the local bucket folder
+    EMAIL = "email"  # one message per recipient: SMTP when BULLETIN_SMTP_HOST is set, else the outbox folder
+    SFTP = "sftp"  # an SFTP server's folder
+
+
 #: Filter operators. The names follow Vizzly's; the short aliases are accepted on input.
 Operator = Literal[
     "=",
@@ -156,7 +171,7 @@ class Artifact(BaseModel):
     sha256: str
     bytes: int
     rows: int
-    channel: str = "s3"
+    channel: str = ChannelName.S3.value  # a ChannelName, or "dry-run"
     outcome: Literal["sent", "already_sent", "skipped", "in_progress", "rendered", "failed"] = "sent"
     note: str | None = None
 

@@ -15,6 +15,7 @@ from bulletin.definitions import load_definition
 from bulletin.errors import DefinitionError, NotFoundError
 from bulletin.models import (
     IDENTIFIER_RE,
+    ChannelName,
     ColumnName,
     Filter,
     FilterGroups,
@@ -27,12 +28,9 @@ from bulletin.models import (
 from bulletin.schedules import check_cron, check_timezone, preset_to_cron
 from bulletin.templating import TemplateError, is_template, render_value, resolve_date
 
-#: ``s3``: the bucket (S3 when configured, else the local bucket folder); ``email``: SMTP, else the outbox folder.
-Channel = Literal["s3", "email"]
 
-
-def _default_channels() -> list[Channel]:
-    return ["s3"]
+def _default_channels() -> list[ChannelName]:
+    return [ChannelName.S3]
 
 
 class _Strict(BaseModel):
@@ -133,7 +131,7 @@ class ReportDefinition(_Strict):
     )
     schedule: Schedule | list[Schedule] | None = None
     timezone: str | None = Field(default=None, description="Zone for dates in the files; default the schedule's.")
-    channels: list[Channel] = Field(default_factory=_default_channels, min_length=1)
+    channels: list[ChannelName] = Field(default_factory=_default_channels, min_length=1)
     email: EmailTemplates = Field(default_factory=EmailTemplates)
     skip_if_empty: bool = Field(default=False, description="No rows: send nothing, record it as skipped.")
     send_only_if_changed: bool = Field(

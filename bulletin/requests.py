@@ -6,7 +6,7 @@ No Prefect here: the flow looks up what only Prefect knows (its run id, the sche
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +17,11 @@ from bulletin.report_checks import check_report
 from bulletin.reports import ReportDefinition, get_report, resolve_parameters
 from bulletin.settings import Settings
 from bulletin.store import check_run_key, scheduled_run_key
+
+#: Why channel ``name`` cannot deliver under ``settings`` (no module registers it, or the settings do not configure
+#: it), or None: the channel registry's answer (``tasks.channel_registry.channel_problem``), which the flow, the API
+#: and the CLI pass in; the core does not know which channels are registered.
+ChannelCheck = Callable[[str, Settings], str | None]
 
 
 @dataclass(frozen=True)
@@ -39,20 +44,32 @@ def check_request(
     formats: list[str] | None = None,
     parameters: dict[str, Any] | None = None,
     run_key: str | None = None,
+    channels: ChannelCheck | None = None,
 ) -> ReportDefinition:
     """The checks the flow makes before any work, for callers that want to refuse a bad request up front; the
     report, loaded once for them. A report that the dataset registry refuses fails here, once, naming its first
-    problem (``bulletin reports validate`` lists them all), not once per recipient at run time."""
+    problem (``bulletin reports validate`` lists them all), not once per recipient at run time; so does one naming
+    a channel that ``channels`` says cannot deliver here (None: the channels are not checked)."""
     report = get_report(settings.reports_dir, report_id)
     problems = check_report(report, load_datasets(settings.datasets_dir), each_recipient=False)
     if problems:
         more = f" (and {len(problems) - 1} more: see bulletin reports validate)" if len(problems) > 1 else ""
         raise DefinitionError(f"report {report.id!r}: {problems[0]}{more}", field=problems[0].path)
+    if channels is not None:
+        check_channels(report, settings, channels)
     requested_formats(report.formats, formats)
     resolve_parameters(report, parameters or {}, datetime.now(UTC).date())
     if run_key:
         check_run_key(run_key)
     return report
+
+
+def check_channels(report: ReportDefinition, settings: Settings, channels: ChannelCheck) -> None:
+    """Refuse a report naming a channel that cannot deliver here (a DefinitionError naming it and why)."""
+    for i, name in enumerate(report.channels):
+        why = channels(name, settings)
+        if why is not None:
+            raise DefinitionError(f"report {report.id!r}: channels.{i}: {str(name)!r} {why}", field="report_id")
 
 
 def requested_formats(allowed: Sequence[str], requested: list[str] | None) -> list[str]:

@@ -29,12 +29,13 @@ from bulletin.store import migrate, open_store
 from bulletin.store.channel_preferences import EventType, load_run_preferences
 from tasks.audience import resolve_audience, select_recipients
 from tasks.capacity import cancel_requested, report_run_slot
-from tasks.deliver import DeliveryPlan
+from tasks.channel_registry import channel_problem
 from tasks.fanout import DELIVERY_THREADS, deliver_audience, meanwhile, plan_delivery
 from tasks.manifest import publish_run_artifacts, save_manifest
+from tasks.plan import DeliveryPlan
 from tasks.services import ServicesSpec, open_services
 from tasks.tokens import load_keyset
-from tasks.webhooks import publish_run_events, s3_links
+from tasks.webhooks import file_links, publish_run_events
 
 
 def _run_id() -> str:
@@ -89,7 +90,12 @@ def _deliver_in_turn(settings: Settings, request: DeliveryRequest) -> State:
     by the checks.
     """
     report = check_request(
-        settings, request.report_id, formats=request.formats, parameters=request.parameters, run_key=request.run_key
+        settings,
+        request.report_id,
+        formats=request.formats,
+        parameters=request.parameters,
+        run_key=request.run_key,
+        channels=channel_problem,
     )
     slot = _scheduled_slot()
     late = _late_run(settings, report, slot, request)
@@ -221,6 +227,6 @@ def _publish_events(settings: Settings, manifest: Manifest) -> None:
     """
     try:
         with open_store(settings.database) as store:
-            publish_run_events(settings, store, manifest, links=s3_links(settings))
+            publish_run_events(settings, store, manifest, links=file_links(settings))
     except BulletinError as exc:
         get_run_logger().warning("webhook events not published: %s", exc)

@@ -1,10 +1,15 @@
-"""Delivery channels: where a recipient's rendered files go.
+"""Delivery channels: where a recipient's rendered files go, behind one protocol (``Channel``).
 
 ``s3``    the bucket: S3 when ``BULLETIN_S3_BUCKET`` is set, else the local bucket folder (the embedded default).
 ``email`` one message per recipient: SMTP when ``BULLETIN_SMTP_HOST`` is set, else ``.eml`` files in the outbox.
 
-Each channel takes the files of one recipient and returns what it did per file. The ledger bookkeeping (claim,
-mark sent, skip) stays in ``tasks.deliver``; channels only move bytes.
+A channel takes the files of one recipient (a ``Parcel``) and says on the ``Receipt`` which it sent, and where; a
+BulletinError it raises fails the files it has not sent, on that channel only. The ledger bookkeeping (claim, mark
+sent, skip) stays in ``tasks.deliver`` and ``tasks.outcomes``; channels only move bytes. Which channels exist, and
+how each is opened, is ``tasks.channel_registry``'s.
+
+``BucketChannel`` serves any ``Destination`` (tasks/storage.py) under the name it is registered with, so a new store
+is a destination module and one registration.
 """
 
 from __future__ import annotations
@@ -13,10 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bulletin.clock import Clock, utc_now
-from bulletin.models import Recipient
+from bulletin.models import ChannelName, Recipient
 from bulletin.reports import EmailTemplates
 from bulletin.settings import Settings
 from tasks.email import (
@@ -99,14 +104,111 @@ def make_destination(
     return choose_destination(settings, local_links=local_links, clock=clock).build()
 
 
+class Receipt(Protocol):
+    """Where a channel says what it sent: each file once, with where it went (never a link: those carry a
+    signature) and an optional note for the manifest."""
+
+    def sent(self, file: RenderedFile, uri: str, note: str | None = None) -> None: ...
+
+
+class LinkStore(Protocol):
+    """What makes download links: a channel whose files stay in a store (``BucketChannel`` fits)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def store(self, parts: KeyParts, file: RenderedFile, metadata: dict[str, str]) -> StoredObject: ...
+
+    def link(self, stored: StoredObject, file: RenderedFile) -> DownloadLink: ...
+
+
+class Links:
+    """Download links to one recipient's files, for a channel that sends links instead of files (an email over its
+    size cap). They come from one channel's store (``tasks.channel_registry.LINKS_FROM``): a file that channel
+    stored in this attempt is linked where it is; any other is stored there first (and is not recorded as
+    delivered on that channel). The store is opened only when a link or a file needs it."""
+
+    def __init__(
+        self, source_name: str, source: Callable[[], LinkStore], parts: KeyParts, metadata: dict[str, str]
+    ) -> None:
+        self._source_name = source_name
+        self._source = source
+        self._parts = parts
+        self._metadata = metadata
+        self._stored: dict[str, StoredObject] = {}
+
+    def keep(self, channel: str, file: RenderedFile, stored: StoredObject) -> None:
+        """A channel stored ``file``: if it is the links' own store, link that copy rather than store another."""
+        if channel == self._source_name:
+            self._stored[file.format] = stored
+
+    def link_for(self, file: RenderedFile) -> DownloadLink:
+        source = self._source()
+        if file.format not in self._stored:
+            self._stored[file.format] = source.store(self._parts, file, self._metadata)
+        return source.link(self._stored[file.format], file)
+
+
+@dataclass(frozen=True)
+class Parcel:
+    """What one channel sends to one recipient: its files (in the plan's format order) and what any channel may
+    need to send them."""
+
+    recipient: Recipient
+    files: list[RenderedFile]
+    ctx: RenderContext
+    parts: KeyParts  # the object key of each file, for channels that store files
+    metadata: dict[str, str]  # stored with each file: report, recipient, run, token id
+    key_figures: list[tuple[str, str]]  # for a message's body
+    templates: EmailTemplates | None
+    links: Links
+
+
+class Channel(Protocol):
+    """One way files reach a recipient. ``name`` (a ``bulletin.models.ChannelName``) is its ledger identity: the
+    ledger's and the manifest's channel column.
+
+    ``send`` says each file it sent on the receipt; a BulletinError it raises fails the files it has not said,
+    on this channel only (a TransientError lets a retry try them again). ``close`` ends what it opened for a
+    batch of recipients (an SMTP connection); it is opened again on demand.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    def send(self, parcel: Parcel, receipt: Receipt) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class BucketChannel:
-    """Stores each file under its own key, never overwriting, and makes download links for it."""
+    """Stores each file under its own key in a ``Destination``, never overwriting, and makes download links for it.
 
-    name = "s3"
+    The destination is built on first use (``destination`` may be a builder): S3's boto3 client, or an SFTP
+    connection, is built only by a run that stores something.
+    """
 
-    def __init__(self, destination: Destination, *, link_seconds: int) -> None:
-        self.destination = destination
+    def __init__(self, name: str, destination: Destination | Callable[[], Destination], *, link_seconds: int) -> None:
+        self.name = name
+        self._destination = destination
         self.link_seconds = link_seconds
+
+    @property
+    def destination(self) -> Destination:
+        if callable(self._destination):
+            self._destination = self._destination()
+        return self._destination
+
+    def send(self, parcel: Parcel, receipt: Receipt) -> None:
+        """File by file: a file stored is sent even if a later one fails (the bucket refusing: the rest wait for a
+        retry rather than each waiting on it in turn)."""
+        for file in parcel.files:
+            stored = self.store(parcel.parts, file, parcel.metadata)
+            parcel.links.keep(self.name, file, stored)
+            receipt.sent(file, stored.uri)
+
+    def close(self) -> None:
+        """Nothing per batch: the destination is the process's, shared by its lanes."""
 
     def store(self, parts: KeyParts, file: RenderedFile, metadata: dict[str, str]) -> StoredObject:
         prefix = "/".join(p for p in (parts.prefix, parts.org, parts.output_prefix) if p)
@@ -137,7 +239,7 @@ class EmailOutcome:
 class EmailChannel:
     """One message per recipient with every file attached, or links to them when the message would be too big."""
 
-    name = "email"
+    name = ChannelName.EMAIL.value
 
     def __init__(self, settings: Settings, *, sender_factory: Callable[[Settings], SmtpSender | OutboxSender]) -> None:
         self.settings = settings
@@ -159,7 +261,21 @@ class EmailChannel:
             self._sender.close()
             self._sender = None
 
-    def send(
+    def send(self, parcel: Parcel, receipt: Receipt) -> None:
+        """One message with every file, or with links to them (``parcel.links``) when it would be too big."""
+        sent = self.send_message(
+            parcel.recipient,
+            parcel.files,
+            parcel.ctx,
+            link_for=parcel.links.link_for,
+            key_figures=parcel.key_figures,
+            templates=parcel.templates,
+        )
+        note = "attached" if sent.attached else "over the size cap: sent as download links"
+        for file in parcel.files:
+            receipt.sent(file, sent.location, note)
+
+    def send_message(
         self,
         recipient: Recipient,
         files: list[RenderedFile],

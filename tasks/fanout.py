@@ -30,8 +30,10 @@ from bulletin.models import Delivery, Recipient
 from bulletin.reports import ReportDefinition, resolve_parameters
 from bulletin.requests import DeliveryRequest, requested_formats
 from bulletin.settings import Settings
-from tasks.deliver import DeliveryPlan, deliver_batch, deliver_lane, failed_delivery
+from tasks.delivery_tasks import deliver_batch, deliver_lane
 from tasks.manifest import TASK_PER_RECIPIENT_UP_TO
+from tasks.outcomes import failed_delivery
+from tasks.plan import DeliveryPlan
 from tasks.services import DeliveryServices, ServicesSpec, delivery_processes
 from tasks.spread import Dispatcher, attach_queues, dispatch, forwarding
 from tasks.storage import check_prefix

@@ -5,8 +5,9 @@ scheduled deployment run, ``REPORT_JOB`` for an on-demand one) and carries it on
 then decides per recipient:
 
 * no preference (neither the organisation's nor the cluster's): the report's channels;
-* else the report's channels whose counterpart the preference lists (``EMAIL`` -> ``email``, ``S3`` -> ``s3``), in
-  the report's order. The report's channels are the upper bound: a preference never adds a channel to a report.
+* else the report's channels whose counterpart the preference lists (``Channel.file_channel``: ``EMAIL`` ->
+  ``email``, ``S3`` -> ``s3``), in the report's order. The report's channels are the upper bound: a preference never
+  adds a channel to a report, and a channel the preferences cannot name (``sftp``) is off wherever one is set.
 * ``WEBHOOK`` keeps no file channel. Completion webhooks are per run (sent to the endpoints subscribed to the run's
   events), not per recipient, so the preference neither turns them on nor off here; a preference of ``[WEBHOOK]``
   alone means "no email, no bucket" for that organisation's recipients.
@@ -19,10 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bulletin.store.channel_preferences import Channel, RunPreferences
-
-#: The report channel each preference channel keeps (WEBHOOK: none, see above).
-FILE_CHANNELS: dict[Channel, str] = {Channel.EMAIL: "email", Channel.S3: "s3"}
+from bulletin.store.channel_preferences import RunPreferences
 
 
 @dataclass(frozen=True)
@@ -41,7 +39,7 @@ def recipient_channels(
     chosen, source = preferences.for_org(org) if preferences is not None else (None, None)
     if preferences is None or chosen is None:
         return RecipientChannels(channels=list(report_channels), off=[])
-    kept = {FILE_CHANNELS[c] for c in chosen if c in FILE_CHANNELS}
+    kept = {c.file_channel for c in chosen}
     on = [ch for ch in report_channels if ch in kept]
     off = [ch for ch in report_channels if ch not in kept]
     if not off:

@@ -1,4 +1,4 @@
-"""The I/O a delivery needs (warehouse, ledger, keys, bucket, email), built from settings at the edge.
+"""The I/O a delivery needs (warehouse, ledger, keys, channels), built from settings at the edge.
 
 A run builds its services once in the flow's process. A large run also spreads its lanes over worker processes
 (``BULLETIN_DELIVERY_PROCESSES``): a DuckDB connection, a SQLAlchemy engine or a boto3 client cannot be pickled, so
@@ -11,7 +11,6 @@ from __future__ import annotations
 import atexit
 import os
 import threading
-from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from bulletin.clock import Clock, utc_now
 from bulletin.datasets import DatasetSpec, load_datasets
 from bulletin.settings import Settings
 from bulletin.store import Store, open_store
-from tasks.channels import BucketChannel, EmailChannel, make_destination
+from tasks.channel_registry import Channels
 from tasks.keys import KeySet, load_keyset
 from tasks.query import Warehouse
 
@@ -41,11 +40,10 @@ class DeliveryServices:
     keyset: KeySet
     datasets: dict[str, DatasetSpec]
     warehouse: Warehouse
-    bucket: BucketChannel
+    channels: Channels  # the registry's channels, opened per batch of recipients (tasks/channel_registry.py)
     store: Store | None  # None only for a dry run, which records nothing
     clock: Clock
     workdir: Path
-    email_factory: Callable[[], EmailChannel] | None = None
 
 
 def open_services(
@@ -58,11 +56,10 @@ def open_services(
         keyset=keyset if keyset is not None else load_keyset(settings),
         datasets=load_datasets(settings.datasets_dir),
         warehouse=warehouse,
-        bucket=BucketChannel(make_destination(settings), link_seconds=settings.link_expiry_seconds),
+        channels=Channels(settings),
         store=store,
         clock=utc_now,
         workdir=workdir,
-        email_factory=lambda: EmailChannel.from_settings(settings),
     )
 
 

@@ -31,7 +31,7 @@ R = TypeVar("R")
 AHEAD = 2
 #: Seconds before the first and second retry of a recipient whose delivery failed for a transient reason (the
 #: warehouse or a destination did not answer); after that its failure is final. A small run's per-recipient tasks
-#: use the same schedule for Prefect's retries (tasks.deliver.deliver_batch).
+#: use the same schedule for Prefect's retries (tasks.delivery_tasks.deliver_batch).
 RETRY_DELAYS = (2.0, 10.0)
 
 Send = tuple[int, int]  # (lane, recipient index)

@@ -43,12 +43,12 @@ __all__ = [
     "attempt_headers",
     "dispatch_due",
     "endpoint_disabled_event",
+    "file_links",
     "ping_event",
     "plan_next",
     "prefect_events",
     "publish_run_events",
     "report_events",
-    "s3_links",
     "send_now",
 ]
 
@@ -73,7 +73,7 @@ def publish_run_events(
 ) -> list[str]:
     """Emit the run's Prefect events, enqueue its webhook events and attempt them once now; the message ids.
 
-    ``links`` turns a delivered file into its presigned download link (``s3_links(settings)``). A dry run publishes
+    ``links`` turns a delivered file into its presigned download link (``file_links(settings)``). A dry run publishes
     nothing. Never raises: failures are logged, and unsent messages stay due for the deliver-webhooks flow.
     """
     if manifest.dry_run:
@@ -129,30 +129,31 @@ def send_now(
     return summary
 
 
-def s3_links(settings: Settings) -> LinkMaker | None:
-    """Download links for files delivered to the bucket, when its links open anywhere (S3's presigned ones; the local
-    bucket's file:// URIs do not, so then there are none).
+def file_links(settings: Settings) -> LinkMaker | None:
+    """Download links for delivered files that a channel keeps in a store whose links open anywhere (S3's presigned
+    ones; the local bucket's file:// URIs do not, so then there are none). Which channels keep files, and where, is
+    the channel registry's (``tasks.channel_registry.file_store``).
 
     A link that cannot be made is left out of the event (logged), rather than holding the event back.
     """
-    from tasks.channels import choose_destination  # boto3 only when S3 is in use
+    from tasks.channel_registry import CHANNELS, file_store  # boto3 only when a run's events are published
 
-    choice = choose_destination(settings)
-    if not choice.shares_links:
+    choices = {name.value: c for name in CHANNELS if (c := file_store(name, settings)) and c.shares_links}
+    if not choices:
         return None
     made: dict[str, Destination | None] = {}  # built on the first link: a run whose events nobody hears builds none
 
-    def destination() -> Destination | None:
-        if "destination" not in made:
+    def destination(channel: str) -> Destination | None:
+        if channel not in made:
             try:
-                made["destination"] = choice.build()
-            except BulletinError as error:  # said once; then no event carries a link
-                logger.warning("webhook events will carry no download links: %s", error)
-                made["destination"] = None
-        return made["destination"]
+                made[channel] = choices[channel].build()
+            except BulletinError as error:  # said once; then no event carries a link to this store
+                logger.warning("webhook events will carry no download links to %s: %s", channel, error)
+                made[channel] = None
+        return made[channel]
 
     def link(artifact: Artifact) -> DownloadLink | None:
-        if artifact.channel != "s3" or not artifact.uri or (store := destination()) is None:
+        if artifact.channel not in choices or not artifact.uri or (store := destination(artifact.channel)) is None:
             return None
         try:
             return store.link(artifact.uri, None, settings.link_expiry_seconds)

@@ -49,9 +49,9 @@ from bulletin.store import Store
 from bulletin.store.jobs import Job, create_job, cursor_of, delete_job, get_job, list_jobs, set_flow_run
 from flows.deliver_report import deliver_report
 from tasks.audience import resolve_audience
-from tasks.channels import make_destination
+from tasks.channel_registry import channel_problem, file_store
 from tasks.manifest import manifest_file
-from tasks.storage import PREFIX_MAX_BYTES, Destination, LocalBucket, UriLink
+from tasks.storage import PREFIX_MAX_BYTES, Destination, LocalBucket, LocalLinks, UriLink
 from tasks.storage import check_prefix as check_storage_prefix
 
 logger = logging.getLogger(__name__)
@@ -143,7 +143,11 @@ class JobService:
     def _check(self, report_id: str, request: dict[str, Any]) -> None:
         try:
             check_request(
-                self.settings, report_id, formats=request.get("formats"), parameters=request.get("parameters")
+                self.settings,
+                report_id,
+                formats=request.get("formats"),
+                parameters=request.get("parameters"),
+                channels=channel_problem,
             )
         except NotFoundError as exc:
             raise RequestError(f"no report {report_id!r}", field="report_id") from exc
@@ -238,20 +242,27 @@ class JobService:
         delivery = next((d for d in manifest.deliveries if d.recipient == recipient), None)
         if delivery is None:
             raise NotFoundError(f"job {job_id!r} delivered nothing to recipient {recipient[:100]!r}", field="recipient")
-        artifact = next((a for a in delivery.artifacts if a.format == fmt and a.channel == "s3" and a.uri), None)
+        stored = (a for a in delivery.artifacts if a.format == fmt and a.uri and self._holds_files(a.channel))
+        artifact = next(stored, None)
         if artifact is None:
             raise NotFoundError(f"job {job_id!r} stored no {fmt} file for recipient {recipient!r}", field="format")
         try:
-            made = self._destination(who, files_url).link(artifact.uri, None, self.settings.link_expiry_seconds)
+            made = self._destination(who, artifact.channel, files_url).link(
+                artifact.uri, None, self.settings.link_expiry_seconds
+            )
         except StorageError as exc:
             raise NotFoundError(f"job {job_id!r}'s {fmt} file is not in this server's bucket", field="format") from exc
         return {"url": made.url, "expires_at": made.expires_at}
 
-    def _destination(self, who: Principal, files_url: Callable[[str], str] | None = None) -> Destination:
-        """The bucket. If it is the local folder, ``GET /v1/files/...`` serves its files with a link signed for
-        ``who``'s organisation; ``files_url(name)`` is the absolute URL of that route."""
+    def _holds_files(self, channel: str) -> bool:
+        """Whether the files delivered on ``channel`` stay in a store this server reaches (the bucket; not email)."""
+        return file_store(channel, self.settings) is not None
+
+    def _destination(self, who: Principal, channel: str, files_url: Callable[[str], str] | None = None) -> Destination:
+        """The store of ``channel``'s files. If it is the local folder, ``GET /v1/files/...`` serves its files with
+        a link signed for ``who``'s organisation; ``files_url(name)`` is the absolute URL of that route."""
         if files_url is None:
-            return make_destination(self.settings, clock=self.clock)
+            return self._store_of(channel, None)
         route = files_url
 
         def signed(key: str, filename: str, seconds: int) -> UriLink:
@@ -259,7 +270,13 @@ class JobService:
             token = sign_link(self.link_secret(), link)
             return UriLink(url=f"{route(filename)}?token={token}", expires_at=link.expires_at)
 
-        return make_destination(self.settings, local_links=signed, clock=self.clock)
+        return self._store_of(channel, signed)
+
+    def _store_of(self, channel: str, local_links: LocalLinks | None) -> Destination:
+        choice = file_store(channel, self.settings, local_links=local_links, clock=self.clock)
+        if choice is None:  # callers ask only for channels that hold files
+            raise NotFoundError(f"channel {channel!r} keeps no files on this server", field="format")
+        return choice.build()
 
     def link_secret(self) -> bytes:
         if self.settings.file_link_secret is not None:
@@ -301,18 +318,15 @@ class JobService:
 
     def _delete_files(self, who: Principal, manifest: Manifest) -> None:
         """Delete the files the run stored; one recorded elsewhere (another bucket) is left alone."""
-        uris = [
-            a.uri
-            for d in manifest.deliveries
-            for a in d.artifacts
-            if a.channel == "s3" and a.outcome == "sent" and a.uri
-        ]
-        if not uris:
-            return  # no bucket to reach: S3's client is not built for nothing
-        destination = self._destination(who)
-        for uri in uris:
-            if destination.holds(uri):
-                destination.delete(uri)
+        uris: dict[str, list[str]] = {}  # per channel that keeps files
+        for a in (a for d in manifest.deliveries for a in d.artifacts):
+            if a.outcome == "sent" and a.uri and self._holds_files(a.channel):
+                uris.setdefault(a.channel, []).append(a.uri)
+        for channel, stored in uris.items():  # no file, no store reached: S3's client is not built for nothing
+            destination = self._destination(who, channel)
+            for uri in stored:
+                if destination.holds(uri):
+                    destination.delete(uri)
 
     # --- Prefect ------------------------------------------------------------------------------------------------
 

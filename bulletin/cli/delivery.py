@@ -68,8 +68,11 @@ def run_report(
     """
     from bulletin.requests import check_request
     from flows.deliver_report import deliver_report
+    from tasks.channel_registry import channel_problem
 
-    check_request(Settings(), report_id, formats=formats, parameters=parameters, run_key=run_key)
+    check_request(
+        Settings(), report_id, formats=formats, parameters=parameters, run_key=run_key, channels=channel_problem
+    )
 
     state = deliver_report(
         report_id,

@@ -28,6 +28,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bulletin.errors import NotFoundError, RequestError
+from bulletin.models import ChannelName
 from bulletin.store.api_keys import organisations
 from bulletin.store.base import UTCDateTime, aware, metadata
 from bulletin.store.db import Store
@@ -39,9 +40,17 @@ class EventType(StrEnum):
 
 
 class Channel(StrEnum):
+    """A preference's channel, in the API's spelling (Hasura's upper case): a file channel's ``ChannelName`` in
+    upper case, or ``WEBHOOK``."""
+
     EMAIL = "EMAIL"
     WEBHOOK = "WEBHOOK"
     S3 = "S3"
+
+    @property
+    def file_channel(self) -> ChannelName | None:
+        """The report channel this preference keeps; None for WEBHOOK, which keeps none (webhooks are per run)."""
+        return None if self is Channel.WEBHOOK else ChannelName(self.value.lower())
 
 
 class Operation(StrEnum):

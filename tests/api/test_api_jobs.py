@@ -4,6 +4,7 @@ test starts a run (tests/api/test_api_jobs_e2e.py does, on uvicorn)."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,9 +16,10 @@ from bulletin.api.file_links import FileLink, sign_link, verify_link
 from bulletin.api.job_service import check_prefix, local_key, manifest_path
 from bulletin.api.job_status import JobStatus, job_status
 from bulletin.errors import ConflictError, ForbiddenError, GoneError, RequestError, StorageError
-from bulletin.models import Manifest, RunStatus
-from bulletin.settings import Settings
+from bulletin.models import ChannelName, Manifest, RunStatus
+from bulletin.settings import PROJECT_ROOT, Settings
 from bulletin.store.jobs import Job, create_job, list_jobs
+from tasks.channel_registry import CHANNELS
 from tests.api.v1_support import Api, bearer, running_api
 
 REPORT = "weekly-regional-sales"
@@ -199,6 +201,23 @@ def test_a_bad_request_is_refused_naming_the_field_and_records_nothing(
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"]["field"] == field
     assert list_jobs(api.store, org="acme") == []
+
+
+def test_a_report_naming_a_channel_this_server_cannot_deliver_on_is_a_400_and_records_nothing(
+    tmp_path: Path, demo_warehouse: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reports = tmp_path / "reports"
+    shutil.copytree(PROJECT_ROOT / "deployments" / "reports", reports)
+    definition = reports / f"{REPORT}.yaml"
+    definition.write_text(definition.read_text().replace("channels: [s3, email]", "channels: [s3, sftp]"))
+    monkeypatch.delitem(CHANNELS, ChannelName.SFTP, raising=False)  # whatever this branch registers
+    with running_api(tmp_path, demo_warehouse, reports_dir=reports) as api:
+        body = {"report_id": REPORT, "formats": ["pdf"], "parameters": {"as_of": "2026-10-31"}}
+        answer = api.client.post("/v1/jobs", json=body, headers=bearer(api.key(role="member")))
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"]["field"] == "report_id"
+        assert "channels.1: 'sftp' is not a channel this server can deliver on" in answer.text
+        assert list_jobs(api.store, org="acme") == []
 
 
 def test_jobs_need_an_api_key_and_deleting_needs_an_admin(api: Api) -> None:

@@ -1,6 +1,6 @@
-"""A lane (tasks.deliver.deliver_from) reports every recipient it is given, whatever fails, and says which failures
-a retry may help; an unexpected error is logged for the operator and recorded as an internal error, and the lane
-goes on. The pipeline itself is stubbed here: tests/flows run it against real services."""
+"""A lane (tasks.delivery_tasks.deliver_from) reports every recipient it is given, whatever fails, and says which
+failures a retry may help; an unexpected error is logged for the operator and recorded as an internal error, and the
+lane goes on. The pipeline itself is stubbed here: tests/flows run it against real services."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 
-import tasks.deliver as deliver
+import tasks.delivery_tasks as deliver
 from bulletin.errors import QueryError, TransientError
 from bulletin.models import Delivery, DeliveryStatus, Recipient
+from bulletin.settings import Settings
+from tasks.channel_registry import Channels
 
 
 def test_every_recipient_is_reported_and_only_transient_failures_are_marked(
@@ -29,14 +31,14 @@ def test_every_recipient_is_reported_and_only_transient_failures_are_marked(
             return Delivery(recipient=recipient.ref, status=DeliveryStatus.PARTIAL, error="email: 451"), True
         return Delivery(recipient=recipient.ref, status=DeliveryStatus.DELIVERED), False
 
-    monkeypatch.setattr(deliver, "_deliver", pipeline)
+    monkeypatch.setattr(deliver, "deliver_attempt", pipeline)
     refs = ("ok", "bug", "slow", "refused", "half", "ok2")
     audience = [Recipient(ref=ref, email=f"{ref}@example.com") for ref in refs]
     todo: queue.SimpleQueue[Any] = queue.SimpleQueue()
     reports: queue.SimpleQueue[Any] = queue.SimpleQueue()
     for index in [*range(len(audience)), None]:
         todo.put(index)
-    services: Any = type("Services", (), {"email_factory": None})()
+    services: Any = type("Services", (), {"channels": Channels(Settings())})()
     plan: Any = type("Plan", (), {"channels": ["s3"]})()
     made = deliver.deliver_from(plan, services, audience, 7, todo, reports, logging.getLogger("lane-test"))
     assert made == 6

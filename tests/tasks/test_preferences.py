@@ -20,8 +20,9 @@ from bulletin.store import LedgerStatus, Store, list_deliveries, migrate
 from bulletin.store import channel_preferences as cp
 from bulletin.store.api_keys import create_key
 from bulletin.store.channel_preferences import Channel, EventType, Operation, OrgChange, RunPreferences
-from tasks.deliver import DeliveryPlan, deliver_recipient
+from tasks.deliver import deliver_recipient
 from tasks.keys import generate_key
+from tasks.plan import DeliveryPlan
 from tasks.preferences import recipient_channels
 from tasks.services import DeliveryServices, open_services
 
@@ -94,12 +95,7 @@ class Run:
         """As the flow will: the run's preferences loaded once, carried by the plan. ``run_id``: another run's."""
         preferences = cp.load_run_preferences(self.store, event_type)
         plan = replace(self.plan, run_key=run_key, channel_preferences=preferences, run_id=run_id or self.plan.run_id)
-        email = self.services.email_factory() if self.services.email_factory else None
-        try:
-            return deliver_recipient(plan, self.services, recipient, email)
-        finally:
-            if email is not None:
-                email.close()
+        return deliver_recipient(plan, self.services, recipient)
 
     def outbox(self) -> list[Path]:
         return sorted(self.settings.outbox_path.glob("*.eml")) if self.settings.outbox_path.exists() else []
