@@ -103,6 +103,13 @@ def _s3_or_local(settings: Settings, local_links: LocalLinks | None, clock: Cloc
     return choose_destination(settings, local_links=local_links, clock=clock)
 
 
+def _sftp(settings: Settings) -> Destination:
+    # Imported when a run first opens the channel: paramiko is not loaded by processes that never deliver by SFTP.
+    from tasks.sftp import SftpDestination
+
+    return SftpDestination.from_settings(settings)
+
+
 def _open_email(settings: Settings, shared: Shared) -> Channel:
     del shared  # one SMTP connection per batch: a connection is not shared between lanes
     return EmailChannel.from_settings(settings)
@@ -112,6 +119,8 @@ def _open_email(settings: Settings, shared: Shared) -> Channel:
 CHANNELS: dict[ChannelName, ChannelKind] = {
     ChannelName.S3: bucket_kind(ChannelName.S3, _s3_or_local),
     ChannelName.EMAIL: ChannelKind(name=ChannelName.EMAIL, open=_open_email),
+    # sftp:// links open in no browser: webhook events list the files' URIs, never as download links.
+    ChannelName.SFTP: destination_kind(ChannelName.SFTP, _sftp, needs=("sftp_host",), shares_links=False),
 }
 
 #: The channel whose store serves the download links another channel sends instead of files (email over its cap).

@@ -51,7 +51,9 @@ class PreferenceIn(BaseModel):
 
     event_type: EventType = Field(description="REPORT_SCHEDULE (scheduled deliveries) or REPORT_JOB (on-demand jobs).")
     channels: list[Channel] = Field(
-        min_length=1, max_length=_LIST_MAX, description="Any of EMAIL, WEBHOOK, S3 (each once; repeats are merged)."
+        min_length=1,
+        max_length=_LIST_MAX,
+        description="Any of EMAIL, WEBHOOK, S3, SFTP (each once; repeats are merged).",
     )
 
 

@@ -46,6 +46,7 @@ class Channel(StrEnum):
     EMAIL = "EMAIL"
     WEBHOOK = "WEBHOOK"
     S3 = "S3"
+    SFTP = "SFTP"
 
     @property
     def file_channel(self) -> ChannelName | None:

@@ -15,13 +15,12 @@ from bulletin.cli.delivery import run_report
 from bulletin.models import DeliveryStatus, RunStatus
 from bulletin.settings import Settings
 from bulletin.store import list_deliveries, open_store
-from bulletin.store.ledger import audit
+from bulletin.store.ledger_queries import audit
 from tests.fixtures.sshd import SshdServer
 from tests.flows.test_delivery_channels import AS_OF, write_report
 
 pytestmark = [
     pytest.mark.usefixtures("prefect_api"),
-    pytest.mark.skip(reason="needs the sftp channel registration"),
 ]
 REPORT = "weekly-regional-sales"
 RECIPIENT = {"ref": "rm-a", "email": "a@example.com", "org": "acme", "attributes": {"region": "APAC"}}

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bulletin.demo_data import DEMO_END_DATE
-from bulletin.models import Delivery, DeliveryStatus, Recipient
+from bulletin.models import ChannelName, Delivery, DeliveryStatus, Recipient
 from bulletin.reports import get_report, resolve_parameters
 from bulletin.settings import Settings
 from bulletin.store import LedgerStatus, Store, list_deliveries, migrate
@@ -64,6 +64,14 @@ def test_webhook_keeps_no_file_channel() -> None:
         "email, s3 turned off by the organisation acme preference for REPORT_SCHEDULE (channels: WEBHOOK)"
     )
     assert recipient_channels(["email", "s3"], prefs(acme=(WEBHOOK, S3)), "acme").channels == ["s3"]
+
+
+def test_every_file_channel_has_its_preference_and_sftp_is_kept_by_its_own() -> None:
+    """A preference can name every file channel: without SFTP in the API's list, any preference an organisation
+    set would turn its sftp drops off with no way to keep them."""
+    assert {c.file_channel for c in Channel} - {None} == set(ChannelName)
+    chosen = recipient_channels(["s3", "sftp"], prefs(acme=(Channel.SFTP,)), "acme")
+    assert (chosen.channels, chosen.off) == (["sftp"], ["s3"])
 
 
 def test_the_runs_preferences_travel_to_worker_processes() -> None:
