@@ -15,7 +15,7 @@ only, one fresh bucket per measured case.
 Ours: the real ``deliver_report`` Prefect flow (ledger claim, ES256 token, token-scoped DuckDB query streamed as Arrow
 batches, XLSX writer, S3 put with If-None-Match, ledger mark-sent, manifest, Prefect artifacts) for an inline-audience
 report written to a temporary reports folder, against a Prefect test server started and warmed up before the clock.
-The flow spreads the recipients over lanes itself (tasks/spread.py): its own task thread and a worker process.
+The flow spreads the recipients over lanes itself (tasks/delivery/spread.py): its own task thread and a worker process.
 Naive: what a user would write: one DuckDB connection, then per recipient ``pandas.read_sql`` + ``to_excel``
 (openpyxl) + boto3 ``put_object``, in one loop.
 
@@ -79,7 +79,7 @@ COLUMNS = [
 ]
 TARGET_ROWS = 1_000  # rows per recipient, on average
 # Ours also runs at this size: does the peak depend on the audience? The smallest run that uses worker processes
-# (tasks.services.PROCESSES_FROM_RECIPIENTS), so both sizes compare the same way of running.
+# (tasks.delivery.services.PROCESSES_FROM_RECIPIENTS), so both sizes compare the same way of running.
 SMALL_AUDIENCE = 500
 TARGET_RATIO = 10.0
 CHILD_TIMEOUT_SECONDS = 1_800
@@ -449,7 +449,7 @@ def report_definition(scopes: list[Scope]) -> dict[str, Any]:
             ]
         },
         # Whole-value templates keep the attribute's type: ISO strings, which the query engine checks and binds as
-        # dates against the DATE column (tasks.query._coerce).
+        # dates against the DATE column (tasks.warehouse.query._coerce).
         "secure_filters": {
             "sales": [
                 {"field": "account_id", "op": "=", "value": "{{ recipient.account_id }}"},
@@ -470,8 +470,8 @@ def child_ours(scopes: list[Scope]) -> dict[str, Any]:
     from bulletin.models import DeliveryStatus, Manifest
     from bulletin.settings import Settings
     from flows.deliver_report import deliver_report
-    from tasks.fanout import DELIVERY_THREADS, LANES_PER_PROCESS, THREADS_BESIDE_PROCESSES
-    from tasks.services import delivery_processes
+    from tasks.delivery.fanout import DELIVERY_THREADS, LANES_PER_PROCESS, THREADS_BESIDE_PROCESSES
+    from tasks.delivery.services import delivery_processes
 
     processes = delivery_processes(Settings().delivery_processes, len(scopes))  # for the output only
     threads = THREADS_BESIDE_PROCESSES if processes else DELIVERY_THREADS

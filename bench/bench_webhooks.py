@@ -9,7 +9,7 @@ process on a free 127.0.0.1 port. It verifies every request with the reference `
 (``Webhook.verify``, which also parses the JSON), counts verified, failed and distinct ``webhook-id`` values, and
 answers 204. It stops when the benchmark closes its stdin, or after an hour whatever happens.
 
-Messages: ``report.delivered`` events built by ``tasks.webhook_events.report_events`` from a synthetic manifest
+Messages: ``report.delivered`` events built by ``tasks.webhooks.report_events`` from a synthetic manifest
 (one delivered recipient per message, two files each, one with a presigned-style download link), wrapped by the
 store's ``event_body``: about 1 KB of JSON each.
 
@@ -120,7 +120,7 @@ class Meter:
 
 @dataclass(frozen=True)
 class Link:
-    """A presigned download link as ``tasks.s3.presign_download`` returns one (fake signature, never used)."""
+    """A presigned download link as ``tasks.storage.s3.presign_download`` returns one (fake signature, never used)."""
 
     url: str
     expires_at: datetime
@@ -129,7 +129,7 @@ class Link:
 def payloads(count: int) -> list[dict[str, Any]]:
     """``count`` realistic ``report.delivered`` data dicts, built by our own event code from a synthetic manifest."""
     from bulletin.models import Artifact, Delivery, DeliveryStatus, Manifest, RunStatus
-    from tasks.webhook_events import REPORT_DELIVERED, report_events
+    from tasks.webhooks import REPORT_DELIVERED, report_events
 
     rng = random.Random(11)
     started = datetime(2026, 11, 23, 6, 0, tzinfo=UTC)
@@ -327,7 +327,8 @@ def child_baseline(url: str, count: int, receiver_pid: int) -> dict[str, Any]:
 def share_one_ssl_context() -> None:
     """Diagnostic only, in this process: ``httpx.create_ssl_context()`` with defaults builds one context, once.
 
-    ``tasks.ssrf.PinnedTransport`` builds a fresh one per attempt (loading certifi's CA bundle), also for http://.
+    ``tasks.webhooks.ssrf.PinnedTransport`` builds a fresh one per attempt (loading certifi's CA bundle), also for
+    http://.
     """
     import httpx
 
@@ -345,13 +346,13 @@ def share_one_ssl_context() -> None:
 def profile_attempts() -> tuple[Any, Callable[[], dict[str, float]]]:
     """Diagnostic only: cProfile inside the worker thread (concurrency 1) around each ``_dispatch_one`` call.
 
-    Leans on a private name of ``tasks.webhook_dispatch``; only ``--profile`` uses it. Returns the profiler and a
+    Leans on a private name of ``tasks.webhooks.dispatch``; only ``--profile`` uses it. Returns the profiler and a
     function summing its time by cause (seconds for the whole pass).
     """
     import cProfile
     import pstats
 
-    import tasks.webhook_dispatch as dispatch
+    import tasks.webhooks.dispatch as dispatch
 
     profiler = cProfile.Profile()
     original = dispatch._dispatch_one
@@ -453,7 +454,7 @@ def child_micro(iterations: int) -> dict[str, Any]:
     """Signing and verifying rates of one ~1 KB body: ours beside ``standardwebhooks``, after an interop check."""
     from standardwebhooks import Webhook
 
-    from tasks.webhook_signing import sign, standard_headers, verify_standard
+    from tasks.webhooks import sign, standard_headers, verify_standard
 
     secret = os.environ[SECRET_ENV]
     body = bodies(1)[0]
@@ -598,7 +599,7 @@ def main(argv: list[str] | None = None) -> None:
         args.profile = min(count, 200)
     levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
 
-    from tasks.webhook_signing import generate_secret
+    from tasks.webhooks import generate_secret
 
     secret = generate_secret()
     print(f"# Webhook benchmark ({'quick' if args.quick else 'full'}, best of {repeat})\n\n{machine()}\n")

@@ -2,7 +2,7 @@
 
 The report files are the one source of every schedule, time zone and description; ``bulletin deployments sync``
 writes prefect.yaml from them and a test fails when the committed file is stale. Pure apart from reading the report
-files and writing prefect.yaml: no Prefect import (``bulletin.cli.deployments`` talks to the Prefect API and hands
+files and writing prefect.yaml: no Prefect import (``bulletin.edge.cli.deployments`` talks to the Prefect API and hands
 what it read to ``find_problems``).
 """
 
@@ -70,7 +70,7 @@ class DeploymentSpec:
 
 #: Deployments of flows that are not reports; their cadence is fixed by Bulletin, not by a report file. The two
 #: housekeeping ones have no schedule: the API starts a run when the state store holds due work for it
-#: (``bulletin.api.housekeeping``), rather than a run every minute whether or not there is any.
+#: (``bulletin.edge.api.housekeeping``), rather than a run every minute whether or not there is any.
 FIXED_DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
     DeploymentSpec(
         flow_name="deliver-webhooks",

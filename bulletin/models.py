@@ -42,7 +42,7 @@ FORMATS: tuple[Format, ...] = get_args(Format)
 
 class ChannelName(StrEnum):
     """The channels a report delivers files on, spelt here only: report definitions (``channels: [s3, email]``),
-    the ledger's channel column, manifests and the channel registry (``tasks.channel_registry``) use these values,
+    the ledger's channel column, manifests and the channel registry (``tasks.delivery.registry``) use these values,
     and the communication-channel preferences' API spelling (``EMAIL``, ``S3``) is their upper case.
 
     A name here is not yet a channel: a report naming one that no module registers, or that the settings do not

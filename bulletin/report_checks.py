@@ -6,7 +6,7 @@ one the dataset allows, with an operator it allows on that field; every secure f
 ``{{ recipient.X }}`` names something the audience provides; the email templates compile in the sandbox the email
 channel renders them with. It is pure, and returns every problem, each with its field path and the bad value, so
 ``bulletin reports validate`` (the CI gate) can list them all with ``validate_reports``. The query engine
-(``tasks.query``) still checks the same rules at run time, as the last defence.
+(``tasks.warehouse.query``) still checks the same rules at run time, as the last defence.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from bulletin.settings import Settings
 from bulletin.store import check_run_key, scheduled_run_key
 
 #: Why channel ``name`` cannot deliver under ``settings`` (no module registers it, or the settings do not configure
-#: it), or None: the channel registry's answer (``tasks.channel_registry.channel_problem``), which the flow, the API
+#: it), or None: the channel registry's answer (``tasks.delivery.registry.channel_problem``), which the flow, the API
 #: and the CLI pass in; the core does not know which channels are registered.
 ChannelCheck = Callable[[str, Settings], str | None]
 

@@ -27,10 +27,10 @@ from pydantic import SecretStr
 from bulletin.errors import ConfigError
 from bulletin.models import is_bucket_name, is_safe_key_segment
 
-#: The bounds tasks.webhook_send enforces on each send (kept equal to its MAX_ATTEMPTS and MAX_DELAY_SECONDS).
+#: The bounds tasks.webhooks.send enforces on each send (kept equal to its MAX_ATTEMPTS and MAX_DELAY_SECONDS).
 RETRY_MAX_ATTEMPTS = 30
 RETRY_MAX_DELAY_SECONDS = 7 * 86_400
-#: bulletin.api.file_links.SECRET_MIN_BYTES.
+#: bulletin.edge.api.file_links.SECRET_MIN_BYTES.
 FILE_LINK_SECRET_MIN = 32
 _UNSAFE_PREFIX = "must be a safe key prefix (segments of A-Z a-z 0-9 . _ -), not"
 _SMTP_ONLY = ("smtp_port", "smtp_username", "smtp_password", "smtp_password_block", "smtp_ca_file")

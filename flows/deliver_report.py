@@ -28,14 +28,14 @@ from bulletin.settings import Settings
 from bulletin.store import migrate, open_store
 from bulletin.store.channel_preferences import EventType, load_run_preferences
 from tasks.audience import resolve_audience, select_recipients
-from tasks.capacity import cancel_requested, report_run_slot
-from tasks.channel_registry import channel_problem
-from tasks.fanout import DELIVERY_THREADS, deliver_audience, meanwhile, plan_delivery
-from tasks.manifest import publish_run_artifacts, save_manifest
-from tasks.plan import DeliveryPlan
-from tasks.services import ServicesSpec, open_services
+from tasks.delivery import DeliveryPlan
+from tasks.delivery.capacity import cancel_requested, report_run_slot
+from tasks.delivery.fanout import DELIVERY_THREADS, deliver_audience, meanwhile, plan_delivery
+from tasks.delivery.manifest import publish_run_artifacts, save_manifest
+from tasks.delivery.registry import channel_problem
+from tasks.delivery.services import ServicesSpec, open_services
 from tasks.tokens import load_keyset
-from tasks.webhooks import file_links, publish_run_events
+from tasks.webhooks.publish import file_links, publish_run_events
 
 
 def _run_id() -> str:
@@ -166,7 +166,8 @@ def _deliver(settings: Settings, report: ReportDefinition, request: DeliveryRequ
     started, run_id = datetime.now(UTC), _run_id()
     key = request_run_key(report.id, request.run_key, run_id, request.parameters, _scheduled_slot())
     plan = plan_delivery(settings, report, request, run_id=run_id, run_key=key, started=started)
-    with ExitStack() as finishing:  # what may still be ending while the run writes its manifest (tasks/fanout.py)
+    # what may still be ending while the run writes its manifest (tasks/delivery/fanout.py)
+    with ExitStack() as finishing:
         return _deliver_planned(settings, report, request, plan, finishing)
 
 

@@ -3,8 +3,8 @@
 Every scheduled event gets a run of this flow scheduled for its time when it is created (and one for each retry's
 time), so an event is sent by the run made for it. Each run also sweeps every other due event, so an event whose
 run was missed (a stopped API, a lost worker) goes out with the next run; with the deployment, the API starts one
-when an event has been missed (``bulletin.api.housekeeping``). The decisions are in ``tasks.scheduled_events``;
-how runs are made, in ``tasks.scheduled_event_runs``.
+when an event has been missed (``bulletin.edge.api.housekeeping``). The decisions are in ``tasks.scheduled_events``;
+how runs are made, in ``tasks.scheduled_events.runs``.
 
 Returns the counts by result and ``follow_ups`` (events left for a retry, with their times);
 ``follow_ups_scheduled`` says whether their runs were made through the deployment, or are left to the in-process
@@ -20,8 +20,8 @@ from prefect import flow, get_run_logger
 from bulletin.clock import utc_now
 from bulletin.settings import Settings
 from bulletin.store import migrate, open_store
-from tasks.scheduled_event_runs import schedule_follow_ups
-from tasks.scheduled_events import deliver_due_events_task
+from tasks.scheduled_events.dispatch import deliver_due_events_task
+from tasks.scheduled_events.runs import schedule_follow_ups
 
 
 @flow(name="deliver-scheduled-events", log_prints=False, persist_result=False)

@@ -1,9 +1,10 @@
 """The deliver-webhooks flow: one pass over due webhook messages (first attempts left over, and retries).
 
-The API starts a run of its deployment when a message is due (``bulletin.api.housekeeping``; no schedule, so no
+The API starts a run of its deployment when a message is due (``bulletin.edge.api.housekeeping``; no schedule, so no
 run while there is nothing to send); ``bulletin webhooks dispatch`` runs it once. Each run is one
 batch of at most ``limit`` messages, sent ``BULLETIN_WEBHOOK_CONCURRENCY`` at a time, off any report's critical path:
-deliver-report only enqueues (and tries each message once, briefly) through ``tasks.webhooks.publish_run_events``.
+deliver-report only enqueues (and tries each message once, briefly) through
+``tasks.webhooks.publish.publish_run_events``.
 """
 
 from __future__ import annotations

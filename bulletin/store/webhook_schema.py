@@ -233,7 +233,7 @@ def generate_secret() -> str:
 def check_secret(secret: str) -> str:
     """``secret`` if it is ``whsec_`` + base64 of 24-64 bytes, else ConfigError (which never quotes the secret).
 
-    The same rule as ``tasks.webhook_signing.secret_bytes`` (the core cannot import tasks), plus the prefix, which
+    The same rule as ``tasks.webhooks.signing.secret_bytes`` (the core cannot import tasks), plus the prefix, which
     is required here so a secret on the command line is recognisable as one. Unpadded base64 (as Svix generates it)
     is accepted.
     """

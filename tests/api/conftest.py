@@ -1,6 +1,6 @@
 """The webhook receiver against the session's real Prefect API: triggers written per test (unique ids, so the runs
 each test starts can be counted by their ``trigger:<id>`` tag), secrets in the environment, and valid requests
-built with tasks.webhook_signing, the same primitives a sender would use."""
+built with tasks.webhooks.signing, the same primitives a sender would use."""
 
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import FastAPI
 
-from bulletin.api import create_app
+from bulletin.edge.api import create_app
 from bulletin.settings import Settings
-from tasks.webhook_signing import dbt_signature, standard_headers
+from tasks.webhooks import dbt_signature, standard_headers
 
 STANDARD_SECRET = "whsec_" + base64.b64encode(b"bulletin-test-standard-webhooks-key!").decode()
 DBT_SECRET = "dbt-test-secret-0123456789"

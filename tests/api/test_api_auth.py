@@ -1,4 +1,4 @@
-"""API keys at the HTTP edge (bulletin.api.auth): Bearer or x-api-key, 401 with a challenge for a missing, unknown
+"""API keys at the HTTP edge (bulletin.edge.api.auth): Bearer or x-api-key, 401 with a challenge for a missing, unknown
 or revoked key, 403 for a member where an admin is needed, and one structured access log line per request that
 names the organisation and key id but never the key."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from fastapi import Depends
 
-from bulletin.api.auth import Principal, principal, require_admin, require_cluster_admin
+from bulletin.edge.api.auth import Principal, principal, require_admin, require_cluster_admin
 from bulletin.errors import ForbiddenError
 from bulletin.store.api_keys import list_keys, revoke_key
 from tests.api.v1_support import Api, bearer, running_api

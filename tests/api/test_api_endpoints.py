@@ -1,6 +1,6 @@
-"""Webhook endpoints, messages and triggers over HTTP (bulletin.api.endpoints, bulletin.api.triggers): the CLI's
-store functions, scoped by organisation. Another organisation's endpoint or message is a 404 exactly like a missing
-one; secrets appear in the answer of a create or a rotation only."""
+"""Webhook endpoints, messages and triggers over HTTP (bulletin.edge.api.endpoints, bulletin.edge.api.triggers): the
+CLI's store functions, scoped by organisation. Another organisation's endpoint or message is a 404 exactly like a
+missing one; secrets appear in the answer of a create or a rotation only."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any, get_args
 import pytest
 import yaml
 
-from bulletin.api.endpoints import EventType
+from bulletin.edge.api.endpoints import EventType
 from bulletin.store import webhooks as wh
 from bulletin.store.webhook_schema import check_secret
 from tests.api.v1_support import Api, bearer, running_api

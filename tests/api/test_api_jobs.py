@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
-from bulletin.api.file_links import FileLink, sign_link, verify_link
-from bulletin.api.job_service import check_prefix, local_key, manifest_path
-from bulletin.api.job_status import JobStatus, job_status
+from bulletin.edge.api.file_links import FileLink, sign_link, verify_link
+from bulletin.edge.api.job_service import check_prefix, local_key, manifest_path
+from bulletin.edge.api.job_status import JobStatus, job_status
 from bulletin.errors import ConflictError, ForbiddenError, GoneError, RequestError, StorageError
 from bulletin.models import ChannelName, Manifest, RunStatus
 from bulletin.settings import PROJECT_ROOT, Settings
 from bulletin.store.jobs import Job, create_job, list_jobs
-from tasks.channel_registry import CHANNELS
+from tasks.delivery.registry import CHANNELS
 from tests.api.v1_support import Api, bearer, running_api
 
 REPORT = "weekly-regional-sales"
@@ -135,7 +135,7 @@ def test_a_jobs_manifest_is_named_by_its_whole_flow_run_id(tmp_path: Path) -> No
 
 
 def test_the_api_reads_a_jobs_manifest_where_the_flow_saved_it(tmp_path: Path) -> None:
-    from tasks.manifest import manifest_file, save_manifest
+    from tasks.delivery.manifest import manifest_file, save_manifest
 
     run = "01a24abd-a9f5-7000-8000-000000000003"
     settings = Settings(home=tmp_path)

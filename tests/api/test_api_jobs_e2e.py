@@ -125,7 +125,7 @@ def _queue_behind_a_held_slot(http: httpx.Client, job_id: str) -> list[str]:
 def one_slot(monkeypatch: pytest.MonkeyPatch) -> None:
     from prefect.client.orchestration import get_client
 
-    from tasks.capacity import ensure_run_limit
+    from tasks.delivery.capacity import ensure_run_limit
 
     monkeypatch.setenv("BULLETIN_MAX_CONCURRENT_RUNS", "1")
     with get_client(sync_client=True) as client:
@@ -136,7 +136,7 @@ def one_slot(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_job_waiting_under_the_concurrency_cap_is_queued_then_runs(api_url: str) -> None:
     """With BULLETIN_MAX_CONCURRENT_RUNS=1 and the one slot held here (as another report run would), the job's flow
     run waits for it: the API shows QUEUED (not RUNNING) until the slot is free, then the job completes."""
-    from tasks.capacity import RUN_LIMIT, _slot
+    from tasks.delivery.capacity import RUN_LIMIT, _slot
 
     with httpx.Client(base_url=api_url, headers={"x-api-key": key("acme", "member")}, timeout=60) as http:
         with _slot(RUN_LIMIT, None):  # another run holds the only slot
@@ -148,7 +148,7 @@ def test_a_job_waiting_under_the_concurrency_cap_is_queued_then_runs(api_url: st
 
 @pytest.mark.usefixtures("one_slot")
 def test_a_queued_job_deleted_before_its_turn_delivers_nothing(api_url: str) -> None:
-    from tasks.capacity import RUN_LIMIT, _slot
+    from tasks.delivery.capacity import RUN_LIMIT, _slot
 
     admin = {"x-api-key": key("acme", "admin")}
     with httpx.Client(base_url=api_url, headers=admin, timeout=60) as http:

@@ -6,9 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bulletin.api import create_app
-from tasks.keys import generate_key, retire_key, save_keyset
-from tasks.tokens import mint_token
+from bulletin.edge.api import create_app
+from tasks.tokens import generate_key, mint_token, retire_key, save_keyset
 from tests.api.conftest import AppClient, Clock
 from tests.api.v1_support import api_settings, bearer, region
 

@@ -1,5 +1,6 @@
-"""Communication-channel preferences over HTTP (bulletin.api.preferences): ThoughtSpot's documented request examples,
-with our paths and event types, give its answers; roles; organisation isolation; validation that changes nothing."""
+"""Communication-channel preferences over HTTP (bulletin.edge.api.preferences): ThoughtSpot's documented request
+examples, with our paths and event types, give its answers; roles; organisation isolation; validation that changes
+nothing."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""POST /v1/query (bulletin.api.query): the query engine over HTTP with a data token, against the demo warehouse.
+"""POST /v1/query (bulletin.edge.api.query): the query engine over HTTP with a data token, against the demo warehouse.
 
 The token's scope is enforced exactly as in ``bulletin query``: ANDed with the body's filters, allowlists checked,
 an empty scope refused. One request goes through uvicorn on loopback, end to end."""
@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bulletin.api.query import QueryResult, choose_format
+from bulletin.edge.api.query import QueryResult, choose_format
 from bulletin.errors import NotAcceptableError
 from tests.api.v1_support import Api, api_settings, bearer, region, running_api, serving
 

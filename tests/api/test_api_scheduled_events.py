@@ -1,5 +1,5 @@
-"""One-off scheduled events over HTTP (bulletin.api.scheduled_events), in-process against the session's real Prefect
-API: validation naming the field (and nothing stored), organisation isolation, keyset pagination, cancel, the
+"""One-off scheduled events over HTTP (bulletin.edge.api.scheduled_events), in-process against the session's real
+Prefect API: validation naming the field (and nothing stored), organisation isolation, keyset pagination, cancel, the
 signing secret. Events here are scheduled an hour ahead, so nothing is sent; the end-to-end delivery is in
 test_api_scheduled_events_e2e.py."""
 
@@ -16,8 +16,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 
 from bulletin.store import scheduled_events as se
-from tasks.scheduled_event_runs import schedule_follow_ups
-from tasks.scheduled_events import Result, deliver_due_events
+from tasks.scheduled_events.dispatch import Result, deliver_due_events
+from tasks.scheduled_events.runs import schedule_follow_ups
 from tests.api.v1_support import Api, bearer, running_api
 
 CREDENTIAL = "Bearer receiver-credential-0123456789"

@@ -21,7 +21,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 from prefect.client.schemas.sorting import FlowRunSort
 
-from bulletin.api import create_app
+from bulletin.edge.api import create_app
 from bulletin.settings import Settings
 from bulletin.store import migrate, open_store
 from bulletin.store import scheduled_events as se

@@ -13,8 +13,8 @@ import httpx
 import pytest
 import yaml
 
-from bulletin.api import create_app
-from bulletin.api.server import build_server
+from bulletin.edge.api import create_app
+from bulletin.edge.api.server import build_server
 from bulletin.errors import DefinitionError
 from bulletin.settings import Settings
 from tests.api.conftest import REFRESH_NOTHING, AppClient, flow_runs, run_completed, standard_request, write_trigger

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bulletin.api.housekeeping import Chore, Housekeeper, webhooks_due
+from bulletin.edge.api.housekeeping import Chore, Housekeeper, webhooks_due
 from bulletin.settings import Settings
 from bulletin.store import Store, migrate, open_store
 from bulletin.store.webhooks import add_endpoint, enqueue, get_message

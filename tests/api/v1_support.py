@@ -17,12 +17,12 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from bulletin.api import create_app
+from bulletin.edge.api import create_app
 from bulletin.settings import Settings
 from bulletin.store import Store
 from bulletin.store.api_keys import create_key
-from tasks.keys import generate_key, keyset_to_json
-from tasks.tokens import mint_token
+from tasks.tokens import generate_key, mint_token
+from tasks.tokens.keys import keyset_to_json
 from tests.api.conftest import AppClient
 
 KEYSET = generate_key(None, now=datetime(2026, 1, 1, tzinfo=UTC))
@@ -96,7 +96,7 @@ def region(value: Any, op: str = "=") -> dict[str, Any]:
 @contextmanager
 def serving(settings: Settings, name: str = "bulletin-api") -> Iterator[str]:
     """The app on uvicorn at 127.0.0.1 on a free port, in a thread: yields its base URL, stops it at the end."""
-    from bulletin.api.server import build_server
+    from bulletin.edge.api.server import build_server
 
     server = build_server(settings, "127.0.0.1", 0)
     thread = threading.Thread(target=server.run, name=name, daemon=True)

@@ -86,7 +86,7 @@ def test_one_deployment_per_report_plus_the_fixed_ones() -> None:
     assert by_name(document)["account-orders-digest"]["tags"][-1] == "triggered"
     webhooks = by_name(document)["deliver-webhooks"]
     assert webhooks["entrypoint"] == "flows/deliver_webhooks.py:deliver_webhooks"
-    # Housekeeping runs are started when there is work (bulletin.api.housekeeping), not every minute.
+    # Housekeeping runs are started when there is work (bulletin.edge.api.housekeeping), not every minute.
     assert "schedules" not in webhooks
     assert "schedules" not in by_name(document)["deliver-scheduled-events"]
     assert by_name(document)["refresh-dependents"]["work_pool"]["name"] == "bulletin"

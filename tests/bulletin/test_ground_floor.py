@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from bulletin.api.jobs import JobRequest
+from bulletin.edge.api.jobs import JobRequest
 from bulletin.models import FORMATS, Artifact
 from bulletin.reports import ReportDefinition
 from bulletin.triggers import Action

@@ -75,7 +75,10 @@ def _imports_of(path: Path) -> set[tuple[str, str]]:
 
 
 def test_the_api_and_the_cli_take_the_request_checks_from_the_core_not_from_a_flow() -> None:
-    edge = [*(PROJECT_ROOT / "bulletin" / "api").rglob("*.py"), *(PROJECT_ROOT / "bulletin" / "cli").rglob("*.py")]
+    edge = [
+        *(PROJECT_ROOT / "bulletin" / "edge" / "api").rglob("*.py"),
+        *(PROJECT_ROOT / "bulletin" / "edge" / "cli").rglob("*.py"),
+    ]
     users = {path.name: _imports_of(path) for path in edge if "check_request" in path.read_text()}
     assert users, "nothing at the edge checks a request up front any more"
     for name, imports in users.items():

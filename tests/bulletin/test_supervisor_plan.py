@@ -6,9 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bulletin.errors import ConfigError
-from bulletin.settings import PROJECT_ROOT, Settings
-from bulletin.supervisor.plan import (
+from bulletin.edge.supervisor.plan import (
     Part,
     api_command,
     child_env,
@@ -23,6 +21,8 @@ from bulletin.supervisor.plan import (
     unconfigured_triggers_line,
     worker_command,
 )
+from bulletin.errors import ConfigError
+from bulletin.settings import PROJECT_ROOT, Settings
 from bulletin.triggers import load_triggers
 
 
@@ -108,7 +108,7 @@ def test_commands() -> None:
         "--prefect-file",
         "/h/serve/prefect.yaml",
     ]
-    assert api_command(["py", "-m", "bulletin.cli"], "0.0.0.0", 8401)[3:] == [
+    assert api_command(["py", "-m", "bulletin.edge.cli"], "0.0.0.0", 8401)[3:] == [
         "serve",
         "--only",
         "api",

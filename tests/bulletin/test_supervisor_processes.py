@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bulletin.errors import ConfigError
-from bulletin.supervisor.processes import (
+from bulletin.edge.supervisor.processes import (
     ProcessInfo,
     ProcessTracker,
     StopSignals,
@@ -26,6 +25,7 @@ from bulletin.supervisor.processes import (
     sweep,
     wait_until,
 )
+from bulletin.errors import ConfigError
 
 linux_only = pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads /proc (Linux)")
 

@@ -166,7 +166,7 @@ def test_dependents_by_dataset_and_by_report() -> None:
 
 
 def test_serve_access_log_drops_query_strings() -> None:
-    from bulletin.api.server import NoQueryString
+    from bulletin.edge.api.server import NoQueryString
 
     args = ("127.0.0.1:5000", "POST", "/v1/hooks/x?token=abc", "1.1", 202)
     record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d', args, None)

@@ -1,4 +1,4 @@
-"""``bulletin api-keys create|list|revoke`` through the real entry point (``bulletin.cli.main``): the key printed
+"""``bulletin api-keys create|list|revoke`` through the real entry point (``bulletin.edge.cli.main``): the key printed
 once, never listed, one-line errors with the tree's exit codes; the key then works (and stops working) against the
 app's authentication."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bulletin.cli import main
+from bulletin.edge.cli import main
 from bulletin.settings import Settings
 from bulletin.store import open_store
 from bulletin.store.api_keys import authenticate

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bulletin.cli import _register, app, main
 from bulletin.demo_data import DEMO_END_DATE
+from bulletin.edge.cli import _register, app, main
 from bulletin.settings import PROJECT_ROOT
 
 BULLETIN = str(Path(sys.executable).with_name("bulletin"))

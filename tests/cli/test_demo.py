@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bulletin.cli import main
 from bulletin.demo_data import build_demo_warehouse, demo_end_date, demo_warehouse_ready, yesterday
+from bulletin.edge.cli import main
 
 
 @pytest.fixture

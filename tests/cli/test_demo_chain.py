@@ -24,7 +24,7 @@ from tests.fixtures.prefect_server import prefect_env
 CHAIN_SECONDS = 90
 CHAIN = f"""
 import json
-from bulletin.cli import demo_chain
+from bulletin.edge.cli import demo_chain
 from bulletin.settings import Settings
 from tasks.tokens import load_keyset
 

@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 
 from bulletin import progress
-from bulletin.cli import delivery
+from bulletin.edge.cli import delivery
 from bulletin.models import Artifact, Delivery, DeliveryStatus, Manifest, RunStatus
 
 SHA = "ab" * 32

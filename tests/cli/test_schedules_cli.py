@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bulletin.cli import main
+from bulletin.edge.cli import main
 from bulletin.models import Manifest, RunStatus
 from bulletin.settings import PROJECT_ROOT
-from tasks.manifest import save_manifest
+from tasks.delivery.manifest import save_manifest
 
 DAILY = yaml.safe_load((PROJECT_ROOT / "deployments/reports/daily-account-orders.yaml").read_text())
 

@@ -59,7 +59,7 @@ tolerance_seconds: 600
 """
 
 
-# --- the process table, read here independently of bulletin.supervisor.processes -------------------------------
+# --- the process table, read here independently of bulletin.edge.supervisor.processes -------------------------------
 
 
 def process_table() -> dict[int, tuple[int, int, str]]:

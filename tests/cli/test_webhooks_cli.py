@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from bulletin.cli.webhooks import webhooks_app
+from bulletin.edge.cli.webhooks import webhooks_app
 from bulletin.errors import ConfigError, NotFoundError, UnsafeTargetError
 from bulletin.settings import Settings
 from bulletin.store import open_store
@@ -124,11 +124,12 @@ def test_a_failed_test_exits_1_and_redeliver_sends_again(env: Path, receiver: Re
     assert first.exit_code == 1 and "pending (500)" in first.stdout and "next attempt at" in first.stdout
     message_id = first.stdout.split()[1].rstrip(":")
     with open_store(Settings().database) as store:  # exhaust the schedule: the second attempt fails for good
-        from tasks.webhooks import send_now
+        from tasks.webhooks.publish import send_now
 
         store_message = wh.get_message(store, message_id)
         assert store_message.next_attempt_at is not None
-        send_now(Settings(), store, [message_id], now=lambda: store_message.next_attempt_at)  # type: ignore[arg-type, return-value]
+        # type: ignore[arg-type, return-value]
+        send_now(Settings(), store, [message_id], now=lambda: store_message.next_attempt_at)
         assert wh.get_message(store, message_id).status is wh.MessageStatus.FAILED
     listed = json.loads(run("messages", "--status", "failed", "--json").stdout)
     assert [m["id"] for m in listed] == [message_id]

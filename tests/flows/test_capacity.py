@@ -1,5 +1,5 @@
-"""The report-run cap (tasks/capacity.py) against the session's real Prefect API: a global concurrency limit that
-deliver-report runs take one slot of around their delivery work."""
+"""The report-run cap (tasks/delivery/capacity.py) against the session's real Prefect API: a global concurrency limit
+that deliver-report runs take one slot of around their delivery work."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from bulletin.demo_data import DEMO_END_DATE
 from bulletin.models import Manifest, RunStatus
 from bulletin.settings import PROJECT_ROOT
 from flows.deliver_report import deliver_report
-from tasks.capacity import HELD, LOG_KEY, RUN_LIMIT, SLOT_LABEL, WAITING, ensure_run_limit, is_waiting_for_slot
+from tasks.delivery.capacity import HELD, LOG_KEY, RUN_LIMIT, SLOT_LABEL, WAITING, ensure_run_limit, is_waiting_for_slot
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 DAILY = yaml.safe_load((PROJECT_ROOT / "deployments/reports/daily-account-orders.yaml").read_text())
@@ -167,7 +167,7 @@ def test_the_limit_follows_the_setting() -> None:
 
 
 def test_prefect_runs_uncapped_when_a_limit_does_not_exist_unless_strict() -> None:
-    """The Prefect 3.8.8 behaviour tasks/capacity.py is built around; if this changes, revisit that module."""
+    """The Prefect 3.8.8 behaviour tasks/delivery/capacity.py is built around; if this changes, revisit that module."""
     name = "bulletin-test-no-such-limit"
     entered = False
     with concurrency(name, occupy=1, strict=False):

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bulletin.cli.delivery import run_report
 from bulletin.demo_data import DEMO_END_DATE
+from bulletin.edge.cli.delivery import run_report
 from bulletin.models import DeliveryStatus
 from bulletin.settings import Settings
 from bulletin.store import migrate, open_store

@@ -12,12 +12,12 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from bulletin.cli.delivery import run_report
 from bulletin.demo_data import DEMO_END_DATE
+from bulletin.edge.cli.delivery import run_report
 from bulletin.models import DeliveryStatus, RunStatus
 from bulletin.settings import PROJECT_ROOT, Settings
 from bulletin.store import list_deliveries, open_store
-from tasks.services import PROCESSES_FROM_RECIPIENTS
+from tasks.delivery.services import PROCESSES_FROM_RECIPIENTS
 from tests.flows.test_secrets_in_logs import read_run_logs
 
 pytestmark = pytest.mark.usefixtures("prefect_api")

@@ -14,8 +14,8 @@ import yaml
 from pypdf import PdfReader
 from python_calamine import CalamineWorkbook
 
-from bulletin.cli.delivery import run_report
 from bulletin.demo_data import DEMO_END_DATE
+from bulletin.edge.cli.delivery import run_report
 from bulletin.models import DeliveryStatus, Manifest, RunStatus
 from bulletin.settings import PROJECT_ROOT
 

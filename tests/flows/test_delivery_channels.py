@@ -14,8 +14,8 @@ import httpx
 import pytest
 import yaml
 
-from bulletin.cli.delivery import run_report
 from bulletin.demo_data import DEMO_END_DATE
+from bulletin.edge.cli.delivery import run_report
 from bulletin.models import DeliveryStatus, RunStatus
 from bulletin.settings import PROJECT_ROOT, Settings
 from bulletin.store import list_deliveries, open_store

@@ -29,7 +29,7 @@ from bulletin.models import DeliveryStatus, Manifest, RunStatus
 from bulletin.settings import PROJECT_ROOT
 from bulletin.store import scheduled_run_key
 from flows.deliver_report import deliver_report
-from tasks.manifest import list_manifests
+from tasks.delivery.manifest import list_manifests
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 AS_OF = {"as_of": DEMO_END_DATE.isoformat()}  # the schedule's parameters; a scheduled run key carries their digest

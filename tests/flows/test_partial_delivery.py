@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from bulletin import progress
-from bulletin.cli import main
-from bulletin.cli.delivery import _print, run_report
+from bulletin.edge.cli import main
+from bulletin.edge.cli.delivery import _print, run_report
 from bulletin.models import DeliveryStatus, Manifest, RunStatus
 from bulletin.settings import Settings
 from bulletin.store import list_deliveries, migrate, open_store

@@ -18,12 +18,12 @@ import yaml
 from prefect.client.schemas.objects import FlowRun, State
 from prefect.flow_engine import run_flow
 
-from bulletin.cli import main
 from bulletin.demo_data import DEMO_END_DATE
+from bulletin.edge.cli import main
 from bulletin.models import Manifest, RunStatus
 from flows.deliver_report import deliver_report
 from flows.refresh import refresh_dependents
-from tasks.manifest import list_manifests
+from tasks.delivery.manifest import list_manifests
 from tests.flows.test_missed_runs import scheduled_runs
 
 pytestmark = pytest.mark.usefixtures("prefect_api")

@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bulletin.cli.delivery import run_report
 from bulletin.demo_data import DEMO_END_DATE
+from bulletin.edge.cli.delivery import run_report
 from bulletin.models import RunStatus
 from bulletin.settings import PROJECT_ROOT, Settings
 from bulletin.store import list_deliveries, open_store
-from tasks.keys import generate_key, keyset_to_json
+from tasks.tokens import generate_key
+from tasks.tokens.keys import keyset_to_json
 from tests.fixtures.smtp import SMTP_PASSWORD, SMTP_USER
 
 pytestmark = pytest.mark.usefixtures("prefect_api")

@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from bulletin.cli.delivery import run_report
+from bulletin.edge.cli.delivery import run_report
 from bulletin.models import DeliveryStatus, RunStatus
 from bulletin.settings import Settings
 from bulletin.store import list_deliveries, open_store

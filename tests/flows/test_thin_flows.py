@@ -1,5 +1,5 @@
 """Flows compose tasks and hold no business logic: the fan-out over threads, processes and queues is a task's work
-(tasks/fanout.py, tasks/spread.py), and no flow function grows past the house limit."""
+(tasks/delivery/fanout.py, tasks/delivery/spread.py), and no flow function grows past the house limit."""
 
 from __future__ import annotations
 

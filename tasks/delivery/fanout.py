@@ -1,0 +1,260 @@
+"""Fan a run's audience out over Prefect tasks: one task per recipient for a small run, lanes for a large one.
+
+A small run submits one ``deliver_batch`` task per recipient on the flow's task threads, so the Prefect UI shows each
+recipient. A large run has lanes on the flow's task threads and, from ``PROCESSES_FROM_RECIPIENTS`` recipients on, in
+worker processes too (``tasks/delivery/services.py``), fed one recipient at a time by the dispatcher of
+``tasks/delivery/spread.py``. Either way a recipient whose task failed outright is recorded as failed, never lost, and
+each result reaches the terminal's progress bar as it arrives.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import multiprocessing
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+from prefect import get_run_logger
+from prefect.futures import PrefectFuture
+from prefect.task_runners import ProcessPoolTaskRunner
+from prefect.utilities.annotations import quote
+
+from bulletin import progress
+from bulletin.models import Delivery, Recipient
+from bulletin.reports import ReportDefinition, resolve_parameters
+from bulletin.requests import DeliveryRequest, requested_formats
+from bulletin.settings import Settings
+from tasks.delivery.manifest import TASK_PER_RECIPIENT_UP_TO
+from tasks.delivery.outcomes import failed_delivery
+from tasks.delivery.plan import DeliveryPlan
+from tasks.delivery.prefect_tasks import deliver_batch, deliver_lane
+from tasks.delivery.services import DeliveryServices, ServicesSpec, delivery_processes
+from tasks.delivery.spread import Dispatcher, attach_queues, dispatch, forwarding
+from tasks.storage import check_prefix
+
+#: Prefect task threads per report run. Prefect's default pool is unbounded: with one thread per task, a large
+#: audience ran dozens of deliveries at once, which only fought over the GIL and the ledger's single SQLite writer
+#: and made memory grow with the audience (docs/benchmarks.md, "Delivery to S3"). A run of 500+ recipients also
+#: has lanes in worker processes (tasks/delivery/services.py, tasks/delivery/spread.py): one process's GIL is the limit.
+DELIVERY_THREADS = 4
+#: Lanes on the flow's own task threads while worker processes deliver too: one, as this process also dispatches,
+#: forwards the workers' results and runs Prefect's clients (docs/benchmarks.md, "Delivery to S3").
+THREADS_BESIDE_PROCESSES = 1
+#: Lanes (threads) in each worker process: with one, the process's core idles while the lane waits for S3 or the
+#: ledger's commit.
+LANES_PER_PROCESS = 2
+
+
+def plan_delivery(
+    settings: Settings,
+    report: ReportDefinition,
+    request: DeliveryRequest,
+    *,
+    run_id: str,
+    run_key: str,
+    started: datetime,
+) -> DeliveryPlan:
+    """The plan every task of the run is given, in this process or a worker's: what to deliver, and the settings
+    the tasks need (a worker process reads none itself)."""
+    return DeliveryPlan(
+        report=report,
+        formats=requested_formats(report.formats, request.formats),
+        params=resolve_parameters(report, request.parameters or {}, started.astimezone().date()),
+        channels=list(report.channels),
+        run_id=run_id,
+        run_key=run_key,
+        started_at=started,
+        dry_run=request.dry_run,
+        storage_prefix=settings.storage_prefix,
+        token_issuer=settings.token_issuer,
+        token_audience=settings.token_audience,
+        token_ttl_minutes=settings.token_ttl_minutes,
+        batch_rows=settings.query_batch_rows,
+        csv_bom=settings.csv_bom,
+        output_prefix=check_prefix(request.output_prefix) if request.output_prefix else None,
+    )
+
+
+def deliver_audience(
+    settings: Settings,
+    finishing: ExitStack,
+    plan: DeliveryPlan,
+    services: DeliveryServices,
+    spec: ServicesSpec,
+    audience: list[Recipient],
+) -> list[Delivery]:
+    """Every recipient's deliveries, in the audience's order: a task each for a small run, lanes for a large one.
+
+    ``spec`` lets worker processes open the run's services themselves; ``finishing`` is what may still be ending
+    while the run writes its manifest (the worker processes' stop, ``deliver_in_lanes``).
+    """
+    if len(audience) <= TASK_PER_RECIPIENT_UP_TO:
+        return deliver_each(plan, services, audience)
+    return deliver_in_lanes(settings, finishing, plan, services, spec, audience)
+
+
+def deliver_each(plan: DeliveryPlan, services: DeliveryServices, audience: list[Recipient]) -> list[Delivery]:
+    """A small run: one Prefect task per recipient on the flow's task threads, so the UI shows each one."""
+    futures = [
+        deliver_batch.submit(**_quoted(plan=plan, services=services, recipients=[r], label=r.ref)) for r in audience
+    ]
+    return [d for future, r in zip(futures, audience, strict=True) for d in _collect(plan, future, [r])]
+
+
+def _quoted(**parameters: Any) -> dict[str, Any]:
+    """A task's arguments wrapped in quote(): Prefect would otherwise walk the whole report and audience."""
+    return {name: value if isinstance(value, str | int) else quote(value) for name, value in parameters.items()}
+
+
+def deliver_in_lanes(
+    settings: Settings,
+    finishing: ExitStack,
+    plan: DeliveryPlan,
+    services: DeliveryServices,
+    spec: ServicesSpec,
+    audience: list[Recipient],
+) -> list[Delivery]:
+    """A large run: lanes on the flow's task threads and in worker processes, fed one recipient at a time by a
+    dispatcher (tasks/delivery/spread.py), which retries transient failures and hands a stopped lane's work to the
+    others.
+
+    The worker processes are stopped on a thread that ``finishing`` joins: a worker takes about a second to exit,
+    which the run spends on its manifest, events and artifacts instead of waiting.
+    """
+    logger = get_run_logger()
+    processes = delivery_processes(settings.delivery_processes, len(audience))
+    threads = THREADS_BESIDE_PROCESSES if processes else DELIVERY_THREADS
+    if processes:
+        logger.info("%d lanes on this process's threads and %d worker process(es)", threads, processes)
+    with ExitStack() as workers:
+        futures, lanes, reports = _start_lanes(workers, plan, services, spec, audience, threads, processes)
+        dispatcher: Dispatcher[Delivery] = Dispatcher(len(audience), len(lanes))
+        dispatch(dispatcher, lanes, reports, clock=time.monotonic, on_result=lambda _, d: _ended(plan, d))
+        errors = [e for e in map(_lane_error, futures) if e is not None]
+        finishing.enter_context(meanwhile(workers.pop_all().close, "the worker processes did not stop cleanly"))
+    counts = [f"thread {i + 1} {n}" for i, n in enumerate(dispatcher.per_lane[:threads])]
+    counts += [
+        f"process {i // LANES_PER_PROCESS + 1}.{i % LANES_PER_PROCESS + 1} {n}"
+        for i, n in enumerate(dispatcher.per_lane[threads:])
+    ]
+    logger.info("Deliveries per lane: %s", ", ".join(counts))
+    stopped = errors[0] if errors else RuntimeError("the delivery lanes stopped")
+    if dispatcher.unfinished():
+        logger.error("%d recipient(s) not delivered: every lane stopped (%s)", len(dispatcher.unfinished()), stopped)
+    return [d if d is not None else failed_delivery(audience[i], stopped) for i, d in enumerate(dispatcher.results)]
+
+
+def _start_lanes(
+    workers: ExitStack,
+    plan: DeliveryPlan,
+    services: DeliveryServices,
+    spec: ServicesSpec,
+    audience: list[Recipient],
+    threads: int,
+    processes: int,
+) -> tuple[list[PrefectFuture[int]], list[Any], queue.SimpleQueue[Any]]:
+    """Submit every lane's task; their futures, each lane's queue, and the dispatcher's queue they report on.
+
+    The flow's own lanes report on it directly. Worker processes get their queues when they start (multiprocessing
+    queues cannot be task arguments) and report through a thread that forwards onto it.
+    """
+    thread_queues: list[Any] = [queue.SimpleQueue() for _ in range(threads)]
+    reports: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    futures: list[PrefectFuture[int]] = [
+        deliver_lane.submit(
+            **_quoted(
+                plan=plan,
+                services=services,
+                audience=audience,
+                lanes=[lane],
+                queues=[(q, reports)],
+                label=f"thread {lane + 1}",
+            )
+        )
+        for lane, q in enumerate(thread_queues)
+    ]
+    lanes_of = [[lane] for lane in range(threads)]  # per future
+    process_queues: dict[int, Any] = {}
+    if processes:
+        context = multiprocessing.get_context("spawn")  # what ProcessPoolTaskRunner uses
+        from_processes = context.Queue()
+        process_queues = {threads + i: context.Queue() for i in range(processes * LANES_PER_PROCESS)}
+        workers.enter_context(forwarding(from_processes, reports))
+        runner = workers.enter_context(
+            ProcessPoolTaskRunner(
+                max_workers=processes, initializer=attach_queues, initargs=(process_queues, from_processes)
+            )
+        )
+        numbers = list(process_queues)
+        for p in range(processes):
+            lanes = numbers[p * LANES_PER_PROCESS : (p + 1) * LANES_PER_PROCESS]
+            parameters = _quoted(plan=plan, services=spec, audience=audience, lanes=lanes, label=f"process {p + 1}")
+            futures.append(runner.submit(deliver_lane, {**parameters, "queues": None}))
+            lanes_of.append(lanes)
+    for future, lanes in zip(futures, lanes_of, strict=True):
+        future.add_done_callback(partial(_lanes_ended, reports, lanes))
+    return futures, [*thread_queues, *process_queues.values()], reports
+
+
+@contextmanager
+def meanwhile(work: Callable[[], object], failure: str) -> Iterator[None]:
+    """Run ``work`` on a thread (in this run's Prefect context) while the block runs; wait for it on exit.
+
+    It only records or tidies up after the deliveries: a failure is logged as ``failure``, never raised.
+    """
+
+    def run() -> None:
+        try:
+            work()
+        except Exception as exc:  # noqa: BLE001 - the deliveries are done: this is worth a warning, not a failure
+            get_run_logger().warning("%s: %s", failure, exc)
+
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(run,), name="bulletin-meanwhile")
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
+
+
+def _lanes_ended(reports: queue.SimpleQueue[Any], lanes: list[int], _future: PrefectFuture[int]) -> None:
+    """A lane task ended (done callback): tell the dispatcher, which may still be waiting for its lanes."""
+    for lane in lanes:
+        reports.put(("ended", lane))
+
+
+def _lane_error(future: PrefectFuture[int]) -> BaseException | None:
+    future.wait()
+    try:
+        future.result()
+    except Exception as exc:  # noqa: BLE001 - the edge: why a lane stopped, for the recipients it left
+        return exc
+    return None
+
+
+def _collect(plan: DeliveryPlan, future: PrefectFuture[list[Delivery]], batch: list[Recipient]) -> list[Delivery]:
+    """A batch's deliveries; if its task failed outright, each of its recipients is recorded as failed."""
+    future.wait()
+    try:
+        deliveries = future.result()
+    except Exception as exc:  # noqa: BLE001 - the edge: one batch's failure must not lose the others' deliveries
+        deliveries = [failed_delivery(r, exc) for r in batch]
+    for delivery in deliveries:
+        _ended(plan, delivery)
+    return deliveries
+
+
+def _ended(plan: DeliveryPlan, delivery: Delivery) -> None:
+    """A recipient's delivery has ended: tell the terminal's progress bar, here in the flow's process as results
+    arrive (a worker process cannot reach its listeners).
+
+    The recipients' Prefect events go out with the run's, once it is over: streamed during the run, the Prefect
+    API ingested them one by one and the run was about 7 % slower (docs/benchmarks.md, "Delivery to S3").
+    """
+    progress.notify(plan.report.id, delivery.status.value, delivery.recipient)

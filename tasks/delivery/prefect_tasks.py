@@ -1,0 +1,168 @@
+"""The Prefect tasks that run the delivery pipeline (tasks/delivery/deliver.py) over a run's recipients.
+
+``deliver_batch`` is a small run's task, one per recipient; ``deliver_lane`` a large run's long-lived lanes, each
+fed one recipient at a time by the flow's dispatcher (tasks/delivery/spread.py). Either opens the channels once for all
+the recipients it delivers (``OpenChannels``: one SMTP connection, say) and closes them when it ends.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime.task_run import get_run_count
+
+from bulletin.errors import BulletinError, TransientError
+from bulletin.models import Delivery, Recipient
+from tasks.delivery.deliver import deliver_attempt
+from tasks.delivery.outcomes import failed_delivery
+from tasks.delivery.plan import DeliveryPlan
+from tasks.delivery.registry import OpenChannels
+from tasks.delivery.services import DeliveryServices, ServicesSpec, services_for
+from tasks.delivery.spread import RETRY_DELAYS, Sink, Source, worker_queues
+
+
+def deliver_each(
+    plan: DeliveryPlan, services: DeliveryServices, recipients: list[Recipient], *, retry_left: bool = True
+) -> list[Delivery]:
+    """Deliver to each recipient in turn; one recipient's failure never stops the others.
+
+    If every recipient failed for a transient reason, at least in part (the warehouse is down, the SMTP server
+    said "try later"), raise TransientError so Prefect retries the task: the ledger makes the retry send only what
+    has not been sent. With no ``retry_left`` (the task's last attempt) the deliveries are returned as they are, so
+    what was sent is still reported.
+    """
+    deliveries: list[Delivery] = []
+    transient = 0
+    channels = services.channels.open()
+    try:
+        for recipient in recipients:
+            delivery, retry = _attempt(plan, services, recipient, channels)
+            transient += retry
+            deliveries.append(delivery)
+    finally:
+        channels.close()
+    if retry_left and recipients and transient == len(recipients):
+        raise TransientError(f"every delivery in this batch failed: {deliveries[0].error}")
+    return deliveries
+
+
+def _attempt(
+    plan: DeliveryPlan, services: DeliveryServices, recipient: Recipient, channels: OpenChannels
+) -> tuple[Delivery, bool]:
+    """One recipient's delivery, or its failure as a Delivery; and whether a retry may help (some file, or the
+    whole delivery, failed with a TransientError).
+
+    Anything other than a BulletinError is raised: a bug, which the caller decides how to record.
+    """
+    try:
+        return deliver_attempt(plan, services, recipient, channels)
+    except TransientError as exc:
+        return failed_delivery(recipient, exc), True
+    except BulletinError as exc:
+        return failed_delivery(recipient, exc), False
+
+
+def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry condition: retry only errors that say a retry can help."""
+    try:
+        state.result()
+    except TransientError:
+        return True
+    except BaseException:  # noqa: BLE001 - Prefect re-raises whatever the task raised; only its type matters here
+        return False
+    return False
+
+
+@task(
+    name="deliver-recipients",
+    retries=len(RETRY_DELAYS),  # the same schedule as a large run's lanes (tasks/delivery/spread.py)
+    retry_delay_seconds=list(RETRY_DELAYS),
+    retry_condition_fn=_retry_transient,
+    cache_policy=NO_CACHE,
+    task_run_name="deliver {label}",
+)
+def deliver_batch(
+    plan: DeliveryPlan, services: DeliveryServices | ServicesSpec, recipients: list[Recipient], label: str
+) -> list[Delivery]:
+    """A small run's task: one per recipient (``recipients`` holds one; Prefect retries it after a transient failure).
+
+    ``services`` are the run's, or a spec to build this process's own (a worker process).
+    """
+    del label  # only in the task-run name
+    if isinstance(services, ServicesSpec):
+        services = services_for(services)
+    # run_count is 1 on the first attempt: retries remain while it is at most the number of retries.
+    return deliver_each(plan, services, recipients, retry_left=get_run_count() <= len(RETRY_DELAYS))
+
+
+def deliver_from(
+    plan: DeliveryPlan,
+    services: DeliveryServices,
+    audience: list[Recipient],
+    lane: int,
+    todo: Source,
+    reports: Sink,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+) -> int:
+    """One lane (tasks/delivery/spread.py): say ready, then deliver each recipient the dispatcher sends until it sends
+    None.
+
+    Every recipient gets a result, whatever fails: a transient failure is marked so the dispatcher retries it, and
+    an unexpected error is logged here (with its traceback, for the operator) and recorded as an internal error.
+    Returns how many deliveries this lane made.
+    """
+    channels = services.channels.open()
+    made = 0
+    try:
+        reports.put(("ready", lane))
+        while (index := todo.get()) is not None:
+            recipient = audience[index]
+            try:
+                delivery, transient = _attempt(plan, services, recipient, channels)
+            except Exception as exc:  # the edge: one recipient's bug must not stop the lane
+                logger.exception("delivery to %s failed unexpectedly", recipient.ref)
+                delivery, transient = failed_delivery(recipient, exc), False
+            reports.put(("done", lane, index, delivery, transient))
+            made += 1
+    finally:
+        channels.close()
+    return made
+
+
+@task(name="deliver-lane", cache_policy=NO_CACHE, task_run_name="deliver ({label})")
+def deliver_lane(
+    plan: DeliveryPlan,
+    services: DeliveryServices | ServicesSpec,
+    audience: list[Recipient],
+    lanes: list[int],
+    queues: list[tuple[Source, Sink]] | None,
+    label: str,
+) -> int:
+    """One or more of a large run's lanes: each delivers recipients one at a time as the flow's dispatcher sends
+    them, on its own thread. Returns how many deliveries they made.
+
+    In the flow's own threads ``services`` are the run's and ``queues`` the lanes'; in a worker process, a spec to
+    build the process's own services, and the queues the process was started with. A worker process runs more than
+    one lane so that it delivers while one lane waits for S3 or the ledger.
+    """
+    del label  # only in the task-run name
+    if isinstance(services, ServicesSpec):
+        services = services_for(services)
+    pairs = queues if queues is not None else [worker_queues(lane) for lane in lanes]
+    logger = get_run_logger()
+    work = [
+        partial(deliver_from, plan, services, audience, lane, todo, sink, logger)
+        for lane, (todo, sink) in zip(lanes, pairs, strict=True)
+    ]
+    if len(work) == 1:
+        return work[0]()
+    with ThreadPoolExecutor(len(work) - 1, thread_name_prefix="bulletin-lane") as pool:
+        others = [pool.submit(contextvars.copy_context().run, w) for w in work[1:]]
+        made = work[0]()
+        return made + sum(f.result() for f in others)

@@ -1,0 +1,119 @@
+"""One recipient's files: mint its scoped token, query through it once, and stream the rows through every format's
+writer. What the channels then send (tasks/delivery/channels.py)."""
+
+from __future__ import annotations
+
+import tempfile
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from bulletin.models import QuerySpec, Recipient, describe_scope
+from tasks.audience import scope_for_recipient
+from tasks.delivery.channels import RenderedFile
+from tasks.delivery.plan import DeliveryPlan, build_query
+from tasks.delivery.services import DeliveryServices
+from tasks.render import EXTENSIONS, open_writer
+from tasks.render.base import ChartData, RenderContext
+from tasks.storage import sha256_file
+from tasks.tokens import TokenClaims, mint_token, verify_token
+from tasks.warehouse import run_aggregate, run_query
+
+
+@dataclass(frozen=True)
+class Produced:
+    """A recipient's rendered files, by format, and what made them: the token's id and verified claims, and the
+    context the renderers (and a message's body) were given."""
+
+    jti: str
+    claims: TokenClaims
+    ctx: RenderContext
+    files: dict[str, RenderedFile]
+
+
+def render_for(plan: DeliveryPlan, services: DeliveryServices, recipient: Recipient, formats: list[str]) -> Produced:
+    """Mint, verify, query once, and stream the result through every needed format's writer."""
+    report = plan.report
+    scope = scope_for_recipient(report, recipient, plan.params)
+    minted = mint_token(
+        services.keyset,
+        subject=recipient.ref,
+        dataset_ids=[report.dataset],
+        secure_filters=scope,
+        ttl_minutes=plan.token_ttl_minutes,
+        issuer=plan.token_issuer,
+        audience=plan.token_audience,
+        now=services.clock(),
+    )
+    # The query engine sees only what the verified token says: the same path as `bulletin query` and the API.
+    claims_tok = verify_token(
+        minted.token, services.keyset, issuer=plan.token_issuer, audience=plan.token_audience, now=services.clock()
+    )
+    query = build_query(plan, recipient)
+    ctx = RenderContext(
+        report_id=report.id,
+        title=report.title,
+        description=report.description,
+        recipient=recipient.label,
+        scope=describe_scope(claims_tok.filters_for(report.dataset)),
+        generated_at=services.clock().astimezone(ZoneInfo(report.display_timezone)),
+        timezone=report.display_timezone,
+        column_labels=dict(report.column_labels),
+        chart=_chart(plan, services, claims_tok, query),
+    )
+    folder = Path(tempfile.mkdtemp(prefix=f"{recipient.ref}-", dir=services.workdir))
+    paths = {fmt: folder / f"{report.id}-{recipient.ref}{EXTENSIONS[fmt]}" for fmt in formats}
+    return Produced(minted.jti, claims_tok, ctx, _write(plan, services, claims_tok, query, ctx, paths))
+
+
+def _write(
+    plan: DeliveryPlan,
+    services: DeliveryServices,
+    claims: TokenClaims,
+    query: QuerySpec,
+    ctx: RenderContext,
+    paths: dict[str, Path],
+) -> dict[str, RenderedFile]:
+    """Run the query once and write every format from the same batches."""
+    result = run_query(claims, query, services.datasets, services.warehouse, batch_rows=plan.batch_rows)
+    with ExitStack() as stack:
+        stack.callback(result.close)
+        writers = {fmt: open_writer(fmt, p, result.schema, ctx, csv_bom=plan.csv_bom) for fmt, p in paths.items()}
+        for batch in result:
+            for writer in writers.values():
+                writer.write_batch(batch)
+        truncated_at = result.rows if result.truncated else None
+        rows = {fmt: writer.close(truncated_at=truncated_at) for fmt, writer in writers.items()}
+    return {
+        fmt: RenderedFile(format=fmt, path=p, rows=rows[fmt], bytes=p.stat().st_size, sha256=sha256_file(p))
+        for fmt, p in paths.items()
+    }
+
+
+def _chart(plan: DeliveryPlan, services: DeliveryServices, claims: TokenClaims, query: QuerySpec) -> ChartData | None:
+    spec = plan.report.chart
+    if spec is None:
+        return None
+    rows = run_aggregate(
+        claims, query, services.datasets, services.warehouse, category=spec.category, measure=spec.measure, agg=spec.agg
+    )
+    labels = plan.report.column_labels
+    return ChartData(
+        title=spec.title or f"{spec.agg} of {labels.get(spec.measure, spec.measure)}",
+        category_label=labels.get(spec.category, spec.category),
+        value_label=labels.get(spec.measure, spec.measure),
+        categories=[str(category) for category, _ in rows],
+        values=[float(value or 0) for _, value in rows],
+    )
+
+
+def key_figures(ctx: RenderContext, files: dict[str, RenderedFile]) -> list[tuple[str, str]]:
+    """The few figures a message's body leads with: rows, the chart's total and top category, the scope."""
+    rows = max((f.rows for f in files.values()), default=0)
+    figures = [("Rows", f"{rows:,}"), ("Scope", ctx.scope)]
+    if ctx.chart and ctx.chart.values:
+        figures.insert(1, (f"Total {ctx.chart.value_label}", f"{sum(ctx.chart.values):,.2f}"))
+        top = max(range(len(ctx.chart.values)), key=ctx.chart.values.__getitem__)
+        figures.insert(2, (f"Top {ctx.chart.category_label}", ctx.chart.categories[top]))
+    return figures

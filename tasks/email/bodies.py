@@ -1,0 +1,188 @@
+"""The email destination: the body templates here, and the public API of the whole capability.
+
+One report email is made in four pure steps and sent in one adapter::
+
+    render_bodies(...)        subject, text and HTML from Jinja2 templates (HTML autoescaped)
+    render_chart_png(chart)   the inline chart                                      (tasks.email.message)
+    plan_attachments(...)     attachments if the encoded message fits, else links   (tasks.email.message)
+    build_message(...)        one MIME message for one recipient                    (tasks.email.message)
+    make_sender(settings)     SmtpSender or OutboxSender: .send(msg)                (tasks.email.send)
+
+Templates may be overridden per report (``subject_template``, ``text_template``, ``html_template``). They run in
+Jinja2's sandbox (``bulletin.email_templates``), because a report definition is data that users write, not code.
+``recipient`` holds the recipient's attributes besides its ref, name, email and org.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from jinja2 import TemplateError
+
+from bulletin.clock import require_aware
+from bulletin.email_templates import TemplateKind, compile_template
+from bulletin.errors import DefinitionError
+from bulletin.models import Recipient
+from tasks.email.message import (
+    CHART_CID,
+    DownloadLink,
+    check_header_value,
+)
+
+DEFAULT_SUBJECT_TEMPLATE = "{{ title }} ({{ generated_date }})"
+
+DEFAULT_TEXT_TEMPLATE = """\
+Hello {{ recipient.name or recipient.email }},
+
+{{ title }}
+{% if description %}
+{{ description }}
+{% endif %}
+Generated {{ generated }}.
+{% if key_figures %}
+
+Key figures:
+{% for label, value in key_figures %}
+  {{ label }}: {{ value }}
+{% endfor %}
+{% endif %}
+{% if chart_title %}
+
+The chart "{{ chart_title }}" is in the HTML version of this email.
+{% endif %}
+{% if links %}
+
+The files were too large to attach; download them here:
+{% for link in links %}
+  - {{ link.filename }} ({{ link.size }}
+  {%- if link.expires %}, link valid until {{ link.expires }}{% endif %}): {{ link.url }}
+{% endfor %}
+{% elif files %}
+
+Attached:
+{% for file in files %}
+  - {{ file.name }} ({{ file.size }}, {{ file.rows }} rows)
+{% endfor %}
+{% endif %}
+
+Sent by Bulletin
+"""
+
+DEFAULT_HTML_TEMPLATE = """\
+<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>{{ title }}</title></head>
+<body style="font-family: Arial, Helvetica, sans-serif; color: #333333; max-width: 640px;">
+<p>Hello {{ recipient.name or recipient.email }},</p>
+<h1 style="font-size: 20px;">{{ title }}</h1>
+{% if description %}
+<p>{{ description }}</p>
+{% endif %}
+<p style="color: #666666; font-size: 12px;">Generated {{ generated }}.</p>
+{% if key_figures %}
+<table role="presentation" style="border-collapse: collapse; margin: 12px 0;">
+{% for label, value in key_figures %}
+<tr><th align="left" style="padding: 4px 16px 4px 0;">{{ label }}</th>
+<td align="right" style="padding: 4px 0;">{{ value }}</td></tr>
+{% endfor %}
+</table>
+{% endif %}
+{% if chart_title %}
+<p><img src="cid:{{ chart_cid }}" alt="{{ chart_title }}" style="max-width: 100%;"></p>
+{% endif %}
+{% if links %}
+<p>The files were too large to attach; download them here:</p>
+<ul>
+{% for link in links %}
+<li><a href="{{ link.url }}">{{ link.filename }}</a> ({{ link.size }}
+{%- if link.expires %}, link valid until {{ link.expires }}{% endif %})</li>
+{% endfor %}
+</ul>
+{% elif files %}
+<p>Attached:</p>
+<ul>
+{% for file in files %}
+<li>{{ file.name }} ({{ file.size }}, {{ file.rows }} rows)</li>
+{% endfor %}
+</ul>
+{% endif %}
+<p style="color: #666666; font-size: 12px;">Bulletin</p>
+</body>
+</html>
+"""
+
+
+def _render(kind: TemplateKind, source: str, context: dict[str, object]) -> str:
+    try:
+        return compile_template(kind, source).render(context)
+    except TemplateError as exc:  # syntax errors, undefined names, sandbox refusals
+        raise DefinitionError(f"email {kind} template: {exc}", field=f"{kind}_template") from exc
+
+
+def human_size(size: int) -> str:
+    """Decimal units, as mail clients show attachment sizes: ``950 bytes``, ``12.3 kB``, ``4.0 MB``."""
+    if size < 1000:
+        return f"{size} bytes"
+    value, unit = float(size), "bytes"
+    for unit in ("kB", "MB", "GB", "TB"):  # noqa: B007 - the unit the loop stops at is the answer
+        value /= 1000
+        if value < 1000:
+            break
+    return f"{value:.1f} {unit}"
+
+
+def _when(moment: datetime) -> str:
+    require_aware(moment, "email dates", field="generated_at", error=DefinitionError)
+    return f"{moment:%Y-%m-%d %H:%M} {moment.tzname() or moment.strftime('%z')}"
+
+
+def render_bodies(
+    *,
+    title: str,
+    description: str,
+    recipient: Recipient,
+    key_figures: list[tuple[str, str]],
+    files: list[tuple[str, int, int]],
+    links: list[DownloadLink],
+    generated_at: datetime,
+    chart_title: str | None = None,
+    subject_template: str | None = None,
+    text_template: str | None = None,
+    html_template: str | None = None,
+) -> tuple[str, str, str]:
+    """The default subject, the text body and the HTML body of one report email.
+
+    ``files`` are (file name, bytes, rows) of what is attached; ``links`` replace them when the files go by link.
+    With ``chart_title`` the HTML shows the inline chart (``cid:`` ``CHART_CID``) and the text says where it is.
+    The subject is one line: a title or template that yields a line break is refused (``UnsafeEmailError``).
+    """
+    context: dict[str, object] = {
+        "title": title,
+        "description": description,
+        "recipient": {
+            **recipient.attributes,
+            "ref": recipient.ref,
+            "name": recipient.name,
+            "email": recipient.email,
+            "org": recipient.org,
+        },
+        "key_figures": [(str(label), str(value)) for label, value in key_figures],
+        "files": [{"name": name, "size": human_size(size), "rows": f"{rows:,}"} for name, size, rows in files],
+        "links": [
+            {
+                "filename": link.filename,
+                "url": link.url,
+                "size": human_size(link.size),
+                "expires": _when(link.expires_at) if link.expires_at else None,
+            }
+            for link in links
+        ],
+        "generated": _when(generated_at),
+        "generated_date": f"{generated_at:%Y-%m-%d}",
+        "chart_title": chart_title,
+        "chart_cid": CHART_CID,
+    }
+    subject = _render("subject", subject_template or DEFAULT_SUBJECT_TEMPLATE, context).strip()
+    text = _render("text", text_template or DEFAULT_TEXT_TEMPLATE, context)
+    html = _render("html", html_template or DEFAULT_HTML_TEMPLATE, context)
+    return check_header_value(subject), text, html

@@ -1,0 +1,335 @@
+"""The S3 destination: the boto3 adapter over the pure rules of ``tasks.storage.s3_rules`` (URIs, encryption,
+headers, metadata, redaction).
+
+Objects are created only if absent (``If-None-Match: *`` on PutObject and CompleteMultipartUpload, honoured by AWS
+S3 since August 2024); on a conflict the file goes under ``conflict_key(key, n)``, never over the existing object.
+Presigned links are SigV4 and live at most 7 days. Error messages and our logs never carry credentials or link
+signatures; boto3 and botocore log at DEBUG only (their DEBUG output does contain signatures: keep it off in
+production).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    CredentialRetrievalError,
+    HTTPClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from bulletin.clock import Clock, utc_now
+from bulletin.errors import BulletinError, ConfigError, StorageError, TransientError
+from bulletin.models import is_bucket_name
+from bulletin.settings import Settings
+from tasks.storage.base import (
+    MAX_LINK_SECONDS,
+    StoredObject,
+    check_key,
+    clamp_expiry,
+    conflict_key,
+    sha256_file,
+    uri_of,
+)
+from tasks.storage.s3_rules import (
+    check_content_type,
+    check_metadata,
+    content_disposition,
+    format_s3_uri,
+    join_key,
+    parse_s3_uri,
+    redact_url,
+    refuse_line_breaks,
+    sse_params,
+)
+
+logger = logging.getLogger(__name__)
+
+#: A boto3 S3 client. boto3 ships no type hints, so this is ``Any`` by necessity.
+S3Client = Any
+
+MAX_EXPIRY_SECONDS = MAX_LINK_SECONDS  # the SigV4 limit for presigned URLs
+MIN_PART_SIZE = 5 * 1024 * 1024  # S3 refuses smaller parts, except the last one
+MAX_PUT_BYTES = 5 * 1024**3  # the largest single PutObject, and the largest part
+MAX_PARTS = 10_000
+_MAX_CONFLICTS = 100
+_CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
+_THROTTLING_CODES = frozenset(
+    {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException"}
+)
+_TRANSIENT_CODES = _THROTTLING_CODES | {"RequestTimeout", "InternalError", "ServiceUnavailable"}
+_ACCESS_CODES = frozenset(
+    {"AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
+)
+_REGION_CODES = frozenset({"PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"})
+
+
+@dataclass(frozen=True)
+class PresignedLink:
+    """A time-limited GET link. Its repr hides the signature, so logging the object leaks nothing."""
+
+    url: str
+    expires_at: datetime
+
+    def __repr__(self) -> str:
+        return f"PresignedLink(url={redact_url(self.url)!r}, expires_at={self.expires_at.isoformat()!r})"
+
+
+# --- errors -------------------------------------------------------------------------------------------------------
+
+
+def classify_error(exc: ClientError | BotoCoreError, *, uri: str) -> BulletinError:
+    """Map a boto error to Bulletin's tree: retryable, configuration, or storage. Never includes credentials."""
+    if isinstance(exc, (BotoConnectionError, HTTPClientError)):
+        return TransientError(f"cannot reach S3 for {uri} ({type(exc).__name__}); a retry may help")
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError)):
+        return ConfigError(
+            f"no usable AWS credentials for {uri} ({type(exc).__name__}): configure the AWS credential chain "
+            "or BULLETIN_S3_AWS_CREDENTIALS_BLOCK"
+        )
+    if not isinstance(exc, ClientError):
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        return StorageError(f"S3 request for {uri} failed: {type(exc).__name__}: {redact_url(first_line)[:200]}")
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", "Unknown"))
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+    operation = exc.operation_name
+    if code in _TRANSIENT_CODES or status == 429 or status >= 500:
+        return TransientError(f"S3 {operation} for {uri} failed with {code} (HTTP {status}); a retry may help")
+    if code == "NoSuchBucket":
+        return ConfigError(
+            f"S3 bucket of {uri} does not exist: check BULLETIN_S3_BUCKET (and BULLETIN_S3_ENDPOINT_URL)"
+        )
+    if code in _ACCESS_CODES or status == 403:
+        # AWS's own message names the caller's ARN: leave it out and say what to check instead.
+        return ConfigError(
+            f"S3 refused {operation} for {uri} ({code}): check the credentials and that they allow s3:PutObject, "
+            "s3:GetObject and s3:AbortMultipartUpload (plus kms:GenerateDataKey and kms:Decrypt with SSE-KMS)"
+        )
+    if code in _REGION_CODES or code.startswith("KMS."):
+        return ConfigError(f"S3 {operation} for {uri} failed with {code}: check BULLETIN_S3_REGION and the KMS key")
+    message = redact_url(str(error.get("Message", "")))[:200]
+    return StorageError(f"S3 {operation} for {uri} failed with {code} (HTTP {status}): {message}".rstrip(": "))
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+# --- adapter ------------------------------------------------------------------------------------------------------
+
+
+def _aws_session(block_name: str | None) -> Any:
+    """A fresh boto3 session (the default one is not thread-safe), from the AWS chain or a prefect-aws block."""
+    if block_name is None:
+        return boto3.session.Session()
+    try:
+        from prefect_aws import AwsCredentials  # optional: only this setting needs it
+    except ImportError as exc:
+        raise ConfigError(
+            "BULLETIN_S3_AWS_CREDENTIALS_BLOCK is set but prefect-aws is not installed: pip install prefect-aws"
+        ) from exc
+    try:
+        block = AwsCredentials.load(block_name, _sync=True)
+    except ValueError as exc:
+        raise ConfigError(f"no prefect-aws AwsCredentials block named {block_name!r}") from exc
+    return block.get_boto3_session()
+
+
+def make_s3_client(settings: Settings) -> S3Client:
+    """A boto3 S3 client for ``settings``: SigV4, standard retries, path-style addressing on custom endpoints."""
+    options: dict[str, Any] = {
+        "signature_version": "s3v4",  # without it presigned URLs can come out as legacy SigV2
+        "retries": {"mode": "standard", "max_attempts": 3},
+        "connect_timeout": 10,
+        "read_timeout": 60,
+    }
+    if settings.s3_endpoint_url:
+        # MinIO, moto and most S3-compatible services have no per-bucket DNS names.
+        options["s3"] = {"addressing_style": "path"}
+    session = _aws_session(settings.s3_aws_credentials_block)
+    return session.client(
+        "s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region, config=Config(**options)
+    )
+
+
+class S3Destination:
+    """Stores files in one S3 bucket under an optional key prefix, creating each object only if absent."""
+
+    name = "s3"
+
+    def __init__(
+        self,
+        client: S3Client,
+        bucket: str,
+        *,
+        prefix: str = "",
+        sse: str = "AES256",
+        kms_key_id: str | None = None,
+        multipart_threshold: int = 8 * 1024 * 1024,
+        part_size: int = 8 * 1024 * 1024,
+        clock: Clock = utc_now,
+    ) -> None:
+        if not is_bucket_name(bucket):
+            raise ConfigError(f"invalid S3 bucket name {bucket!r}")
+        if not MIN_PART_SIZE <= part_size <= MAX_PUT_BYTES or not 0 <= multipart_threshold <= MAX_PUT_BYTES:
+            raise ConfigError("S3 parts must be 5 MiB to 5 GiB, and the multipart threshold at most 5 GiB")
+        if prefix.strip("/"):
+            check_key(prefix.strip("/"))
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix
+        self.encryption = sse_params(sse, kms_key_id)
+        self.multipart_threshold = multipart_threshold
+        self.part_size = part_size
+        self.clock = clock
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, client: S3Client | None = None, *, clock: Clock = utc_now
+    ) -> S3Destination:
+        """The destination ``settings`` describe; the client is built from them unless given."""
+        if not settings.s3_bucket:
+            raise ConfigError("BULLETIN_S3_BUCKET is not set")
+        return cls(
+            client if client is not None else make_s3_client(settings),
+            settings.s3_bucket,
+            prefix=settings.s3_prefix,
+            sse=settings.s3_sse,
+            kms_key_id=settings.s3_kms_key_id,
+            clock=clock,
+        )
+
+    def link(self, stored_or_uri: StoredObject | str, filename: str | None, expires_seconds: int) -> PresignedLink:
+        """``presign_download``. ``filename`` is not signed in: each object has its Content-Disposition from put."""
+        del filename
+        return presign_download(self.client, uri_of(stored_or_uri), expires_seconds=expires_seconds, clock=self.clock)
+
+    def delete(self, uri: str) -> None:
+        """DeleteObject of an ``s3://bucket/key`` URI (checked first); S3 answers success for a missing key too."""
+        bucket, key = parse_s3_uri(uri)
+        try:
+            self.client.delete_object(Bucket=bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise classify_error(exc, uri=uri) from exc
+
+    def holds(self, uri: str) -> bool:
+        try:
+            parse_s3_uri(uri)
+        except StorageError:
+            return False
+        return True
+
+    def put(self, key: str, source: Path, *, content_type: str, metadata: dict[str, str]) -> StoredObject:
+        """Upload ``source`` under ``<prefix>/<key>`` (or ``...-<n>.ext`` if taken); ``StoredObject.key`` is the full
+        object key in the bucket. Unsafe keys, headers or metadata are refused before any request."""
+        full_key = join_key(self.prefix, key)
+        check_content_type(content_type)
+        check_metadata(metadata)
+        size = source.stat().st_size
+        digest = sha256_file(source)
+        fields = {"ContentType": content_type, "Metadata": check_metadata({**metadata, "sha256": digest})}
+        for attempt in range(_MAX_CONFLICTS + 1):
+            candidate = full_key if attempt == 0 else conflict_key(full_key, attempt)
+            uri = format_s3_uri(self.bucket, candidate)
+            args = {
+                "Bucket": self.bucket,
+                "Key": candidate,
+                "ContentDisposition": content_disposition(candidate.rpartition("/")[2]),
+                **fields,
+                **self.encryption,
+            }
+            try:
+                if size > self.multipart_threshold:
+                    self._put_multipart(args, source, size)
+                else:
+                    with source.open("rb") as body:
+                        self.client.put_object(**args, Body=body, IfNoneMatch="*")
+            except ClientError as exc:
+                if _error_code(exc) in _CONFLICT_CODES:
+                    logger.info("%s already exists; trying the next free key", uri)
+                    continue
+                raise classify_error(exc, uri=uri) from exc
+            except BotoCoreError as exc:
+                raise classify_error(exc, uri=uri) from exc
+            logger.info("stored %s (%d bytes)", uri, size)
+            return StoredObject(uri=uri, key=candidate, bytes=size, sha256=digest)
+        raise StorageError(f"object key {full_key!r} and {_MAX_CONFLICTS} alternatives already exist")
+
+    def _put_multipart(self, args: dict[str, Any], source: Path, size: int) -> None:
+        # Parts grow past part_size only for files that would otherwise need more than 10,000 of them.
+        part_size = max(self.part_size, -(-size // MAX_PARTS))
+        where = {"Bucket": args["Bucket"], "Key": args["Key"]}
+        # CRC32 per part, declared up front, as s3transfer does: S3 then verifies every part and the whole.
+        upload_id = self.client.create_multipart_upload(**args, ChecksumAlgorithm="CRC32")["UploadId"]
+        try:
+            parts: list[dict[str, Any]] = []
+            with source.open("rb") as handle:
+                for number in itertools.count(1):
+                    chunk = handle.read(part_size)
+                    if not chunk:
+                        break
+                    answer = self.client.upload_part(
+                        **where, UploadId=upload_id, PartNumber=number, Body=chunk, ChecksumAlgorithm="CRC32"
+                    )
+                    part = {"PartNumber": number, "ETag": answer["ETag"]}
+                    if "ChecksumCRC32" in answer:
+                        part["ChecksumCRC32"] = answer["ChecksumCRC32"]
+                    parts.append(part)
+            self.client.complete_multipart_upload(
+                **where, UploadId=upload_id, MultipartUpload={"Parts": parts}, IfNoneMatch="*"
+            )
+        except BaseException:
+            # Whatever went wrong (a conflict included), uploaded parts must not linger and cost money.
+            self._abort(where, upload_id)
+            raise
+
+    def _abort(self, where: dict[str, Any], upload_id: str) -> None:
+        try:
+            self.client.abort_multipart_upload(**where, UploadId=upload_id)
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning(
+                "could not abort the multipart upload of %s (%s); an AbortIncompleteMultipartUpload lifecycle "
+                "rule will remove it",
+                format_s3_uri(where["Bucket"], where["Key"]),
+                type(exc).__name__,
+            )
+
+
+def presign_download(
+    client: S3Client,
+    uri: str,
+    *,
+    expires_seconds: int,
+    content_disposition: str | None = None,
+    clock: Clock = utc_now,
+) -> PresignedLink:
+    """A SigV4 presigned GET link to ``uri``, valid for ``expires_seconds`` clamped to 1 s .. 7 days.
+
+    With temporary credentials (STS, instance roles) the link dies with them, possibly sooner than ``expires_at``.
+    """
+    bucket, key = parse_s3_uri(uri)
+    seconds = clamp_expiry(expires_seconds)
+    params = {"Bucket": bucket, "Key": key}
+    if content_disposition is not None:
+        refuse_line_breaks(content_disposition, "content disposition")
+        params["ResponseContentDisposition"] = content_disposition
+    issued = clock()
+    try:
+        url = str(client.generate_presigned_url("get_object", Params=params, ExpiresIn=seconds, HttpMethod="GET"))
+    except (ClientError, BotoCoreError) as exc:
+        raise classify_error(exc, uri=uri) from exc
+    if "X-Amz-Algorithm=AWS4-HMAC-SHA256" not in url:
+        raise ConfigError("the S3 client does not sign with SigV4: build it with make_s3_client")
+    return PresignedLink(url=url, expires_at=issued + timedelta(seconds=seconds))
