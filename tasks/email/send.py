@@ -27,7 +27,7 @@ from email.utils import parsedate_to_datetime
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, ParamSpec, Self, TypeVar
+from typing import Literal, ParamSpec, Self, TypeVar
 
 from pydantic import SecretStr
 
@@ -36,6 +36,7 @@ from bulletin.models import IDENTIFIER_RE
 from bulletin.settings import Settings
 from bulletin.settings_checks import is_loopback_host
 from tasks.email.message import EMAIL_POLICY, check_domain_allowed, envelope_of
+from tasks.secrets import read_secret_block
 
 Security = Literal["starttls", "ssl", "none"]
 DEFAULT_PORTS: dict[str, int] = {"starttls": 587, "ssl": 465, "none": 25}
@@ -338,17 +339,7 @@ class OutboxSender(_Sender):
 
 
 def _read_password_block(name: str) -> SecretStr:
-    # Prefect is imported here only, so the pure modules and their tests never pay for it.
-    from prefect.blocks.system import Secret
-    from prefect.exceptions import PrefectException
-
-    try:
-        load: Any = Secret.load  # async-dispatched: `_sync` keeps it synchronous inside an event loop too
-        value = load(name, _sync=True).get()
-    except (ValueError, PrefectException) as exc:
-        raise ConfigError(f"cannot load the Prefect Secret block {name!r} holding the SMTP password") from exc
-    except OSError as exc:
-        raise TransientError(f"cannot reach Prefect to load the Secret block {name!r}") from exc
+    value = read_secret_block(name, holding="the SMTP password")
     if not isinstance(value, str):
         raise ConfigError(f"the Prefect Secret block {name!r} must hold the SMTP password as a string")
     return SecretStr(value)

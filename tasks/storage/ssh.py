@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from bulletin.errors import BulletinError, ConfigError, HostKeyError, StorageError, TransientError
+from tasks.secrets import read_secret_block
 
 logger = logging.getLogger(__name__)
 
@@ -83,16 +84,7 @@ def read_private_key(file: Path | None, block: str | None) -> paramiko.PKey:
 
 
 def _read_key_block(name: str) -> str:
-    from prefect.blocks.system import Secret  # only this setting needs Prefect here
-    from prefect.exceptions import PrefectException
-
-    try:
-        load: Any = Secret.load  # async-dispatched: `_sync` keeps it synchronous inside an event loop too
-        value = load(name, _sync=True).get()
-    except (ValueError, PrefectException) as exc:
-        raise ConfigError(f"cannot load the Prefect Secret block {name!r} holding the SFTP private key") from exc
-    except OSError as exc:
-        raise TransientError(f"cannot reach Prefect to load the Secret block {name!r}") from exc
+    value = read_secret_block(name, holding="the SFTP private key")
     if not isinstance(value, str):
         raise ConfigError(f"the Prefect Secret block {name!r} must hold the SFTP private key as text")
     return value

@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import AwareDatetime, BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from bulletin.clock import require_aware
-from bulletin.errors import ConfigError, TransientError
+from bulletin.errors import ConfigError
+from tasks.secrets import read_secret_block
 
 if TYPE_CHECKING:
     from bulletin.settings import Settings
@@ -217,17 +218,6 @@ def load_keyset(settings: Settings, *, create: bool = False, now: datetime | Non
 
 
 def _read_secret_block(name: str) -> str:
-    # Prefect is imported here only: pure callers and tests of the rest never pay for it.
-    from prefect.blocks.system import Secret
-    from prefect.exceptions import PrefectException
-
-    try:
-        # Block.load is async-dispatched: inside an event loop it would return a coroutine unless told `_sync`.
-        load: Any = Secret.load
-        value = load(name, _sync=True).get()
-    except (ValueError, PrefectException) as exc:
-        raise ConfigError(f"cannot load the Prefect Secret block {name!r} holding the signing keyset") from exc
-    except OSError as exc:
-        raise TransientError(f"cannot reach Prefect to load the Secret block {name!r}") from exc
+    value = read_secret_block(name, holding="the signing keyset")
     # A Secret block may hold the keyset as a JSON string or as the already-parsed object.
     return value if isinstance(value, str) else json.dumps(value)

@@ -23,10 +23,10 @@ from bulletin.errors import (
     ConfigError,
     RequestError,
     SignatureError,
-    TransientError,
     TriggerNotConfiguredError,
 )
 from bulletin.triggers import Trigger, Verification, missing_secret_env
+from tasks.secrets import read_secret_block
 from tasks.webhooks import signing
 
 logger = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def load_secrets(trigger: Trigger, environ: Mapping[str, str] | None = None) -> 
         return split_secrets(verify, env[env_name])
     block = verify.secret_block or verify.public_key_block or ""
     try:
-        value = _read_secret_block(block)
+        value = read_secret_block(block)
     except ConfigError as exc:
         logger.error("trigger %r: %s", trigger.id, exc)
         raise TriggerNotConfiguredError(f"trigger {trigger.id!r} has no secret configured") from exc
@@ -96,20 +96,6 @@ def split_secrets(verify: Verification, raw: str) -> list[str]:
     if verify.scheme == "jwt-es256":
         return _PEM.findall(raw) or [raw.strip()]
     return [raw]
-
-
-def _read_secret_block(name: str) -> Any:
-    # Prefect is imported here only: the pure parts and their tests never pay for it.
-    from prefect.blocks.system import Secret
-    from prefect.exceptions import PrefectException
-
-    try:
-        load: Any = Secret.load  # async-dispatched: `_sync` keeps it synchronous wherever it is called from
-        return load(name, _sync=True).get()
-    except (ValueError, PrefectException) as exc:
-        raise ConfigError(f"cannot load the Prefect Secret block {name!r}") from exc
-    except OSError as exc:
-        raise TransientError(f"cannot reach Prefect to load the Secret block {name!r}") from exc
 
 
 # --- verification ---------------------------------------------------------------------------------------------------
