@@ -21,6 +21,7 @@ help, so the flow retries only what is transient, the CLI maps each to one exit 
     │   └── ScopeError                 exit 5    the token grants no scope for the dataset
     ├── StorageError                   exit 6    a key is unsafe, or a file would be overwritten
     │   └── ConflictError              exit 6    a request clashes with what exists (an idempotency key reused)
+    │       └── ClaimLostError         exit 6    a ledger claim's lease lapsed and another run took the delivery
     ├── GoneError                      exit 4    a signed link that has expired (HTTP 410)
     └── TransientError                 exit 7    the warehouse or a destination failed; a retry may help
 """
@@ -165,6 +166,10 @@ class TransientError(BulletinError):
 
 class ConflictError(StorageError):
     """A request that clashes with what already exists, e.g. an idempotency key reused with another body (409)."""
+
+
+class ClaimLostError(ConflictError):
+    """A delivery's ledger claim lapsed and another run took it over: this claimer may no longer finish it."""
 
 
 class GoneError(BulletinError):

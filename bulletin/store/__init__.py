@@ -12,7 +12,7 @@ from bulletin.store import (
 )
 from bulletin.store.db import Store, migrate, open_store
 from bulletin.store.delivery_keys import adhoc_run_key, check_run_key, scheduled_run_key
-from bulletin.store.ledger import claim, mark_failed, mark_sent, mark_skipped
+from bulletin.store.ledger import claim, mark_failed, mark_sent, mark_skipped, renew
 from bulletin.store.ledger_queries import audit, last_sent, list_deliveries
 from bulletin.store.ledger_schema import AuditEntry, ClaimOutcome, ClaimResult, LedgerRow, LedgerStatus
 
@@ -34,5 +34,6 @@ __all__ = [
     "mark_skipped",
     "migrate",
     "open_store",
+    "renew",
     "scheduled_run_key",
 ]

@@ -7,6 +7,9 @@ and on PostgreSQL (the unique index and row locks, re-checked under READ COMMITT
 exactly one is told to send. Finishing a row is guarded by ``claimed_by`` and ``attempts``, so a claimer whose lease
 was taken over cannot overwrite the newer claim's outcome.
 
+Leases are short (``BULLETIN_CLAIM_LEASE_SECONDS``), so the rows of a claimer that died come back soon; a live claimer
+keeps its rows by calling ``renew`` while it works (tasks/delivery/leases.py), under the same guard as finishing.
+
 Every function takes the clock (``now``) as an argument. The table and its row models are in
 ``bulletin.store.ledger_schema``, run keys in ``bulletin.store.delivery_keys``, reading in
 ``bulletin.store.ledger_queries``.
@@ -21,7 +24,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import ColumnElement, Connection, Update, and_, or_, select, update
 
-from bulletin.errors import ConfigError, StorageError
+from bulletin.errors import ClaimLostError, ConfigError, StorageError
 from bulletin.models import FilterGroups
 from bulletin.store.base import aware
 from bulletin.store.db import Store, insert_if_absent
@@ -99,6 +102,32 @@ def claim(
         LedgerStatus.SKIPPED: ClaimOutcome.ALREADY_SKIPPED,
     }.get(row.status, ClaimOutcome.IN_PROGRESS)
     return ClaimResult(outcome=outcome, row=row)
+
+
+def renew(store: Store, claim: ClaimResult, *, lease_seconds: float, now: datetime) -> bool:
+    """Extend the lease of ``claim`` to ``now + lease_seconds``; False when another claim has taken the row over.
+
+    A compare-and-set like finishing: only the claimer of a row still pending under this very attempt extends it.
+    A row this claim already finished is left as it is and counts as still this claim's (True), so a renewer racing
+    the delivery's own finish does not report a loss. False: the lease lapsed and another run claimed the row; that
+    claimer sends it now, and this one can no longer finish it.
+    """
+    if not claim.claimed:
+        raise StorageError(f"cannot renew a delivery that was not claimed ({claim.outcome.value})")
+    if not 0 < lease_seconds <= LEASE_SECONDS_MAX:
+        raise ConfigError(f"lease_seconds must be in (0, {LEASE_SECONDS_MAX}]", field="lease_seconds")
+    now = aware(now, "now", field="now")
+    key = DeliveryKey.from_row(claim.row)
+    extend = (
+        update(deliveries)
+        .where(key.where(), _held_by(claim))
+        .values(lease_expires_at=now + timedelta(seconds=lease_seconds), updated_at=now)
+    )
+    with store.write() as conn:
+        if conn.execute(extend).rowcount == 1:
+            return True
+        row = _fetch(conn, key)
+    return (row.claimed_by, row.attempts) == (claim.row.claimed_by, claim.row.attempts)
 
 
 def mark_sent(
@@ -207,7 +236,7 @@ def _finish(store: Store, claim: ClaimResult, *, now: datetime, status: LedgerSt
         finished = _update_one(conn, finish, key)
         if finished is None:
             current = _fetch(conn, key)
-            raise StorageError(
+            raise ClaimLostError(
                 f"delivery {key} is no longer held by this claim (attempt {claim.row.attempts} by "
                 f"{claim.row.claimed_by}); it is now {current.status.value}, attempt {current.attempts} by "
                 f"{current.claimed_by}"

@@ -1,0 +1,117 @@
+"""Ledger leases: a live claimer renews its short lease; a dead one's rows come back when the lease runs out.
+
+On a real SQLite file and (when configured) a real PostgreSQL; the crash is a real process killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from bulletin.errors import ClaimLostError, ConfigError, StorageError
+from bulletin.store import ClaimOutcome, ClaimResult, LedgerStatus, Store, claim, mark_sent, open_store, renew
+
+T0 = datetime(2026, 11, 2, 7, 0, tzinfo=UTC)
+KEY: dict[str, Any] = {"run_key": "weekly@2026-11-02T07:00:00Z", "format": "pdf", "channel": "s3"}
+SHA = "ab" * 32
+
+
+def take(store: Store, run_id: str, now: datetime, *, recipient: str = "alice", lease: float = 60) -> ClaimResult:
+    return claim(store, **KEY, recipient=recipient, report_id="weekly", run_id=run_id, lease_seconds=lease, now=now)
+
+
+def send(store: Store, held: ClaimResult, now: datetime) -> None:
+    mark_sent(store, held, sha256=SHA, uri="s3://b/k.pdf", bytes=1, rows=1, token_jti=None, secure_filters={}, now=now)
+
+
+def test_a_renewed_lease_outlives_its_first_expiry(store: Store) -> None:
+    held = take(store, "run-1", T0)
+    assert renew(store, held, lease_seconds=60, now=T0 + timedelta(seconds=50))
+    # Past the first lease (60 s) but inside the renewed one (110 s): still this claim's.
+    assert take(store, "run-2", T0 + timedelta(seconds=100)).outcome is ClaimOutcome.IN_PROGRESS
+    send(store, held, T0 + timedelta(seconds=105))
+    assert take(store, "run-2", T0 + timedelta(seconds=200)).outcome is ClaimOutcome.ALREADY_SENT
+
+
+def test_a_claim_taken_over_cannot_renew_nor_finish(store: Store) -> None:
+    held = take(store, "run-1", T0)
+    newer = take(store, "run-2", T0 + timedelta(seconds=61))
+    assert newer.outcome is ClaimOutcome.CLAIMED
+    assert not renew(store, held, lease_seconds=60, now=T0 + timedelta(seconds=62))
+    with pytest.raises(ClaimLostError, match="no longer held"):
+        send(store, held, T0 + timedelta(seconds=63))
+    # The renewal attempt changed nothing of the newer claim's row.
+    assert take(store, "run-3", T0 + timedelta(seconds=120)).outcome is ClaimOutcome.IN_PROGRESS
+    assert take(store, "run-3", T0 + timedelta(seconds=122)).row.attempts == 3
+
+
+def test_a_lapsed_lease_nobody_took_is_still_renewable(store: Store) -> None:
+    held = take(store, "run-1", T0)
+    assert renew(store, held, lease_seconds=60, now=T0 + timedelta(seconds=90))
+    assert take(store, "run-2", T0 + timedelta(seconds=120)).outcome is ClaimOutcome.IN_PROGRESS
+
+
+def test_renewing_a_row_this_claim_finished_changes_nothing(store: Store) -> None:
+    held = take(store, "run-1", T0)
+    send(store, held, T0 + timedelta(seconds=1))
+    assert renew(store, held, lease_seconds=60, now=T0 + timedelta(seconds=2))
+    assert take(store, "run-2", T0 + timedelta(seconds=3)).row.lease_expires_at is None
+
+
+def test_renew_rejects_what_is_not_a_claim_and_bad_leases(store: Store) -> None:
+    held = take(store, "run-1", T0)
+    with pytest.raises(StorageError, match="not claimed"):
+        renew(store, take(store, "run-2", T0), lease_seconds=60, now=T0)
+    with pytest.raises(ConfigError, match="lease_seconds"):
+        renew(store, held, lease_seconds=0, now=T0)
+
+
+CLAIMER = """
+import sys, time
+from datetime import UTC, datetime
+from bulletin.store import claim, open_store
+store = open_store(sys.argv[1])
+for name in ("alice", "bob", "carol"):
+    claim(store, run_key="weekly@2026-11-02T07:00:00Z", format="pdf", channel="s3", recipient=name,
+          report_id="weekly", run_id="run-dead", lease_seconds=float(sys.argv[2]), now=datetime.now(UTC))
+print("claimed", flush=True)
+time.sleep(600)
+"""
+
+
+def test_rows_of_a_claimer_killed_with_sigkill_come_back_after_the_lease(store_url: str, store: Store) -> None:
+    lease = 3.0
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    child = subprocess.Popen(
+        [sys.executable, "-c", CLAIMER, store_url, str(lease)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "claimed"
+        killed = time.monotonic()
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+    finally:
+        child.kill()
+    assert child.returncode == -signal.SIGKILL
+    names = ("alice", "bob", "carol")
+    early = {n: take(store, "run-2", datetime.now(UTC), recipient=n).outcome for n in names}
+    assert set(early.values()) == {ClaimOutcome.IN_PROGRESS}
+    time.sleep(max(0.0, lease + 0.2 - (time.monotonic() - killed)))
+    later = {n: take(store, "run-2", datetime.now(UTC), recipient=n) for n in names}
+    assert {n: c.outcome for n, c in later.items()} == dict.fromkeys(names, ClaimOutcome.CLAIMED)
+    assert {c.row.attempts for c in later.values()} == {2}
+    for held in later.values():
+        send(store, held, datetime.now(UTC))
+    reopened = open_store(store_url)
+    try:
+        again = [take(reopened, "run-3", datetime.now(UTC), recipient=n) for n in names]
+    finally:
+        reopened.close()
+    assert {c.row.status for c in again} == {LedgerStatus.SENT}
