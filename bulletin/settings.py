@@ -136,6 +136,13 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="State store SQLAlchemy URL. Default: SQLite file <home>/bulletin.db."
     )
+    claim_lease_seconds: float = Field(
+        default=90.0,
+        ge=5,
+        le=3_600,
+        description="Lease of a delivery's ledger claim, renewed every third of it while the delivery works: how "
+        "long the deliveries of a run that died stay blocked before another run may send them.",
+    )
     max_concurrent_runs: int = Field(
         default=5,
         ge=1,

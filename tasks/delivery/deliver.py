@@ -24,6 +24,7 @@ from bulletin.store import claim, last_sent
 from bulletin.store import mark_skipped as ledger_skip
 from tasks.audience import recipient_channels
 from tasks.delivery.channels import KeyParts, Links, Parcel, RenderedFile
+from tasks.delivery.leases import LeaseKeeper
 from tasks.delivery.outcomes import Attempt, artifact, earlier, turned_off
 from tasks.delivery.plan import DeliveryPlan
 from tasks.delivery.produce import Produced, key_figures, render_for
@@ -54,14 +55,35 @@ def deliver_recipient(
 
 
 def deliver_attempt(
-    plan: DeliveryPlan, services: DeliveryServices, recipient: Recipient, channels: OpenChannels
+    plan: DeliveryPlan,
+    services: DeliveryServices,
+    recipient: Recipient,
+    channels: OpenChannels,
+    keeper: LeaseKeeper | None = None,
 ) -> tuple[Delivery, bool]:
-    """``deliver_recipient``, and whether a retry may help: some file failed for a transient reason."""
+    """``deliver_recipient``, and whether a retry may help: some file failed for a transient reason.
+
+    ``keeper`` renews the claims while they are worked on (a batch's or lane's, shared by its recipients); None
+    starts one for this recipient alone.
+    """
     if plan.dry_run or services.store is None:
         return _dry_run(plan, services, recipient), False
+    if keeper is None:
+        with LeaseKeeper(services.store, lease_seconds=plan.lease_seconds, clock=services.clock) as own:
+            return deliver_attempt(plan, services, recipient, channels, own)
     attempt = _claim(plan, services, recipient)
     if not attempt.todo:
         return attempt.delivery(recipient), False
+    attempt.keeper = keeper
+    with keeper.holding(attempt.todo.values()):
+        _work(plan, services, recipient, channels, attempt)
+    return attempt.delivery(recipient), attempt.transient
+
+
+def _work(
+    plan: DeliveryPlan, services: DeliveryServices, recipient: Recipient, channels: OpenChannels, attempt: Attempt
+) -> None:
+    """Render what the attempt claimed, apply the report's rules, send; every claim ends sent, skipped or failed."""
     try:
         try:
             produced = render_for(plan, services, recipient, sorted({f for f, _ in attempt.todo}))
@@ -74,7 +96,6 @@ def deliver_attempt(
     except Exception as exc:
         attempt.abandon(exc)
         raise
-    return attempt.delivery(recipient), attempt.transient
 
 
 def _claim(plan: DeliveryPlan, services: DeliveryServices, recipient: Recipient) -> Attempt:
@@ -184,7 +205,10 @@ def _send(
     )
     names = sorted(dict.fromkeys(ch for _, ch in attempt.pending()), key=lambda ch: ch != LINKS_FROM)
     for name in names:
+        attempt.drop_lost()
         pairs = [pair for pair in attempt.pending() if pair[1] == name]
+        if not pairs:
+            continue
         try:
             channels.get(name).send(replace(parcel, files=[files[f] for f, _ in pairs]), attempt.receipt(name))
         except BulletinError as exc:  # this channel only: its files not yet sent wait for a retry

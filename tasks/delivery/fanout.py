@@ -77,6 +77,7 @@ def plan_delivery(
         token_ttl_minutes=settings.token_ttl_minutes,
         batch_rows=settings.query_batch_rows,
         csv_bom=settings.csv_bom,
+        lease_seconds=settings.claim_lease_seconds,
         output_prefix=check_prefix(request.output_prefix) if request.output_prefix else None,
     )
 

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bulletin.clock import Clock
-from bulletin.errors import BulletinError, TransientError
+from bulletin.errors import BulletinError, ClaimLostError, TransientError
 from bulletin.models import Artifact, Delivery, DeliveryStatus, Recipient, delivery_status
 from bulletin.store import ClaimOutcome, ClaimResult, LedgerRow, LedgerStatus, Store, mark_failed, mark_sent
 from tasks.delivery.channels import Receipt, RenderedFile
+from tasks.delivery.leases import LeaseKeeper
 
 Pair = tuple[str, str]  # (format, channel)
 
@@ -24,7 +25,8 @@ Pair = tuple[str, str]  # (format, channel)
 class Attempt:
     """The claims this attempt holds (``todo``); per (format, channel) the manifest entry, filled in as each one is
     decided; what failed, and whether a retry may help (some failure was a TransientError). ``token_id`` and
-    ``scope`` are the minted token's, once there is one: each file sent is recorded with them."""
+    ``scope`` are the minted token's, once there is one: each file sent is recorded with them. ``keeper`` renews
+    the claims while the attempt works, and says which were taken over by another run (``drop_lost``)."""
 
     store: Store
     clock: Clock
@@ -35,6 +37,7 @@ class Attempt:
     transient: bool = False
     token_id: str | None = None
     scope: dict[str, Any] = field(default_factory=dict)
+    keeper: LeaseKeeper | None = None
 
     def add(self, pair: Pair, artifact: Artifact) -> None:
         self.artifacts[pair] = artifact
@@ -44,17 +47,21 @@ class Attempt:
         return [pair for pair in self.todo if pair not in self.finished]
 
     def sent(self, pair: Pair, file: RenderedFile, uri: str, note: str | None = None) -> None:
-        mark_sent(
-            self.store,
-            self.todo[pair],
-            sha256=file.sha256,
-            uri=uri,
-            bytes=file.bytes,
-            rows=file.rows,
-            token_jti=self.token_id,
-            secure_filters=self.scope,
-            now=self.clock(),
-        )
+        try:
+            mark_sent(
+                self.store,
+                self.todo[pair],
+                sha256=file.sha256,
+                uri=uri,
+                bytes=file.bytes,
+                rows=file.rows,
+                token_jti=self.token_id,
+                secure_filters=self.scope,
+                now=self.clock(),
+            )
+        except ClaimLostError:
+            self._lost(pair, file)
+            return
         self.finished.add(pair)
         self.add(pair, artifact(file, pair[1], uri=uri, outcome="sent", note=note))
 
@@ -73,7 +80,11 @@ class Attempt:
         go. ``channel``: the one channel that failed, named in the recipient's error; None when every file failed."""
         text = error_text(exc)
         for pair in pairs:
-            mark_failed(self.store, self.todo[pair], error=text, now=self.clock())
+            try:
+                mark_failed(self.store, self.todo[pair], error=text, now=self.clock())
+            except ClaimLostError:
+                self._lost(pair, files.get(pair[0]))
+                continue
             self.finished.add(pair)
             self.add(pair, _failed_artifact(pair, files.get(pair[0]), text))
         if pairs:
@@ -83,7 +94,24 @@ class Attempt:
     def abandon(self, exc: BaseException) -> None:
         """An unexpected error: the ledger says the undecided pairs failed (a retry tries them), then it is raised."""
         for pair in self.pending():
-            mark_failed(self.store, self.todo[pair], error=error_text(exc), now=self.clock())
+            try:
+                mark_failed(self.store, self.todo[pair], error=error_text(exc), now=self.clock())
+            except ClaimLostError:
+                self._lost(pair, None)
+
+    def drop_lost(self) -> None:
+        """Send nothing more for the pairs whose claim another run took over (the keeper's renewal found it)."""
+        keeper = self.keeper
+        if keeper is None:
+            return
+        for pair in self.pending():
+            if keeper.lost(self.todo[pair]):
+                self._lost(pair, None)
+
+    def _lost(self, pair: Pair, file: RenderedFile | None) -> None:
+        """``pair``'s claim lapsed and another run holds it now: that run records and reports its outcome."""
+        self.finished.add(pair)
+        self.add(pair, _lost_artifact(pair, file))
 
     def delivery(self, recipient: Recipient) -> Delivery:
         artifacts = list(self.artifacts.values())
@@ -164,6 +192,21 @@ def artifact_from_row(row: LedgerRow, *, outcome: str, note: str | None) -> Arti
             "rows": row.rows or 0,
             "outcome": outcome,
             "note": note,
+        }
+    )
+
+
+def _lost_artifact(pair: Pair, file: RenderedFile | None) -> Artifact:
+    return Artifact.model_validate(
+        {
+            "format": pair[0],
+            "channel": pair[1],
+            "uri": "",
+            "sha256": file.sha256 if file else "",
+            "bytes": file.bytes if file else 0,
+            "rows": file.rows if file else 0,
+            "outcome": "in_progress",
+            "note": "this run's claim lapsed and another run took the delivery over; it is that run's to send",
         }
     )
 

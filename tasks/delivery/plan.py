@@ -30,7 +30,9 @@ class DeliveryPlan:
     token_ttl_minutes: int
     batch_rows: int
     csv_bom: bool = False
-    lease_seconds: float = 900.0
+    #: The ledger claim's lease (BULLETIN_CLAIM_LEASE_SECONDS; this is its default), renewed while a delivery works
+    #: (tasks/delivery/leases.py): how long a crashed run's deliveries stay blocked.
+    lease_seconds: float = 90.0
     output_prefix: str | None = None  # key segments after the organisation's prefix (a job's output.prefix)
     #: The communication-channel preferences for this run's event type, loaded once by the flow
     #: (``load_run_preferences``). None: every recipient gets ``channels``.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextvars
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from typing import Any
 
@@ -20,6 +21,7 @@ from prefect.runtime.task_run import get_run_count
 from bulletin.errors import BulletinError, TransientError
 from bulletin.models import Delivery, Recipient
 from tasks.delivery.deliver import deliver_attempt
+from tasks.delivery.leases import LeaseKeeper
 from tasks.delivery.outcomes import failed_delivery
 from tasks.delivery.plan import DeliveryPlan
 from tasks.delivery.registry import OpenChannels
@@ -41,10 +43,11 @@ def deliver_each(
     transient = 0
     channels = services.channels.open()
     try:
-        for recipient in recipients:
-            delivery, retry = _attempt(plan, services, recipient, channels)
-            transient += retry
-            deliveries.append(delivery)
+        with keeper_for(plan, services) as keeper:
+            for recipient in recipients:
+                delivery, retry = _attempt(plan, services, recipient, channels, keeper)
+                transient += retry
+                deliveries.append(delivery)
     finally:
         channels.close()
     if retry_left and recipients and transient == len(recipients):
@@ -52,8 +55,19 @@ def deliver_each(
     return deliveries
 
 
+def keeper_for(plan: DeliveryPlan, services: DeliveryServices) -> AbstractContextManager[LeaseKeeper | None]:
+    """The batch's or lane's lease keeper (tasks/delivery/leases.py), stopped when it ends; none for a dry run."""
+    if services.store is None:
+        return nullcontext()
+    return LeaseKeeper(services.store, lease_seconds=plan.lease_seconds, clock=services.clock)
+
+
 def _attempt(
-    plan: DeliveryPlan, services: DeliveryServices, recipient: Recipient, channels: OpenChannels
+    plan: DeliveryPlan,
+    services: DeliveryServices,
+    recipient: Recipient,
+    channels: OpenChannels,
+    keeper: LeaseKeeper | None,
 ) -> tuple[Delivery, bool]:
     """One recipient's delivery, or its failure as a Delivery; and whether a retry may help (some file, or the
     whole delivery, failed with a TransientError).
@@ -61,7 +75,7 @@ def _attempt(
     Anything other than a BulletinError is raised: a bug, which the caller decides how to record.
     """
     try:
-        return deliver_attempt(plan, services, recipient, channels)
+        return deliver_attempt(plan, services, recipient, channels, keeper)
     except TransientError as exc:
         return failed_delivery(recipient, exc), True
     except BulletinError as exc:
@@ -120,16 +134,17 @@ def deliver_from(
     channels = services.channels.open()
     made = 0
     try:
-        reports.put(("ready", lane))
-        while (index := todo.get()) is not None:
-            recipient = audience[index]
-            try:
-                delivery, transient = _attempt(plan, services, recipient, channels)
-            except Exception as exc:  # the edge: one recipient's bug must not stop the lane
-                logger.exception("delivery to %s failed unexpectedly", recipient.ref)
-                delivery, transient = failed_delivery(recipient, exc), False
-            reports.put(("done", lane, index, delivery, transient))
-            made += 1
+        with keeper_for(plan, services) as keeper:
+            reports.put(("ready", lane))
+            while (index := todo.get()) is not None:
+                recipient = audience[index]
+                try:
+                    delivery, transient = _attempt(plan, services, recipient, channels, keeper)
+                except Exception as exc:  # the edge: one recipient's bug must not stop the lane
+                    logger.exception("delivery to %s failed unexpectedly", recipient.ref)
+                    delivery, transient = failed_delivery(recipient, exc), False
+                reports.put(("done", lane, index, delivery, transient))
+                made += 1
     finally:
         channels.close()
     return made
