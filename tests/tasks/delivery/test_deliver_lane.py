@@ -20,7 +20,7 @@ from tasks.delivery.registry import Channels
 def test_every_recipient_is_reported_and_only_transient_failures_are_marked(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def pipeline(plan: Any, services: Any, recipient: Recipient, email: Any) -> tuple[Delivery, bool]:
+    def pipeline(plan: Any, services: Any, recipient: Recipient, email: Any, keeper: Any) -> tuple[Delivery, bool]:
         if recipient.ref == "bug":
             raise KeyError("secret-looking detail")
         if recipient.ref == "slow":
@@ -38,7 +38,7 @@ def test_every_recipient_is_reported_and_only_transient_failures_are_marked(
     reports: queue.SimpleQueue[Any] = queue.SimpleQueue()
     for index in [*range(len(audience)), None]:
         todo.put(index)
-    services: Any = type("Services", (), {"channels": Channels(Settings())})()
+    services: Any = type("Services", (), {"channels": Channels(Settings()), "store": None})()
     plan: Any = type("Plan", (), {"channels": ["s3"]})()
     made = deliver.deliver_from(plan, services, audience, 7, todo, reports, logging.getLogger("lane-test"))
     assert made == 6
