@@ -12,7 +12,15 @@ from bulletin.store import (
 )
 from bulletin.store.db import Store, migrate, open_store
 from bulletin.store.delivery_keys import adhoc_run_key, check_run_key, scheduled_run_key
-from bulletin.store.ledger import claim, mark_failed, mark_sent, mark_skipped, renew
+from bulletin.store.ledger import (
+    claim,
+    mark_failed,
+    mark_found,
+    mark_sent,
+    mark_skipped,
+    mark_storing,
+    renew,
+)
 from bulletin.store.ledger_queries import audit, last_sent, list_deliveries
 from bulletin.store.ledger_schema import AuditEntry, ClaimOutcome, ClaimResult, LedgerRow, LedgerStatus
 
@@ -30,8 +38,10 @@ __all__ = [
     "last_sent",
     "list_deliveries",
     "mark_failed",
+    "mark_found",
     "mark_sent",
     "mark_skipped",
+    "mark_storing",
     "migrate",
     "open_store",
     "renew",

@@ -143,30 +143,63 @@ def mark_sent(
     now: datetime,
 ) -> LedgerRow:
     """Record a successful send by the holder of ``claim``: its file, its token's jti and the data scope applied."""
+    file = _file_values(sha256=sha256, uri=uri, bytes=bytes, rows=rows, token_jti=token_jti, filters=secure_filters)
+    now = aware(now, "now", field="now")
+    return _finish(store, claim, now=now, status=LedgerStatus.SENT, last_error=None, sent_at=now, **file)
+
+
+def mark_storing(
+    store: Store,
+    claim: ClaimResult,
+    *,
+    sha256: str,
+    uri: str,
+    bytes: int,
+    rows: int,
+    token_jti: str | None,
+    secure_filters: Mapping[str, FilterGroups],
+    now: datetime,
+) -> bool:
+    """Write on the still-pending row of ``claim`` the file it is about to store and where, before storing it.
+
+    Should this run die between storing and ``mark_sent``, the run that takes the row over finds the file there
+    (``claim`` returns these values on the row) and records it with ``mark_found`` instead of storing it again.
+    False: the claim was taken over meanwhile, nothing written.
+    """
+    file = _file_values(sha256=sha256, uri=uri, bytes=bytes, rows=rows, token_jti=token_jti, filters=secure_filters)
+    now = aware(now, "now", field="now")
+    if not claim.claimed:
+        raise StorageError(f"cannot record a file for a delivery that was not claimed ({claim.outcome.value})")
+    key = DeliveryKey.from_row(claim.row)
+    with store.write() as conn:
+        intent = update(deliveries).where(key.where(), _held_by(claim)).values(updated_at=now, **file)
+        return conn.execute(intent).rowcount == 1
+
+
+def mark_found(store: Store, claim: ClaimResult, *, now: datetime) -> LedgerRow:
+    """Record as sent the file an earlier, unfinished attempt wrote on the row (``mark_storing``) and that its
+    store was found to hold: the file, its token's jti and scope stay the earlier attempt's."""
+    row = claim.row
+    if row.uri is None or row.sha256 is None:
+        raise StorageError(f"no stored file is recorded on {DeliveryKey.from_row(row)}")
+    now = aware(now, "now", field="now")
+    return _finish(store, claim, now=now, status=LedgerStatus.SENT, last_error=None, sent_at=now)
+
+
+def _file_values(
+    *, sha256: str, uri: str, bytes: int, rows: int, token_jti: str | None, filters: Mapping[str, FilterGroups]
+) -> dict[str, Any]:
     if not SHA256_RE.fullmatch(sha256):
         raise ConfigError("sha256 must be 64 lowercase hex digits", field="sha256")
     if bytes < 0 or rows < 0:
         raise ConfigError("bytes and rows cannot be negative")
     try:
         # Validated as filters, so a token (or anything else) cannot be stored as "scope" by mistake.
-        scope = _FILTERS.dump_python(_FILTERS.validate_python(dict(secure_filters)), mode="json")
+        scope = _FILTERS.dump_python(_FILTERS.validate_python(dict(filters)), mode="json")
     except ValidationError:
         # Not chained: pydantic's message quotes the rejected input, which may be the very secret kept out here.
         raise ConfigError("secure_filters must map dataset names to filter groups", field="secure_filters") from None
-    return _finish(
-        store,
-        claim,
-        now=aware(now, "now", field="now"),
-        status=LedgerStatus.SENT,
-        sha256=sha256,
-        uri=uri,
-        bytes=bytes,
-        rows=rows,
-        token_jti=token_jti,
-        secure_filters=scope,
-        last_error=None,
-        sent_at=aware(now, "now", field="now"),
-    )
+    return {"sha256": sha256, "uri": uri, "bytes": bytes, "rows": rows, "token_jti": token_jti, "secure_filters": scope}
 
 
 def mark_failed(store: Store, claim: ClaimResult, *, error: str, now: datetime) -> LedgerRow:

@@ -37,7 +37,7 @@ from tasks.email import (
 )
 from tasks.render import MEDIA_TYPES
 from tasks.render.base import RenderContext
-from tasks.storage import Destination, LocalBucket, LocalLinks, StoredObject, build_key
+from tasks.storage import Destination, LocalBucket, LocalLinks, ObjectFinder, StoredObject, build_key
 from tasks.storage.s3 import S3Destination
 
 
@@ -106,9 +106,25 @@ def make_destination(
 
 class Receipt(Protocol):
     """Where a channel says what it sent: each file once, with where it went (never a link: those carry a
-    signature) and an optional note for the manifest."""
+    signature) and an optional note for the manifest.
+
+    A channel whose store can be asked what it holds (``ObjectFinder``) also says where it is about to store a file
+    (``storing``), and asks whether an earlier attempt that did not finish recorded a file there (``stored_before``)
+    so that a file found is recorded (``found``) rather than stored twice."""
 
     def sent(self, file: RenderedFile, uri: str, note: str | None = None) -> None: ...
+
+    def storing(self, file: RenderedFile, uri: str) -> bool:
+        """Record on the ledger where ``file`` is about to go; False: another run took the delivery over."""
+        ...
+
+    def stored_before(self, file: RenderedFile) -> tuple[str, str] | None:
+        """(uri, sha256) an earlier unfinished attempt of this delivery recorded, if any."""
+        ...
+
+    def found(self, file: RenderedFile, uri: str) -> None:
+        """The earlier attempt's file is at ``uri``: recorded as sent, not stored again."""
+        ...
 
 
 class LinkStore(Protocol):
@@ -201,8 +217,18 @@ class BucketChannel:
 
     def send(self, parcel: Parcel, receipt: Receipt) -> None:
         """File by file: a file stored is sent even if a later one fails (the bucket refusing: the rest wait for a
-        retry rather than each waiting on it in turn)."""
+        retry rather than each waiting on it in turn). Where the store can say what it holds, a file an earlier
+        attempt stored before it died is recorded as found, and every file's place is on the ledger before it goes.
+        """
+        finder = self.destination if isinstance(self.destination, ObjectFinder) else None
         for file in parcel.files:
+            if finder is not None:
+                earlier = receipt.stored_before(file)
+                if earlier is not None and finder.find(*earlier):
+                    receipt.found(file, earlier[0])
+                    continue
+                if not receipt.storing(file, finder.uri_for(self.key_for(parcel.parts, file))):
+                    continue
             stored = self.store(parcel.parts, file, parcel.metadata)
             parcel.links.keep(self.name, file, stored)
             receipt.sent(file, stored.uri)
@@ -210,9 +236,9 @@ class BucketChannel:
     def close(self) -> None:
         """Nothing per batch: the destination is the process's, shared by its lanes."""
 
-    def store(self, parts: KeyParts, file: RenderedFile, metadata: dict[str, str]) -> StoredObject:
+    def key_for(self, parts: KeyParts, file: RenderedFile) -> str:
         prefix = "/".join(p for p in (parts.prefix, parts.org, parts.output_prefix) if p)
-        key = build_key(
+        return build_key(
             prefix=prefix,
             report_id=parts.report_id,
             recipient_ref=parts.recipient_ref,
@@ -220,6 +246,9 @@ class BucketChannel:
             extension=file.path.suffix.lstrip("."),
             when=parts.when,
         )
+
+    def store(self, parts: KeyParts, file: RenderedFile, metadata: dict[str, str]) -> StoredObject:
+        key = self.key_for(parts, file)
         media = MEDIA_TYPES[file.format]
         return self.destination.put(key, file.path, content_type=media, metadata={**metadata, "sha256": file.sha256})
 

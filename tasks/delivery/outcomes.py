@@ -14,7 +14,17 @@ from typing import Any
 from bulletin.clock import Clock
 from bulletin.errors import BulletinError, ClaimLostError, TransientError
 from bulletin.models import Artifact, Delivery, DeliveryStatus, Recipient, delivery_status
-from bulletin.store import ClaimOutcome, ClaimResult, LedgerRow, LedgerStatus, Store, mark_failed, mark_sent
+from bulletin.store import (
+    ClaimOutcome,
+    ClaimResult,
+    LedgerRow,
+    LedgerStatus,
+    Store,
+    mark_failed,
+    mark_found,
+    mark_sent,
+    mark_storing,
+)
 from tasks.delivery.channels import Receipt, RenderedFile
 from tasks.delivery.leases import LeaseKeeper
 
@@ -64,6 +74,41 @@ class Attempt:
             return
         self.finished.add(pair)
         self.add(pair, artifact(file, pair[1], uri=uri, outcome="sent", note=note))
+
+    def storing(self, pair: Pair, file: RenderedFile, uri: str) -> bool:
+        """Write where ``file`` is about to be stored on the claimed row; False (and the pair lost) if taken over."""
+        noted = mark_storing(
+            self.store,
+            self.todo[pair],
+            sha256=file.sha256,
+            uri=uri,
+            bytes=file.bytes,
+            rows=file.rows,
+            token_jti=self.token_id,
+            secure_filters=self.scope,
+            now=self.clock(),
+        )
+        if not noted:
+            self._lost(pair, file)
+        return noted
+
+    def stored_before(self, pair: Pair) -> tuple[str, str] | None:
+        """Where an earlier attempt that did not finish this delivery (it died, or failed) said it stored a file."""
+        row = self.todo[pair].row
+        if row.attempts > 1 and row.uri and row.sha256:
+            return row.uri, row.sha256
+        return None
+
+    def found(self, pair: Pair, file: RenderedFile) -> None:
+        """The earlier attempt's file is in the store: the ledger records it as sent, with that file's details."""
+        try:
+            row = mark_found(self.store, self.todo[pair], now=self.clock())
+        except ClaimLostError:
+            self._lost(pair, file)
+            return
+        self.finished.add(pair)
+        note = "found in the store: an earlier attempt stored it and stopped before recording it; not stored again"
+        self.add(pair, artifact_from_row(row, outcome="sent", note=note))
 
     def receipt(self, channel: str) -> Receipt:
         """What channel ``channel`` says it sent, recorded as sent on it."""
@@ -133,6 +178,16 @@ class _Receipt:
 
     def sent(self, file: RenderedFile, uri: str, note: str | None = None) -> None:
         self.attempt.sent((file.format, self.channel), file, uri, note)
+
+    def storing(self, file: RenderedFile, uri: str) -> bool:
+        return self.attempt.storing((file.format, self.channel), file, uri)
+
+    def stored_before(self, file: RenderedFile) -> tuple[str, str] | None:
+        return self.attempt.stored_before((file.format, self.channel))
+
+    def found(self, file: RenderedFile, uri: str) -> None:
+        del uri  # the ledger row already holds it
+        self.attempt.found((file.format, self.channel), file)
 
 
 def earlier(c: ClaimResult, run_id: str) -> Artifact:

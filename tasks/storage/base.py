@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 from urllib.parse import unquote, urlparse
 
 from bulletin.errors import DefinitionError, StorageError, TransientError
@@ -184,6 +184,24 @@ class Destination(Protocol):
         ...
 
 
+@runtime_checkable
+class ObjectFinder(Protocol):
+    """A destination that can say, before storing, where a key will go, and later whether a file got there.
+
+    A run that takes over the delivery of a run that died asks it whether the dead run's file is already stored
+    (tasks/delivery/channels.py), so it is recorded as sent rather than stored twice. S3 and the local bucket can
+    (S3 keeps the sha256 in the object's metadata; the local bucket hashes the file); SFTP does not say.
+    """
+
+    def uri_for(self, key: str) -> str:
+        """The URI ``put(key, ...)`` stores under when the key is free."""
+        ...
+
+    def find(self, uri: str, sha256: str) -> bool:
+        """Whether this store holds an object at ``uri`` whose content has ``sha256``."""
+        ...
+
+
 #: How files of a local bucket are reached from elsewhere, when something serves the folder (the API's
 #: ``/v1/files`` route): ``(key, filename, expires_seconds)`` -> the link.
 LocalLinks = Callable[[str, str, int], Link]
@@ -238,6 +256,17 @@ class LocalBucket:
         except StorageError:
             return False
         return True
+
+    def uri_for(self, key: str) -> str:
+        return self.path_for(key).as_uri()
+
+    def find(self, uri: str, sha256: str) -> bool:
+        """The file at ``uri`` exists and hashes to ``sha256`` (a folder keeps no metadata: the file is read)."""
+        path = self.path_for(self.key_of(uri))
+        try:
+            return path.is_file() and sha256_file(path) == sha256
+        except OSError as exc:
+            raise TransientError(f"cannot read the local bucket at {self.root}: {exc.strerror}") from exc
 
     def put(self, key: str, source: Path, *, content_type: str, metadata: dict[str, str]) -> StoredObject:
         del content_type, metadata  # a plain folder has nowhere to keep them; S3 does

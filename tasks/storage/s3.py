@@ -231,6 +231,22 @@ class S3Destination:
             return False
         return True
 
+    def uri_for(self, key: str) -> str:
+        return format_s3_uri(self.bucket, join_key(self.prefix, key))
+
+    def find(self, uri: str, sha256: str) -> bool:
+        """HeadObject: the object exists and its ``sha256`` metadata (written by ``put``) is ``sha256``."""
+        bucket, key = parse_s3_uri(uri)
+        try:
+            head = self.client.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if _error_code(exc) in {"404", "NoSuchKey", "NotFound"}:
+                return False
+            raise classify_error(exc, uri=uri) from exc
+        except BotoCoreError as exc:
+            raise classify_error(exc, uri=uri) from exc
+        return bool(head.get("Metadata", {}).get("sha256") == sha256)
+
     def put(self, key: str, source: Path, *, content_type: str, metadata: dict[str, str]) -> StoredObject:
         """Upload ``source`` under ``<prefix>/<key>`` (or ``...-<n>.ext`` if taken); ``StoredObject.key`` is the full
         object key in the bucket. Unsafe keys, headers or metadata are refused before any request."""

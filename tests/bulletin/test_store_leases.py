@@ -16,7 +16,18 @@ from typing import Any
 import pytest
 
 from bulletin.errors import ClaimLostError, ConfigError, StorageError
-from bulletin.store import ClaimOutcome, ClaimResult, LedgerStatus, Store, claim, mark_sent, open_store, renew
+from bulletin.store import (
+    ClaimOutcome,
+    ClaimResult,
+    LedgerStatus,
+    Store,
+    claim,
+    mark_found,
+    mark_sent,
+    mark_storing,
+    open_store,
+    renew,
+)
 
 T0 = datetime(2026, 11, 2, 7, 0, tzinfo=UTC)
 KEY: dict[str, Any] = {"run_key": "weekly@2026-11-02T07:00:00Z", "format": "pdf", "channel": "s3"}
@@ -115,3 +126,33 @@ def test_rows_of_a_claimer_killed_with_sigkill_come_back_after_the_lease(store_u
     finally:
         reopened.close()
     assert {c.row.status for c in again} == {LedgerStatus.SENT}
+
+
+def note_storing(store: Store, held: ClaimResult, now: datetime, uri: str = "s3://b/dead.pdf") -> bool:
+    return mark_storing(
+        store, held, sha256=SHA, uri=uri, bytes=7, rows=3, token_jti="jti-dead", secure_filters={}, now=now
+    )
+
+
+def test_the_takeover_claim_carries_the_file_the_dead_claim_was_storing(store: Store) -> None:
+    dead = take(store, "run-1", T0)
+    assert note_storing(store, dead, T0 + timedelta(seconds=1))
+    taken = take(store, "run-2", T0 + timedelta(seconds=61))
+    assert (taken.outcome, taken.row.status) == (ClaimOutcome.CLAIMED, LedgerStatus.PENDING)
+    assert (taken.row.uri, taken.row.sha256, taken.row.token_jti) == ("s3://b/dead.pdf", SHA, "jti-dead")
+    found = mark_found(store, taken, now=T0 + timedelta(seconds=62))
+    assert (found.status, found.claimed_by, found.uri, found.bytes, found.rows) == (
+        LedgerStatus.SENT,
+        "run-2",
+        "s3://b/dead.pdf",
+        7,
+        3,
+    )
+    # The dead claimer can write nothing more on the row.
+    assert not note_storing(store, dead, T0 + timedelta(seconds=63), uri="s3://b/other.pdf")
+    assert take(store, "run-3", T0 + timedelta(seconds=64)).row.uri == "s3://b/dead.pdf"
+
+
+def test_nothing_found_without_a_recorded_file(store: Store) -> None:
+    with pytest.raises(StorageError, match="no stored file"):
+        mark_found(store, take(store, "run-1", T0), now=T0)
