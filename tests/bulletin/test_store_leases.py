@@ -1,15 +1,11 @@
 """Ledger leases: a live claimer renews its short lease; a dead one's rows come back when the lease runs out.
 
-On a real SQLite file and (when configured) a real PostgreSQL; the crash is a real process killed with SIGKILL.
+On a real SQLite file and (when configured) a real PostgreSQL. The crash of a real process killed with SIGKILL, with
+its renewer, is in tests/tasks/delivery/test_leases.py.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,7 +21,6 @@ from bulletin.store import (
     mark_found,
     mark_sent,
     mark_storing,
-    open_store,
     renew,
 )
 
@@ -82,50 +77,6 @@ def test_renew_rejects_what_is_not_a_claim_and_bad_leases(store: Store) -> None:
         renew(store, take(store, "run-2", T0), lease_seconds=60, now=T0)
     with pytest.raises(ConfigError, match="lease_seconds"):
         renew(store, held, lease_seconds=0, now=T0)
-
-
-CLAIMER = """
-import sys, time
-from datetime import UTC, datetime
-from bulletin.store import claim, open_store
-store = open_store(sys.argv[1])
-for name in ("alice", "bob", "carol"):
-    claim(store, run_key="weekly@2026-11-02T07:00:00Z", format="pdf", channel="s3", recipient=name,
-          report_id="weekly", run_id="run-dead", lease_seconds=float(sys.argv[2]), now=datetime.now(UTC))
-print("claimed", flush=True)
-time.sleep(600)
-"""
-
-
-def test_rows_of_a_claimer_killed_with_sigkill_come_back_after_the_lease(store_url: str, store: Store) -> None:
-    lease = 3.0
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    child = subprocess.Popen(
-        [sys.executable, "-c", CLAIMER, store_url, str(lease)], stdout=subprocess.PIPE, text=True, env=env
-    )
-    try:
-        assert child.stdout is not None and child.stdout.readline().strip() == "claimed"
-        killed = time.monotonic()
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=10)
-    finally:
-        child.kill()
-    assert child.returncode == -signal.SIGKILL
-    names = ("alice", "bob", "carol")
-    early = {n: take(store, "run-2", datetime.now(UTC), recipient=n).outcome for n in names}
-    assert set(early.values()) == {ClaimOutcome.IN_PROGRESS}
-    time.sleep(max(0.0, lease + 0.2 - (time.monotonic() - killed)))
-    later = {n: take(store, "run-2", datetime.now(UTC), recipient=n) for n in names}
-    assert {n: c.outcome for n, c in later.items()} == dict.fromkeys(names, ClaimOutcome.CLAIMED)
-    assert {c.row.attempts for c in later.values()} == {2}
-    for held in later.values():
-        send(store, held, datetime.now(UTC))
-    reopened = open_store(store_url)
-    try:
-        again = [take(reopened, "run-3", datetime.now(UTC), recipient=n) for n in names]
-    finally:
-        reopened.close()
-    assert {c.row.status for c in again} == {LedgerStatus.SENT}
 
 
 def note_storing(store: Store, held: ClaimResult, now: datetime, uri: str = "s3://b/dead.pdf") -> bool:

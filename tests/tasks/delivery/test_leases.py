@@ -5,6 +5,10 @@ SQLite, the local bucket; a throwaway channel registered the way tests/tasks/del
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +29,14 @@ from tasks.delivery.services import DeliveryServices, open_services
 from tests.tasks.delivery.test_registry import ANA, KEYSET, plan_for, register
 
 LEASE = 1.5
+#: Another run's claim on one of a dead worker's deliveries (the recipient added per claim).
+RIVAL = {
+    "run_key": "seam-1",
+    "report_id": "daily-account-orders",
+    "run_id": "otherrun0001",
+    "format": "csv",
+    "channel": "s3",
+}
 
 
 @pytest.fixture
@@ -136,3 +148,52 @@ def test_the_keeper_reports_a_claim_another_run_took_and_stops_cleanly(
         assert not keeper.lost(mine), "released with the block"
     thread = keeper._thread
     assert thread is not None and not thread.is_alive()
+
+
+CLAIMER = """
+import sys, time
+from datetime import UTC, datetime
+from bulletin.store import claim, open_store
+from tasks.delivery.leases import LeaseKeeper
+store = open_store(sys.argv[1])
+lease = float(sys.argv[2])
+claims = [
+    claim(store, run_key="seam-1", format="csv", channel="s3", recipient=name, report_id="daily-account-orders",
+          run_id="deadrun00001", lease_seconds=lease, now=datetime.now(UTC))
+    for name in ("ana", "ben", "cy")
+]
+keeper = LeaseKeeper(store, lease_seconds=lease, clock=lambda: datetime.now(UTC))
+with keeper.holding(claims):
+    print("claimed", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_worker_killed_with_sigkill_frees_its_claims_after_the_lease_and_not_before(
+    store_url: str, store: Store
+) -> None:
+    lease, names = 2.0, ("ana", "ben", "cy")
+
+    def outcomes() -> dict[str, ClaimResult]:
+        return {n: claim(store, **{**RIVAL, "recipient": n}, lease_seconds=lease, now=datetime.now(UTC)) for n in names}
+
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    child = subprocess.Popen(
+        [sys.executable, "-c", CLAIMER, store_url, str(lease)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "claimed"
+        time.sleep(1.5 * lease)  # alive past its first lease: its keeper renews, so nobody else may claim
+        assert {c.outcome for c in outcomes().values()} == {ClaimOutcome.IN_PROGRESS}
+        child.send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        child.wait(timeout=10)
+    finally:
+        child.kill()
+    assert child.returncode == -signal.SIGKILL
+    assert {c.outcome for c in outcomes().values()} == {ClaimOutcome.IN_PROGRESS}, "not before the lease runs out"
+    time.sleep(max(0.0, lease + 0.3 - (time.monotonic() - killed)))
+    taken = outcomes()
+    assert {(c.outcome, c.row.attempts, c.row.claimed_by) for c in taken.values()} == {
+        (ClaimOutcome.CLAIMED, 2, "otherrun0001")
+    }
