@@ -3,7 +3,7 @@
 Nothing is mocked: ``prefect server start`` on PostgreSQL (asyncpg), ``prefect deploy --all``, two
 ``prefect worker start`` processes (``tests/fixtures/workers.py``), and each flow run in the subprocess its worker
 starts, delivering to the shared bucket folder and recording in the shared PostgreSQL ledger. Which worker ran a
-flow run is read from the run's own logs, where the worker writes "Worker '<name>' submitting flow run".
+flow run is read from Prefect's own record, the worker's ``prefect.worker.executed-flow-run`` event.
 
 What is counted is counted from the bucket and the ledger, not taken from the runs' own reports.
 """
@@ -25,6 +25,7 @@ from bulletin.store import open_store, scheduled_run_key
 from bulletin.store.ledger_queries import list_deliveries
 from bulletin.store.ledger_schema import LedgerRow
 from tasks.delivery.manifest import list_manifests
+from tests.fixtures.prefect_postgres import PREFECT_POSTGRES_URL, flow_run_ids_in_database
 from tests.fixtures.workers import WORKER_NAMES, WORKER_REPORT, PoolWorkers
 
 DEPLOYMENT = f"deliver-report/{WORKER_REPORT}"
@@ -33,6 +34,7 @@ RECIPIENTS = {manager[0] for manager in ACCOUNT_MANAGERS}
 ONE_DELIVERY = {("csv", "s3")}  # the report's formats x channels: the s3 channel is the bucket folder here
 ADHOC_RUNS = 6
 FINAL_TIMEOUT_SECONDS = 300
+EVENT_TIMEOUT_SECONDS = 60
 
 
 @pytest.fixture
@@ -60,13 +62,26 @@ def wait_final(client: Any, run_ids: Iterable[uuid.UUID], workers: PoolWorkers) 
 
 
 def worker_of(client: Any, run_id: uuid.UUID) -> str:
-    """The name of the worker that submitted ``run_id``, from the run's logs."""
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-
-    logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
-    names = {name for name in WORKER_NAMES for log in logs if f"Worker '{name}' submitting" in log.message}
-    assert len(names) == 1, (run_id, [log.message for log in logs])
-    return names.pop()
+    """The worker that executed ``run_id``: the one that emitted Prefect's ``prefect.worker.executed-flow-run`` event
+    for it. (Both workers may log "submitting" for a run they both fetched; the server lets only one move it to
+    Pending, and only that one executes it.) Events reach the database a moment after they happen: wait for it."""
+    query = {
+        "filter": {
+            "event": {"name": ["prefect.worker.executed-flow-run"]},
+            "any_resource": {"id": [f"prefect.flow-run.{run_id}"]},
+        },
+        "limit": 10,
+    }
+    deadline = time.monotonic() + EVENT_TIMEOUT_SECONDS
+    while True:
+        response = client.request("POST", "/events/filter", json=query)
+        response.raise_for_status()
+        names = [event["resource"]["prefect.resource.name"] for event in response.json()["events"]]
+        if names:
+            assert len(names) == 1, (run_id, names)  # executed once, by one worker
+            return str(names[0])
+        assert time.monotonic() < deadline, f"no worker executed-flow-run event for {run_id}"
+        time.sleep(0.5)
 
 
 def ledger(workers: PoolWorkers, run_keys: set[str]) -> list[LedgerRow]:
@@ -98,6 +113,7 @@ def test_two_workers_share_the_runs_of_one_pool(pool_workers: PoolWorkers, clien
     final = wait_final(client, [run.id for run in runs], pool_workers)
 
     assert {run.state.type.value for run in final.values()} == {"COMPLETED"}, pool_workers.log_tail()
+    assert {str(run.id) for run in runs} <= flow_run_ids_in_database(PREFECT_POSTGRES_URL)
     by_worker = {run_id: worker_of(client, run_id) for run_id in final}
     assert set(by_worker.values()) == set(WORKER_NAMES), by_worker
 
