@@ -65,12 +65,15 @@ def bulletin_env(demo_warehouse: Path, tmp_path: Path, monkeypatch: pytest.Monke
     return home
 
 
-# Loopback services (moto S3, aiosmtpd SMTP, PostgreSQL, OpenSSH sshd) live in their own fixture modules.
+# Loopback services (moto S3, aiosmtpd SMTP, PostgreSQL, OpenSSH sshd, Prefect servers and workers) live in their
+# own fixture modules.
 pytest_plugins = [
     "tests.fixtures.s3",
     "tests.fixtures.smtp",
     "tests.fixtures.database",
     "tests.fixtures.webhook_receiver",
     "tests.fixtures.prefect_server",
+    "tests.fixtures.prefect_postgres",
+    "tests.fixtures.workers",
     "tests.fixtures.sshd",
 ]
