@@ -177,8 +177,11 @@ def public_jwks(ks: KeySet) -> dict[str, Any]:
     return {"keys": keys}
 
 
-def save_keyset(ks: KeySet, path: Path) -> None:
-    """Write the keyset with mode 0600, atomically (a reader never sees half a file), creating parent folders."""
+def save_keyset(ks: KeySet, path: Path, *, replace: bool = True) -> bool:
+    """Write the keyset with mode 0600, atomically (a reader never sees half a file), creating parent folders.
+
+    ``replace=False`` writes only if no keyset is there yet (a hard link, which fails on an existing name): two
+    processes generating the first keyset at once must not each keep their own. Returns whether it wrote."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     # mkstemp creates the file 0600 from the start, so the keys are never briefly world-readable.
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -187,7 +190,16 @@ def save_keyset(ks: KeySet, path: Path) -> None:
             out.write(keyset_to_json(ks))
             out.flush()
             os.fsync(out.fileno())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+            return True
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return True
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -213,8 +225,10 @@ def load_keyset(settings: Settings, *, create: bool = False, now: datetime | Non
     except OSError as exc:
         raise ConfigError(f"cannot read the signing keyset at {path}: {exc.strerror}") from exc
     keyset = generate_key(None, now=now or datetime.now(UTC))
-    save_keyset(keyset, path)
-    return keyset
+    if save_keyset(keyset, path, replace=False):
+        return keyset
+    # Another process wrote the first keyset a moment before: every process signs with that one.
+    return keyset_from_json(path.read_text(encoding="utf-8"))
 
 
 def _read_secret_block(name: str) -> str:

@@ -11,6 +11,8 @@ import hashlib
 import hmac
 import json
 import stat
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -426,6 +428,23 @@ def test_load_keyset_creates_a_0600_file_once(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert load_keyset(settings, create=True).active_kid == created.active_kid
     assert [p.name for p in path.parent.iterdir()] == ["keyset.json"]  # no temporary file left behind
+
+
+def test_workers_creating_the_first_keyset_at_once_all_sign_with_the_same_one(tmp_path):
+    """Two workers sharing an empty BULLETIN_HOME used to each generate a keyset, the last write winning: tokens the
+    first had minted no longer verified. The first keyset written is the one every caller gets."""
+    settings = settings_for(tmp_path)
+    start = threading.Barrier(8)
+
+    def first_run() -> str:
+        start.wait()
+        return load_keyset(settings, create=True, now=NOW).active_kid
+
+    with ThreadPoolExecutor(8) as pool:
+        kids = set(pool.map(lambda _: first_run(), range(8)))
+    on_disk = keyset_from_json((tmp_path / "keys" / "keyset.json").read_text()).active_kid
+    assert kids == {on_disk}
+    assert [p.name for p in (tmp_path / "keys").iterdir()] == ["keyset.json"]  # no temporary file left behind
 
 
 def test_save_keyset_replaces_the_file_atomically(tmp_path):
