@@ -10,8 +10,9 @@ import pytest
 from bulletin.settings import PROJECT_ROOT, Settings
 
 README = (PROJECT_ROOT / "README.md").read_text()
-#: The reference the README links to: docs/*.md, one page per subject.
-REFERENCE = {path.name: path.read_text() for path in sorted((PROJECT_ROOT / "docs").glob("*.md"))}
+DOCS = PROJECT_ROOT / "docs"
+#: The reference the README links to: docs/**/*.md, one page per subject, keyed by path under docs/.
+REFERENCE = {path.relative_to(DOCS).as_posix(): path.read_text() for path in sorted(DOCS.rglob("*.md"))}
 CONFIGURATION = REFERENCE["configuration.md"]
 #: Benchmarks are a history of measurements: they name settings that were since removed.
 EVERYTHING = "\n".join([README, *(text for name, text in REFERENCE.items() if name != "benchmarks.md")])
@@ -82,6 +83,27 @@ def test_every_shell_variable_an_api_example_uses_is_defined() -> None:
 
 def test_every_relative_link_resolves() -> None:
     for name, text in {"README.md": README, **REFERENCE}.items():
-        base = PROJECT_ROOT if name == "README.md" else PROJECT_ROOT / "docs"
+        base = PROJECT_ROOT if name == "README.md" else (DOCS / name).parent
         for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text):
             assert (base / target).exists(), f"{name} links to {target}, which does not exist"
+
+
+def test_every_reference_page_is_in_the_readme_reference_table() -> None:
+    """A page nobody links to is a page nobody finds: docs/deploy/ included."""
+    table = README.split("\n## Reference\n", 1)[1]
+    for name in REFERENCE:
+        assert f"](docs/{name})" in table, f"docs/{name} is not in the README's Reference table"
+
+
+def headings_as_anchors(text: str) -> set[str]:
+    """GitHub's anchors of a page's headings: lower case, punctuation dropped, spaces as hyphens."""
+    headings = re.findall(r"^#{1,6} (.+)$", re.sub(r"```.*?```", "", text, flags=re.S), flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_every_anchor_of_a_relative_link_resolves() -> None:
+    pages = {"README.md": PROJECT_ROOT / "README.md", **{name: DOCS / name for name in REFERENCE}}
+    for name, path in pages.items():
+        for target, anchor in re.findall(r"\]\(([^)#:]*)#([^)]*)\)", re.sub(r"```.*?```", "", path.read_text())):
+            anchors = headings_as_anchors((path.parent / target if target else path).read_text())
+            assert anchor in anchors, f"{name} links to {target}#{anchor}, which is no heading there"
