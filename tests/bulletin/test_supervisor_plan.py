@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from bulletin.edge.automations import HEARTBEAT_SECONDS
 from bulletin.edge.supervisor.plan import (
     Part,
     api_command,
@@ -192,3 +193,13 @@ def test_the_banner_names_the_shipped_triggers_whose_secret_is_unset() -> None:
     assert line == "  triggers      not configured, answered 503 until set: " + ", ".join(named)
     every = {"BULLETIN_RUN_EVENTS_SECRET", "DBT_WEBHOOK_SECRET", "GITHUB_WEBHOOK_SECRET", "SIGNED_REQUEST_PUBLIC_KEY"}
     assert unconfigured_triggers_line(triggers, dict.fromkeys(every, "x")) is None
+
+
+def test_child_env_makes_flow_runs_send_heartbeats_the_automation_expects() -> None:
+    assert child_env({}, Settings(), plan_for())["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == str(HEARTBEAT_SECONDS)
+    assert (
+        child_env({"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "45"}, Settings(), plan_for())[
+            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"
+        ]
+        == "45"
+    )  # the operator's choice stands

@@ -176,6 +176,25 @@ def test_check_needs_a_reachable_server(tmp_path: Path) -> None:
     assert "PREFECT_API_URL is not set" in result.stderr
 
 
+def heartbeat_related(client: Any, run_id: Any) -> set[tuple[str, str]]:
+    """The related resources (id, role) of the run's first heartbeat event; events are stored a moment late."""
+    query = {
+        "filter": {
+            "event": {"name": ["prefect.flow-run.heartbeat"]},
+            "any_resource": {"id": [f"prefect.flow-run.{run_id}"]},
+        },
+        "limit": 1,
+    }
+    deadline = time.monotonic() + 30
+    while True:
+        response = client.request("POST", "/events/filter", json=query)
+        response.raise_for_status()
+        if events := response.json()["events"]:
+            return {(r["prefect.resource.id"], r.get("prefect.resource.role", "")) for r in events[0]["related"]}
+        assert time.monotonic() < deadline, f"no heartbeat event for {run_id}"
+        time.sleep(0.5)
+
+
 def test_a_worker_runs_a_report_deployment_to_a_completed_delivery(
     deployed: str, client: Any, demo_warehouse: Path, tmp_path: Path
 ) -> None:
@@ -204,6 +223,8 @@ def test_a_worker_runs_a_report_deployment_to_a_completed_delivery(
     state = client.read_flow_run(flow_run.id).state
     assert state.type == StateType.COMPLETED, (state, worker.stdout[-3000:])
     assert state.message.startswith("COMPLETED: 8 delivered")
+    # The crashed-run automation (bulletin/edge/automations.py) matches a run's heartbeats by the bulletin tag.
+    assert ("prefect.tag.bulletin", "tag") in heartbeat_related(client, flow_run.id)
     assert client.read_flow_run(flow_run.id).parameters == {
         "report_id": "daily-account-orders",
         "parameters": {"as_of": as_of},

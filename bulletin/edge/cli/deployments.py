@@ -22,6 +22,14 @@ from bulletin.deployments import (
     read_declared_deployments,
     write_prefect_yaml,
 )
+from bulletin.edge.automations import (
+    AUTOMATION_NAME,
+    DEFAULT_WITHIN_SECONDS,
+    HEARTBEAT_SECONDS,
+    apply_automation,
+    check_within,
+    crash_silent_runs,
+)
 from bulletin.errors import ConfigError, NotFoundError, TransientError
 from bulletin.reports import load_reports
 from bulletin.settings import PROJECT_ROOT, Settings
@@ -94,6 +102,21 @@ def check_server(
         error = NotFoundError if any(p.missing for p in problems) else ConfigError
         raise error(f"{len(problems)} problem(s) with the deployments on {api_url}: {problems[0]}")
     typer.echo(f"ok: {len(planned)} deployment(s) on {api_url}, work pool(s) {', '.join(sorted(pools))}")
+
+
+@deployments_app.command("automations")
+def automations(
+    within: int = typer.Option(
+        DEFAULT_WITHIN_SECONDS,
+        "--within",
+        help=f"Seconds without a heartbeat before a run is marked Crashed; more than the {HEARTBEAT_SECONDS} s "
+        "heartbeat interval the workers set (PREFECT_FLOWS_HEARTBEAT_FREQUENCY).",
+    ),
+) -> None:
+    """Create or update, on the Prefect server at PREFECT_API_URL, the automation that marks a Bulletin flow run
+    Crashed when its heartbeats stop (its worker or machine died). Idempotent: run it after every deploy."""
+    outcome, automation_id = asyncio.run(apply_automation(crash_silent_runs(check_within(within))))
+    typer.echo(f"{outcome} automation '{AUTOMATION_NAME}' ({automation_id}): no heartbeat for {within} s -> Crashed")
 
 
 async def _clear_stale_schedules(unscheduled: list[DeploymentSpec]) -> list[tuple[str, int]]:

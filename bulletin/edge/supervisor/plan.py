@@ -15,6 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from bulletin.edge.automations import HEARTBEAT_SECONDS
 from bulletin.errors import ConfigError
 from bulletin.settings import Settings
 from bulletin.triggers import Trigger, missing_secret_env
@@ -180,6 +181,11 @@ def check_command(bulletin: list[str], prefect_yaml: Path, pool: str) -> list[st
     return [*bulletin, "deployments", "check", "--path", str(prefect_yaml), "--pool", pool, "--clear-stale-schedules"]
 
 
+def automations_command(bulletin: list[str]) -> list[str]:
+    """The automation that marks a flow run Crashed when its heartbeats stop (``HEARTBEAT_SECONDS`` apart)."""
+    return [*bulletin, "deployments", "automations"]
+
+
 def worker_command(prefect: list[str], pool: str) -> list[str]:
     return [*prefect, "worker", "start", "--pool", pool, "--type", "process"]
 
@@ -212,6 +218,8 @@ def child_env(environ: Mapping[str, str], settings: Settings, plan: ServePlan) -
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     env.setdefault("DO_NOT_TRACK", "1")
     env["PREFECT_CLI_PROMPT"] = "false"
+    # Flow runs started by the worker send a heartbeat this often; the automation crashes runs that stop sending.
+    env.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(HEARTBEAT_SECONDS))
     if plan.start_prefect:
         # Our own server: its database, and no profile of the user's (say, a Prefect Cloud one) in the way.
         env["PREFECT_HOME"] = str(plan.prefect_home)

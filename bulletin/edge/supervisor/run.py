@@ -26,6 +26,7 @@ from bulletin.edge.supervisor.plan import (
     Part,
     ServePlan,
     api_command,
+    automations_command,
     check_command,
     child_env,
     deploy_command,
@@ -278,6 +279,9 @@ class Supervisor:
         code, output = self._run_step("check", check_command(bulletin_cli(), plan.prefect_yaml, plan.work_pool))
         if code != 0:
             raise BulletinError(f"the deployed deployments are not as planned: {last_line(output)}")
+        code, output = self._run_step("automations", automations_command(bulletin_cli()))
+        if code != 0:
+            raise BulletinError(f"cannot apply the crashed-run automation: {last_line(output)}")
 
     def banner(self) -> str:
         plan = self.plan
