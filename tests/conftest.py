@@ -68,6 +68,7 @@ def bulletin_env(demo_warehouse: Path, tmp_path: Path, monkeypatch: pytest.Monke
 # Loopback services (moto S3, aiosmtpd SMTP, PostgreSQL, OpenSSH sshd, Prefect servers and workers) live in their
 # own fixture modules.
 pytest_plugins = [
+    "tests.fixtures.required",
     "tests.fixtures.s3",
     "tests.fixtures.smtp",
     "tests.fixtures.database",

@@ -58,17 +58,7 @@ class Attempt:
 
     def sent(self, pair: Pair, file: RenderedFile, uri: str, note: str | None = None) -> None:
         try:
-            mark_sent(
-                self.store,
-                self.todo[pair],
-                sha256=file.sha256,
-                uri=uri,
-                bytes=file.bytes,
-                rows=file.rows,
-                token_jti=self.token_id,
-                secure_filters=self.scope,
-                now=self.clock(),
-            )
+            mark_sent(self.store, self.todo[pair], **self._file_values(file, uri), now=self.clock())
         except ClaimLostError:
             self._lost(pair, file)
             return
@@ -77,20 +67,21 @@ class Attempt:
 
     def storing(self, pair: Pair, file: RenderedFile, uri: str) -> bool:
         """Write where ``file`` is about to be stored on the claimed row; False (and the pair lost) if taken over."""
-        noted = mark_storing(
-            self.store,
-            self.todo[pair],
-            sha256=file.sha256,
-            uri=uri,
-            bytes=file.bytes,
-            rows=file.rows,
-            token_jti=self.token_id,
-            secure_filters=self.scope,
-            now=self.clock(),
-        )
+        noted = mark_storing(self.store, self.todo[pair], **self._file_values(file, uri), now=self.clock())
         if not noted:
             self._lost(pair, file)
         return noted
+
+    def _file_values(self, file: RenderedFile, uri: str) -> dict[str, Any]:
+        """What the ledger records of a file sent, or about to be stored, by this attempt."""
+        return {
+            "sha256": file.sha256,
+            "uri": uri,
+            "bytes": file.bytes,
+            "rows": file.rows,
+            "token_jti": self.token_id,
+            "secure_filters": self.scope,
+        }
 
     def stored_before(self, pair: Pair) -> tuple[str, str] | None:
         """Where an earlier attempt that did not finish this delivery (it died, or failed) said it stored a file."""
