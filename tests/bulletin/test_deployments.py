@@ -70,7 +70,13 @@ def test_one_deployment_per_report_plus_the_fixed_ones() -> None:
     document = generated(REPORTS_DIR)
     reports = load_reports(REPORTS_DIR)
     names = [d["name"] for d in document["deployments"]]
-    assert names == [*sorted(reports), "deliver-webhooks", "deliver-scheduled-events", "refresh-dependents"]
+    assert names == [
+        *sorted(reports),
+        "deliver-shard",
+        "deliver-webhooks",
+        "deliver-scheduled-events",
+        "refresh-dependents",
+    ]
     assert document["pull"] == [
         {"prefect.deployments.steps.set_working_directory": {"directory": "{{ $BULLETIN_PROJECT_DIR }}"}}
     ]
