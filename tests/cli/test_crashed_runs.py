@@ -22,7 +22,7 @@ import pytest
 
 from bulletin.edge.automations import AUTOMATION_NAME, apply_automation, crash_silent_runs
 from bulletin.settings import PROJECT_ROOT
-from tests.fixtures.prefect_server import prefect_env
+from tests.fixtures.prefect_server import prefect_env, wait_for_events
 
 BULLETIN = str(os.path.join(os.path.dirname(sys.executable), "bulletin"))
 #: A short wait for the test (the command refuses anything under the 30 s heartbeat interval; the probe is killed
@@ -87,7 +87,8 @@ def test_applying_the_automation_twice_leaves_one_updated_in_place(prefect_serve
     assert second.id == first.id
     assert first.trigger.within.total_seconds() == 90 and second.trigger.within.total_seconds() == 120
     trigger = second.trigger
-    assert trigger.posture.value == "Proactive" and trigger.after == {"prefect.flow-run.heartbeat", "prefect.flow-run.Running"}
+    assert trigger.posture.value == "Proactive"
+    assert trigger.after == {"prefect.flow-run.heartbeat", "prefect.flow-run.Running"}
     assert {"prefect.flow-run.heartbeat", "prefect.flow-run.Completed"} <= trigger.expect
     assert [(a.type, a.state.value) for a in second.actions] == [("change-flow-run-state", "CRASHED")]
 
@@ -110,21 +111,7 @@ def start_probe(
 
 
 def wait_for_heartbeat(client: Any, run_id: str) -> None:
-    query = {
-        "filter": {
-            "event": {"name": ["prefect.flow-run.heartbeat"]},
-            "any_resource": {"id": [f"prefect.flow-run.{run_id}"]},
-        },
-        "limit": 1,
-    }
-    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-    while True:
-        response = client.request("POST", "/events/filter", json=query)
-        response.raise_for_status()
-        if response.json()["events"]:
-            return
-        assert time.monotonic() < deadline, f"no heartbeat from {run_id}"
-        time.sleep(0.2)
+    wait_for_events(client, "prefect.flow-run.heartbeat", run_id, timeout=STARTUP_TIMEOUT_SECONDS, poll=0.2)
 
 
 def wait_for_state(client: Any, run_id: str, wanted: str, timeout: float) -> tuple[str, float]:
