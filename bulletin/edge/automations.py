@@ -6,9 +6,9 @@ server: the run stays Running forever and a parent waiting on it never retries i
 proactive automation: after a ``prefect.flow-run.heartbeat``, expect another heartbeat (or a final state) within N
 seconds, else change the run to Crashed. The wait also starts when the run turns Running (an event the server itself
 emits): a process killed in its first second may not have got its first heartbeat out, and a wait that only a
-heartbeat starts would never start for it (measured: a worker killed 1.4 s into a shard left it Running for good). This module builds that automation for runs tagged ``bulletin`` (every
-deployment in the generated prefect.yaml carries the tag) and creates or updates it by name, so applying it twice
-leaves one automation.
+heartbeat starts would never start for it (measured: a worker killed 1.4 s into a shard left it Running for good).
+This module builds that automation for runs tagged ``bulletin`` (every deployment in the generated prefect.yaml
+carries the tag) and creates or updates it by name, so applying it twice leaves one automation.
 """
 
 from __future__ import annotations

@@ -107,7 +107,7 @@ def query(
     from bulletin.datasets import load_datasets
     from bulletin.models import QuerySpec
     from bulletin.settings import Settings
-    from tasks.render.sanitize import neutralize_formula
+    from tasks.render.formula import neutralize_formula
     from tasks.tokens import load_keyset, verify_token
     from tasks.warehouse import Warehouse, run_query
 
