@@ -30,7 +30,9 @@ batch = pa.record_batch(
 ctx = RenderContext(
     report_id="r", title="T", description="d", recipient="Ana", scope="region = EMEA",
     generated_at=datetime(2026, 1, 3, 7, tzinfo=timezone.utc), timezone="UTC",
-    chart=ChartData(title="by region", category_label="Region", value_label="Amount", categories=["EMEA"], values=[1.5]),
+    chart=ChartData(
+        title="by region", category_label="Region", value_label="Amount", categories=["EMEA"], values=[1.5]
+    ),
 )
 rows = {}
 for fmt in ("xlsx", "csv", "pdf"):
