@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.bench_render
 	$(BIN)/python -m bench.bench_delivery
 	$(BIN)/python -m bench.bench_webhooks
+	$(BIN)/python -m bench.bench_startup
 
 clean:
 	rm -rf .bulletin build *.egg-info

@@ -17,6 +17,13 @@ without a slot after ``WAIT_NOTICE_SECONDS`` logs that it waits and labels its f
 (``is_waiting_for_slot`` reads that, so the HTTP API can show the run as QUEUED). A bounded first try would know at
 once, but Prefect's acquisition service logs every refused try (``max_retries=0`` or a timeout) at ERROR. Prefect
 renews the lease of a held slot; the slot of a crashed process comes back when its lease expires (``LEASE_SECONDS``).
+
+The slot costs a run as little time as it can (issue 14: it took 0.5-1.0 s to release). Prefect's ``concurrency()``
+starts a lease-renewal thread that at once builds an API client and renews the lease it has just been granted, and
+its exit waits (up to 2 s) for that thread: a run shorter than that first renewal waited for it at the end, before
+the flow could return and the command exit. ``_slot`` takes and releases the slot with the same Prefect calls and
+events, but renews from a thread that first sleeps a third of the lease: a short run never renews, and releasing is
+one API call.
 """
 
 from __future__ import annotations
@@ -34,9 +41,11 @@ from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
 from prefect.client.schemas.objects import ConcurrencyLeaseHolder, FlowRun
 from prefect.client.schemas.responses import GlobalConcurrencyLimitResponse
+from prefect.concurrency._asyncio import _discard_cleanup_lease
+from prefect.concurrency._events import emit_concurrency_acquisition_events, emit_concurrency_release_events
+from prefect.concurrency._sync import acquire_concurrency_slots_with_lease, release_concurrency_slots_with_lease
 from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
-from prefect.concurrency.sync import concurrency
-from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound, PrefectHTTPStatusError
 
 from bulletin.errors import TransientError
 
@@ -48,6 +57,8 @@ WAITING = "waiting"
 HELD = "held"
 #: A held slot's lease; Prefect renews it while the run lives, and frees the slot this long after a crash.
 LEASE_SECONDS = 300.0
+#: The lease is renewed this often: a third of it, so a failed renewal has another chance before it expires.
+RENEW_EVERY_SECONDS = LEASE_SECONDS / 3
 #: A run still without a slot after this long logs that it waits, and labels its flow run.
 WAIT_NOTICE_SECONDS = 2.0
 #: ``extra`` key on the slot's log records (``waiting``, ``held``, ``releasing``), for whoever watches the logs.
@@ -127,15 +138,40 @@ def is_waiting_for_slot(flow_run: FlowRun) -> bool:
 
 @contextmanager
 def _slot(name: str, holder: ConcurrencyLeaseHolder | None) -> Iterator[None]:
-    with concurrency(
-        name,
-        occupy=1,
-        lease_duration=LEASE_SECONDS,
-        strict=True,
-        holder=holder,
-        raise_on_lease_renewal_failure=False,
-    ):
+    """One slot of ``name`` for the block: what ``prefect.concurrency.sync.concurrency(name, occupy=1, strict=True,
+    raise_on_lease_renewal_failure=False)`` does, with the lease renewed by ``_renew_lease`` (see the module
+    docstring). Prefect records the lease on its concurrency context when it grants it, so a cancelled run's slot is
+    still released when that context ends."""
+    granted = acquire_concurrency_slots_with_lease([name], 1, lease_duration=LEASE_SECONDS, strict=True, holder=holder)
+    if not granted.limits:  # the limit is inactive: Prefect lets the run through without a slot
         yield
+        return
+    events = emit_concurrency_acquisition_events(granted.limits, 1)
+    stop = threading.Event()
+    threading.Thread(
+        target=_renew_lease, args=(granted.lease_id, stop), daemon=True, name=f"bulletin-slot-lease-{granted.lease_id}"
+    ).start()
+    try:
+        yield
+    finally:
+        stop.set()  # the renewer sleeps on this: it ends at once, nothing waits for it
+        release_concurrency_slots_with_lease(granted.lease_id)
+        _discard_cleanup_lease(granted.lease_id)
+        emit_concurrency_release_events(granted.limits, 1, events)
+
+
+def _renew_lease(lease_id: UUID, stop: threading.Event) -> None:
+    """Renew the lease every ``RENEW_EVERY_SECONDS`` until ``stop``; the first renewal only after that long. A failed
+    renewal is logged and tried again next time: a delivery half done is never stopped for it (what
+    ``raise_on_lease_renewal_failure=False`` means to Prefect)."""
+    log = logging.getLogger(__name__)
+    while not stop.wait(RENEW_EVERY_SECONDS):
+        try:
+            with get_client(sync_client=True) as client:
+                client.renew_concurrency_lease(lease_id=lease_id, lease_duration=LEASE_SECONDS)
+        except (httpx.HTTPError, PrefectHTTPStatusError, ObjectNotFound) as exc:
+            if not stop.is_set():
+                log.warning("could not renew the report-run slot's lease %s: %s", lease_id, exc)
 
 
 class _WaitNotice:

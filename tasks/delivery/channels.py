@@ -38,7 +38,6 @@ from tasks.email import (
 from tasks.render import MEDIA_TYPES
 from tasks.render.base import RenderContext
 from tasks.storage import Destination, LocalBucket, LocalLinks, ObjectFinder, StoredObject, build_key
-from tasks.storage.s3 import S3Destination
 
 
 @dataclass(frozen=True)
@@ -87,7 +86,7 @@ def choose_destination(
     if settings.s3_bucket:
         return DestinationChoice(
             shares_links=True,
-            build=lambda: S3Destination.from_settings(settings, clock=clock),
+            build=lambda: _s3_destination(settings, clock),
             where=f"s3://{settings.s3_bucket}",
         )
     return DestinationChoice(
@@ -95,6 +94,13 @@ def choose_destination(
         build=lambda: LocalBucket(settings.bucket_path, links=local_links),
         where=str(settings.bucket_path),
     )
+
+
+def _s3_destination(settings: Settings, clock: Clock) -> Destination:
+    # Imported here: boto3 costs about half a second to import, which runs that store files locally never need.
+    from tasks.storage.s3 import S3Destination
+
+    return S3Destination.from_settings(settings, clock=clock)
 
 
 def make_destination(

@@ -16,11 +16,6 @@ from bulletin.clock import require_aware
 from bulletin.errors import DefinitionError
 from bulletin.models import FORMATS
 from tasks.render.base import ChartData, RenderContext, ReportWriter
-from tasks.render.chart import chart_points
-from tasks.render.csv import CsvWriter
-from tasks.render.pdf import PdfWriter
-from tasks.render.sanitize import column_kind
-from tasks.render.xlsx import XlsxWriter
 
 __all__ = [
     "EXTENSIONS",
@@ -47,6 +42,11 @@ def open_writer(fmt: str, path: Path, schema: pa.Schema, ctx: RenderContext, *, 
     ``generated_at`` without a time zone, or a chart whose categories and values differ in number. ``csv_bom``
     only applies to CSV (a UTF-8 byte order mark, which Excel needs to read the file as UTF-8).
     """
+    # The writers are imported here, not with the package: a module that needs one small piece of it (the CLI's
+    # ``bulletin query`` needs ``sanitize.neutralize_formula``) pays for neither ReportLab nor XlsxWriter.
+    from tasks.render.chart import chart_points
+    from tasks.render.sanitize import column_kind
+
     if fmt not in FORMATS:
         raise DefinitionError(f"unknown report format {fmt!r}; expected one of {', '.join(FORMATS)}", field="format")
     if len(schema) == 0:
@@ -57,7 +57,13 @@ def open_writer(fmt: str, path: Path, schema: pa.Schema, ctx: RenderContext, *, 
     if ctx.chart is not None:
         chart_points(ctx.chart)  # a malformed chart fails here, before any file exists
     if fmt == "csv":
+        from tasks.render.csv import CsvWriter
+
         return CsvWriter(path, schema, ctx, csv_bom=csv_bom)
     if fmt == "xlsx":
+        from tasks.render.xlsx import XlsxWriter
+
         return XlsxWriter(path, schema, ctx)
+    from tasks.render.pdf import PdfWriter
+
     return PdfWriter(path, schema, ctx)

@@ -13,6 +13,10 @@ from typing import Protocol
 
 import pyarrow as pa
 
+from tasks.arrow import keep_pandas_out
+
+keep_pandas_out()  # before any writer converts Python objects to Arrow (see tasks/arrow.py)
+
 
 @dataclass(frozen=True)
 class ChartData:

@@ -21,11 +21,12 @@ import pyarrow.compute as pc
 
 from bulletin.errors import DefinitionError
 
+# Re-exported: the one-string rule lives apart so that its callers need not import pyarrow.compute.
+from tasks.render.formula import FORMULA_TRIGGERS as FORMULA_TRIGGERS
+from tasks.render.formula import neutralize_formula as neutralize_formula
+
 #: What a column's values become in every format; anything else is refused before a file is opened.
 Kind = Literal["text", "number", "float", "bool", "date", "datetime", "null"]
-#: A text cell starting with one of these is read as a formula (or as a formula's continuation) by Excel,
-#: LibreOffice or Google Sheets: OWASP "CSV injection".
-FORMULA_TRIGGERS = "=+-@\t\r\n"
 #: The most characters one Excel cell holds.
 XLSX_CELL_LIMIT = 32_767
 TRUNCATION_MARKER = "…[truncated]"
@@ -37,13 +38,6 @@ _XLSX_ILLEGAL_RE = re.compile(_XLSX_ILLEGAL)
 # Drawn text has no line breaks or tabs: a control character would show as a missing glyph or be dropped.
 _CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
 _CONTROL_RE2 = r"[\x00-\x1F\x7F-\x{9F}]"
-
-
-def neutralize_formula(text: str) -> str:
-    """Prefix ``'`` to text a spreadsheet would otherwise evaluate, so it shows as typed."""
-    if text and text[0] in FORMULA_TRIGGERS:
-        return "'" + text
-    return text
 
 
 def neutralize_formula_array(values: pa.Array) -> pa.Array:

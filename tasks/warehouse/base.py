@@ -14,6 +14,9 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from bulletin.errors import QueryError
+from tasks.arrow import keep_pandas_out
+
+keep_pandas_out()  # before anything converts Python objects to Arrow (see tasks/arrow.py)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import sys
 
-from pydantic import ValidationError
 from rich.console import Console
 
 from bulletin.edge.cli.root import app
@@ -44,6 +43,13 @@ def _register() -> None:
     app.add_typer(schedules.schedules_app, name="schedules")
 
 
+def _is_validation_error(exc: Exception) -> bool:
+    """A pydantic ValidationError, told without importing pydantic: `bulletin --help` must not pay for it, and if
+    pydantic_core was never imported no command could have raised one."""
+    core = sys.modules.get("pydantic_core")
+    return core is not None and isinstance(exc, core.ValidationError)
+
+
 def fail(message: str, code: int = 1) -> None:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise SystemExit(code)
@@ -59,12 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     except BulletinError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return exc.exit_code
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "input"
-        err_console.print(f"[bold red]error:[/] {where}: {first['msg']}", highlight=False, soft_wrap=True)
-        return 2
     except Exception as exc:
+        if _is_validation_error(exc):
+            first = exc.errors()[0]  # type: ignore[attr-defined]
+            where = ".".join(str(p) for p in first["loc"]) or "input"
+            err_console.print(f"[bold red]error:[/] {where}: {first['msg']}", highlight=False, soft_wrap=True)
+            return 2
         if os.environ.get("BULLETIN_DEBUG"):
             raise
         err_console.print(

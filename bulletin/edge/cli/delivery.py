@@ -6,20 +6,24 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from bulletin import progress
 from bulletin.edge.cli.options import environment, parse_params
 from bulletin.edge.cli.root import app
 from bulletin.edge.cli.terminal_logs import terminal_logs
 from bulletin.errors import BulletinError
-from bulletin.models import Manifest, RunStatus
-from bulletin.settings import Settings
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from bulletin.models import Manifest
+
+# What a command needs beyond Typer and Rich (settings, models, the flow: Prefect) is imported when it runs, so that
+# `bulletin --help` and the other commands never pay for it (tests/cli/test_startup.py holds this).
 
 # Wide enough for the summary table when the output is a file or a CI log rather than a terminal.
 console = Console(width=None if Console().is_terminal else 160)
@@ -31,6 +35,8 @@ def _progress_bar(enabled: bool) -> Iterator[None]:
     if not enabled or not console.is_terminal:
         yield
         return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     bar = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     )
@@ -66,7 +72,9 @@ def run_report(
     A request that cannot start (unknown report or format, bad parameter) is refused here, before Prefect starts:
     no flow run is created for it.
     """
+    from bulletin.models import Manifest
     from bulletin.requests import check_request
+    from bulletin.settings import Settings
     from flows.deliver_report import deliver_report
     from tasks.delivery.registry import channel_problem
 
@@ -92,6 +100,8 @@ def run_report(
 
 
 def _summary(manifests: list[Manifest]) -> Table:
+    from rich.table import Table
+
     table = Table("report", "recipient", "status", "rows", "files by channel (outcome)", "note")
     colours = {"DELIVERED": "green", "PARTIAL": "dark_orange", "SKIPPED": "yellow", "FAILED": "red"}
     for manifest in manifests:
@@ -148,6 +158,8 @@ def run(
             run_key=run_key,
         )
     _print([manifest], as_json)
+    from bulletin.models import RunStatus
+
     if manifest.status is not RunStatus.COMPLETED:
         raise typer.Exit(1)
 
@@ -172,7 +184,9 @@ def demo(
 
 def _demo(as_json: bool, chain: bool) -> None:
     from bulletin.demo_data import build_demo_warehouse, demo_end_date, demo_warehouse_ready, yesterday
+    from bulletin.models import RunStatus
     from bulletin.reports import load_reports
+    from bulletin.settings import Settings
     from tasks.tokens import load_keyset
 
     settings = Settings()

@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import difflib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
-from bulletin.deployments import (
-    DEFAULT_WORK_POOL,
-    DeploymentSpec,
-    ScheduleSpec,
-    ServerDeployment,
-    declared_work_pools,
-    find_problems,
-    planned_deployments,
-    prefect_yaml_text,
-    read_declared_deployments,
-    write_prefect_yaml,
-)
 from bulletin.edge.automations import (
     AUTOMATION_NAME,
     DEFAULT_WITHIN_SECONDS,
@@ -31,8 +19,12 @@ from bulletin.edge.automations import (
     crash_silent_runs,
 )
 from bulletin.errors import ConfigError, NotFoundError, TransientError
-from bulletin.reports import load_reports
-from bulletin.settings import PROJECT_ROOT, Settings
+
+if TYPE_CHECKING:
+    from bulletin.deployments import DeploymentSpec, ServerDeployment
+
+# Settings and the deployment planner (YAML, the report definitions) are imported by the commands: `bulletin --help`
+# pays for neither. So the defaults that come from them are resolved when a command runs, and said in the help.
 
 deployments_app = typer.Typer(
     help="Generate prefect.yaml from the report definitions and check the deployments on a Prefect server.",
@@ -43,16 +35,27 @@ err_console = Console(stderr=True)
 _PATH_HELP = "The prefect.yaml to write or read. Default: prefect.yaml at the project root."
 
 
+def _default_path(path: Path | None) -> Path:
+    from bulletin.settings import PROJECT_ROOT
+
+    return path if path is not None else PROJECT_ROOT / "prefect.yaml"
+
+
 @deployments_app.command("sync")
 def sync(
     check: bool = typer.Option(
         False, "--check", help="Write nothing; exit non-zero if the file differs from what the reports imply."
     ),
-    path: Path = typer.Option(PROJECT_ROOT / "prefect.yaml", "--path", help=_PATH_HELP),
-    pool: str = typer.Option(DEFAULT_WORK_POOL, "--pool", help="Work pool every deployment runs on."),
+    path: Path | None = typer.Option(None, "--path", help=_PATH_HELP),
+    pool: str | None = typer.Option(None, "--pool", help="Work pool every deployment runs on. Default: bulletin."),
 ) -> None:
     """Write prefect.yaml from the report definitions: one deployment per report, plus the fixed flows."""
+    from bulletin.deployments import DEFAULT_WORK_POOL, prefect_yaml_text, write_prefect_yaml
+    from bulletin.settings import Settings
+
     settings = Settings()
+    path = _default_path(path)
+    pool = pool or DEFAULT_WORK_POOL
     if check:
         expected = prefect_yaml_text(settings, work_pool=pool)
         current = path.read_text(encoding="utf-8") if path.is_file() else None
@@ -72,7 +75,7 @@ def sync(
 
 @deployments_app.command("check")
 def check_server(
-    path: Path = typer.Option(PROJECT_ROOT / "prefect.yaml", "--path", help=_PATH_HELP),
+    path: Path | None = typer.Option(None, "--path", help=_PATH_HELP),
     pool: str | None = typer.Option(
         None, "--pool", help="Work pool the deployments must be on. Default: the pool prefect.yaml names."
     ),
@@ -87,10 +90,22 @@ def check_server(
     Every work pool prefect.yaml names (and --pool) must exist, and every deployment the reports imply must be
     deployed, on its work pool, with the schedules and parameters prefect.yaml gives it.
     """
+    from bulletin.deployments import (
+        declared_work_pools,
+        find_problems,
+        planned_deployments,
+        read_declared_deployments,
+    )
+    from bulletin.reports import load_reports
+    from bulletin.settings import Settings
+
     settings = Settings()
+    path = _default_path(path)
     planned = planned_deployments(load_reports(settings.reports_dir).values())
     declared = read_declared_deployments(path)
     pools = set(declared_work_pools(declared)) | ({pool} if pool else set())
+    import asyncio
+
     if clear_schedules:
         for name, count in asyncio.run(_clear_stale_schedules([p for p in planned if not p.schedules])):
             typer.echo(f"cleared {count} schedule(s) of {name}: prefect.yaml gives it none")
@@ -115,6 +130,8 @@ def automations(
 ) -> None:
     """Create or update, on the Prefect server at PREFECT_API_URL, the automation that marks a Bulletin flow run
     Crashed when its heartbeats stop (its worker or machine died). Idempotent: run it after every deploy."""
+    import asyncio
+
     outcome, automation_id = asyncio.run(apply_automation(crash_silent_runs(check_within(within))))
     typer.echo(f"{outcome} automation '{AUTOMATION_NAME}' ({automation_id}): no heartbeat for {within} s -> Crashed")
 
@@ -156,6 +173,8 @@ async def _read_server(
     from prefect.client.schemas.schedules import CronSchedule
     from prefect.exceptions import ObjectNotFound
     from prefect.settings import PREFECT_API_URL
+
+    from bulletin.deployments import ScheduleSpec, ServerDeployment
 
     api_url = PREFECT_API_URL.value()
     if not api_url:

@@ -5,18 +5,23 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import typer
 from rich import box
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from bulletin.edge.cli.root import app
 from bulletin.errors import ConfigError, DefinitionError
-from bulletin.models import describe_scope
-from bulletin.settings import Settings
-from bulletin.store import AuditEntry, LedgerStatus, Store, audit, list_deliveries, migrate, open_store
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from bulletin.store import AuditEntry, Store
+
+# The state store (SQLAlchemy, Alembic) and settings are imported by the commands that use them: `bulletin --help`
+# pays for neither (tests/cli/test_startup.py).
 
 deliveries_app = typer.Typer(help="The delivery ledger: what was sent to whom, and with which data scope.")
 console = Console()
@@ -24,6 +29,9 @@ console = Console()
 
 @contextmanager
 def _store() -> Iterator[Store]:
+    from bulletin.settings import Settings
+    from bulletin.store import migrate, open_store
+
     with open_store(Settings().database) as store:
         migrate(store)
         yield store
@@ -38,6 +46,10 @@ def deliveries_list(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """List ledger rows, newest first."""
+    from rich.table import Table
+
+    from bulletin.store import LedgerStatus, list_deliveries
+
     if status is not None and status not in {s.value for s in LedgerStatus}:
         raise ConfigError(f"--status must be one of {', '.join(s.value for s in LedgerStatus)}, not {status!r}")
     with _store() as store:
@@ -68,6 +80,8 @@ def deliveries_audit(
 ) -> None:
     """Which data scope went to RECIPIENT, when, and as which file. The table shows what fits the terminal (the
     file's name; from 120 columns its whole location, checksum and token id); ``--json`` has every field."""
+    from bulletin.store import audit
+
     with _store() as store:
         entries = audit(store, recipient)
     if as_json:
@@ -88,6 +102,8 @@ def audit_table(recipient: str, entries: list[AuditEntry], *, width: int) -> Tab
     not fit wraps. Narrow, an entry is two lines: when (date, time) beside its report, channel, format and rows, then
     its file name. From ``WIDE_AUDIT`` columns: the file's whole location, its checksum and the token id. One data
     scope for every entry (the usual case) is said once, under the table."""
+    from rich.table import Table
+
     scopes = {_scope(e) for e in entries}
     shared = len(scopes) == 1
     table = Table(
@@ -131,6 +147,8 @@ def file_name(uri: str | None) -> str:
 
 
 def _scope(entry: AuditEntry) -> str:
+    from bulletin.models import describe_scope
+
     scopes = [f"{dataset}: {describe_scope(groups)}" for dataset, groups in entry.secure_filters.items()]
     return "; ".join(scopes) or "no secure filter"
 
@@ -141,6 +159,7 @@ def link(
     expires: str = typer.Option("24h", "--expires", help="Lifetime: 3600, 90m, 24h or 7d (at most 7 days)."),
 ) -> None:
     """Print a download link for a delivered file: presigned (SigV4) on S3, its file:// URI in the local bucket."""
+    from bulletin.settings import Settings
     from tasks.delivery.channels import make_destination
     from tasks.storage import MAX_LINK_SECONDS, parse_duration
 

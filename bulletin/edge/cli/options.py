@@ -6,10 +6,12 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bulletin.errors import QueryError
-from bulletin.models import OPERATOR_ALIASES, Filter
+
+if TYPE_CHECKING:
+    from bulletin.models import Filter
 
 _SYMBOLIC = re.compile(r"^(?P<field>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<op>!=|>=|<=|==|=|>|<)\s*(?P<value>.*)$", re.S)
 _NAMED = re.compile(r"^(?P<field>[A-Za-z_][A-Za-z0-9_]*)\s+(?P<op>[a-z_]+)\s+(?P<value>.*)$", re.S)
@@ -18,6 +20,8 @@ _LIST_OPS = {"is_one_of", "is_not_one_of"}
 
 def parse_filter(text: str) -> Filter:
     """``region=EMEA``, ``amount>=100``, or ``region is_one_of EMEA,APAC`` (a comma list for list operators)."""
+    from bulletin.models import OPERATOR_ALIASES, Filter  # pydantic models: only for the commands that filter
+
     match = _SYMBOLIC.match(text) or _NAMED.match(text)
     if not match:
         raise QueryError(f"bad filter {text!r}: use FIELD=VALUE, FIELD>=VALUE or 'FIELD is_one_of A,B'")

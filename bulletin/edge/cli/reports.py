@@ -6,13 +6,10 @@ import json
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from bulletin.datasets import load_datasets
 from bulletin.errors import DefinitionError
-from bulletin.report_checks import validate_reports
-from bulletin.reports import load_reports
-from bulletin.settings import Settings
+
+# Settings and the definitions (pydantic models) are imported by the commands: `bulletin --help` pays for neither.
 
 reports_app = typer.Typer(help="List and validate report definitions.", no_args_is_help=True)
 console = Console()
@@ -21,6 +18,11 @@ console = Console()
 @reports_app.command("list")
 def list_reports(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
     """List the report definitions with their dataset, formats, audience and schedule."""
+    from rich.table import Table
+
+    from bulletin.reports import load_reports
+    from bulletin.settings import Settings
+
     settings = Settings()
     reports = load_reports(settings.reports_dir)
     rows = [
@@ -58,6 +60,10 @@ def list_reports(as_json: bool = typer.Option(False, "--json", help="Print JSON 
 def validate() -> None:
     """Validate every report definition against the dataset registry and its audience; exit non-zero if any is
     wrong, naming the file, the field path and the bad value of every problem."""
+    from bulletin.datasets import load_datasets
+    from bulletin.report_checks import validate_reports
+    from bulletin.settings import Settings
+
     settings = Settings()
     ok, errors = validate_reports(settings.reports_dir, load_datasets(settings.datasets_dir))
     for report_id in ok:

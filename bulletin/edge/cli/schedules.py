@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from bulletin.errors import RequestError
-from bulletin.missed import default_tolerance, describe_span
-from bulletin.models import RunStatus
-from bulletin.reports import ReportDefinition, Schedule, get_report
-from bulletin.schedules import PreviewRun, preview_runs
-from bulletin.settings import Settings
+
+if TYPE_CHECKING:
+    from bulletin.reports import ReportDefinition, Schedule
+    from bulletin.schedules import PreviewRun
+
+# Settings, report definitions and the cron machinery are imported by the commands: `bulletin --help` pays for
+# none of them (tests/cli/test_startup.py).
 
 schedules_app = typer.Typer(help="When reports run: their next slots, and the scheduled runs that were missed.")
 # Wide enough for the tables when the output is a file or a CI log rather than a terminal.
@@ -35,6 +36,12 @@ def preview(
 ) -> None:
     """The next run times of each of REPORT_ID's schedules, in the schedule's time zone and in UTC, with DST changes
     marked."""
+    from rich.table import Table
+
+    from bulletin.reports import get_report
+    from bulletin.schedules import preview_runs
+    from bulletin.settings import Settings
+
     report = get_report(Settings().reports_dir, report_id)
     start = _parse_moment(after) if after else datetime.now(UTC)
     previews = [
@@ -70,6 +77,10 @@ def missed(
 ) -> None:
     """Scheduled runs that delivered nothing because they started too late or were superseded (from the saved
     manifests)."""
+    from rich.table import Table
+
+    from bulletin.models import RunStatus
+    from bulletin.settings import Settings
     from tasks.delivery.manifest import list_manifests  # imports Prefect: only this command pays for it
 
     manifests = list_manifests(Settings().manifests_dir, report_id=report, status=RunStatus.MISSED, limit=limit)
@@ -110,12 +121,16 @@ def _describe(schedule: Schedule) -> str:
 
 
 def _tolerance_seconds(report: ReportDefinition, schedule: Schedule) -> int:
+    from bulletin.missed import default_tolerance
+
     if report.tolerance_seconds is not None:
         return report.tolerance_seconds
     return int(default_tolerance(schedule.cron_expression).total_seconds())
 
 
 def _policy(report: ReportDefinition, schedule: Schedule) -> str:
+    from bulletin.missed import describe_span
+
     span = describe_span(timedelta(seconds=_tolerance_seconds(report, schedule)))
     return f"a run later than {span} after its slot is missed; catch_up {report.catch_up}"
 

@@ -12,15 +12,12 @@ from typing import Any
 
 import typer
 
-from bulletin.datasets import check_grant, load_datasets
 from bulletin.edge.cli.options import parse_filter
 from bulletin.edge.cli.root import app
 from bulletin.errors import ConfigError, RequestError
-from bulletin.models import QuerySpec
-from bulletin.settings import Settings
-from tasks.render.sanitize import neutralize_formula
-from tasks.tokens import generate_key, keyset_from_json, mint_token, public_jwks, save_keyset, verify_token
-from tasks.warehouse import Warehouse, run_query
+
+# Settings, tokens (cryptography) and the warehouse (DuckDB, Arrow) are imported by the commands that use them:
+# `bulletin --help` pays for none of them (tests/cli/test_startup.py).
 
 keys_app = typer.Typer(help="Manage the keys that sign data tokens.", no_args_is_help=True)
 token_app = typer.Typer(help="Mint data tokens.", no_args_is_help=True)
@@ -31,6 +28,9 @@ def keys_generate(
     out: Path | None = typer.Option(None, "--out", help="Keyset file to write. Default: the configured keys file."),
 ) -> None:
     """Add a new signing key (it becomes active; older keys keep verifying) and print the public JWKS."""
+    from bulletin.settings import Settings
+    from tasks.tokens import generate_key, keyset_from_json, public_jwks, save_keyset
+
     settings = Settings()
     path = out or settings.keyset_path
     current = keyset_from_json(path.read_text(encoding="utf-8")) if path.is_file() else None
@@ -43,7 +43,8 @@ def keys_generate(
 @keys_app.command("jwks")
 def keys_jwks() -> None:
     """Print the public keys (JWKS) that verify data tokens."""
-    from tasks.tokens import load_keyset
+    from bulletin.settings import Settings
+    from tasks.tokens import load_keyset, public_jwks
 
     typer.echo(json.dumps(public_jwks(load_keyset(Settings())), indent=2))
 
@@ -61,7 +62,9 @@ def token_mint(
 
     Refused before signing: an unknown dataset, a filter field or operator a dataset does not allow, a TTL outside
     1-60 minutes, and '*' with a filter (the filter would have nowhere to go)."""
-    from tasks.tokens import MAX_TTL_MINUTES, load_keyset
+    from bulletin.datasets import check_grant, load_datasets
+    from bulletin.settings import Settings
+    from tasks.tokens import MAX_TTL_MINUTES, load_keyset, mint_token
 
     settings = Settings()
     if ttl is not None and not 1 <= ttl <= MAX_TTL_MINUTES:
@@ -101,7 +104,12 @@ def query(
     fmt: str = typer.Option("csv", "--format", help="csv or json (one JSON object per line)."),
 ) -> None:
     """Run a query as the token's holder would: the token's secure filters always apply."""
-    from tasks.tokens import load_keyset
+    from bulletin.datasets import load_datasets
+    from bulletin.models import QuerySpec
+    from bulletin.settings import Settings
+    from tasks.render.formula import neutralize_formula
+    from tasks.tokens import load_keyset, verify_token
+    from tasks.warehouse import Warehouse, run_query
 
     if fmt not in {"csv", "json"}:
         raise ConfigError(f"--format must be csv or json, not {fmt!r}")
@@ -138,8 +146,9 @@ def keys_retire(
     """End a rotation overlap: KID stops verifying tokens after the given time. The active key cannot be retired."""
     from datetime import timedelta
 
+    from bulletin.settings import Settings
     from tasks.storage import parse_duration
-    from tasks.tokens import retire_key
+    from tasks.tokens import keyset_from_json, retire_key, save_keyset
 
     settings = Settings()
     path = settings.keyset_path

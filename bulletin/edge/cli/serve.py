@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from bulletin.edge.cli.root import app
 from bulletin.edge.supervisor.plan import DEFAULT_PREFECT_PORT, Part, make_plan
-from bulletin.settings import Settings
+
+if TYPE_CHECKING:
+    from bulletin.settings import Settings
 
 
 @app.command("serve")
@@ -48,6 +51,8 @@ def serve(
     """Run Bulletin on this machine until Ctrl-C or SIGTERM: a Prefect server (UI at http://127.0.0.1:4200), the
     work pool and one deployment per report, a worker, and the HTTP API (signed webhooks in, /healthz, /readyz).
     Stopping stops every process it started."""
+    from bulletin.settings import Settings
+
     settings = Settings()
     if only and set(only) == {Part.API}:
         # The API alone, in this process: what the supervisor runs as its `api` child.

@@ -13,12 +13,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from bulletin.edge.automations import HEARTBEAT_SECONDS
 from bulletin.errors import ConfigError
-from bulletin.settings import Settings
-from bulletin.triggers import Trigger, missing_secret_env
+
+if TYPE_CHECKING:
+    from bulletin.settings import Settings
+    from bulletin.triggers import Trigger
 
 
 class Part(StrEnum):
@@ -204,7 +207,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
     path would otherwise be read from the child's working directory, which is the project dir.
     """
     env = {"BULLETIN_HOME": str(settings.home_dir)}
-    for name in Settings.model_fields:
+    for name in type(settings).model_fields:
         value = getattr(settings, name)
         if isinstance(value, Path) and name != "home":
             env[f"BULLETIN_{name.upper()}"] = str(value.expanduser().resolve())
@@ -249,6 +252,8 @@ _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 def unconfigured_triggers_line(triggers: Mapping[str, Trigger], environ: Mapping[str, str]) -> str | None:
     """The banner line naming the triggers whose secret or public key variable is unset in the API's environment
     (each with its variable), or None when every one is set. Their hooks are answered 503 until it is."""
+    from bulletin.triggers import missing_secret_env
+
     missing = {t.id: name for t in triggers.values() if (name := missing_secret_env(t, environ)) is not None}
     if not missing:
         return None
