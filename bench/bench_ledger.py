@@ -7,12 +7,16 @@ Only the ledger: no query, render or upload, so the figures are what the ledger 
 rest. Each case writes what one lane writes for N deliveries of one file to S3, on a fresh SQLite file on this
 machine's disk (WAL, as the state store opens it), in this process:
 
-- one by one: claim, storing intent (``mark_storing``), sent mark: three transactions per delivery (before);
+- one by one: claim, storing intent (``mark_storing``), sent mark: three transactions per delivery, each with its
+  fsync (before);
 - batched: the lane's recipients claimed ``--chunk`` at a time, with the kept sent marks, and one storing intent
-  per file (after).
+  per file; every commit with its fsync;
+- batched, as the lanes write now: the same, the claims and kept marks committed without fsync (``durable=False``),
+  the storing intents with it;
+- and, measured but not used (docs/delivery.md, "Power loss"), every commit without fsync (``synchronous=NORMAL``
+  throughout), one by one and batched.
 
-Each with ``synchronous=FULL`` (SQLite's default, and the state store's) and ``NORMAL`` (measured, not used: see
-docs/delivery.md, "Power loss"). Reports wall and CPU milliseconds per delivery and the ratio to the first case.
+Reports wall and CPU milliseconds per delivery and the ratio to the first case.
 """
 
 from __future__ import annotations
@@ -21,12 +25,13 @@ import argparse
 import resource
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Connection
 
 from bulletin.store import (
     ClaimRequest,
@@ -43,6 +48,7 @@ from bulletin.store import (
 
 SHA = "ab" * 32
 LEASE = 90.0
+Work = Callable[[Store, int, int], None]
 FILE: dict[str, Any] = {"sha256": SHA, "bytes": 10_000, "rows": 1_000, "token_jti": "jti", "secure_filters": {}}
 
 
@@ -62,37 +68,45 @@ def one_by_one(store: Store, count: int, chunk: int) -> None:
         mark_sent(store, held, uri=uri, now=now, **FILE)
 
 
-def batched(store: Store, count: int, chunk: int) -> None:
+def batched(store: Store, count: int, chunk: int, *, durable: bool = True) -> None:
     kept: list[SentMark] = []
     for start in range(0, count, chunk):
         numbers = range(start, min(count, start + chunk))
+        asked = [request(n) for n in numbers]
         claims = write_batch(
-            store, sent=kept, claims=[request(n) for n in numbers], lease_seconds=LEASE, now=datetime.now(UTC)
+            store, sent=kept, claims=asked, lease_seconds=LEASE, now=datetime.now(UTC), durable=durable
         ).claims
         kept = []
         for n, held in zip(numbers, claims, strict=True):
             uri = f"s3://bench/r-{n:05d}.xlsx"
             mark_storing(store, held, uri=uri, now=datetime.now(UTC), **FILE)
             kept.append(sent_mark(held, uri=uri, **FILE))
-    write_batch(store, sent=kept, lease_seconds=LEASE, now=datetime.now(UTC))
+    write_batch(store, sent=kept, lease_seconds=LEASE, now=datetime.now(UTC), durable=durable)
 
 
-def measure(
-    folder: Path, name: str, synchronous: str, work: Callable[[Store, int, int], None], args: argparse.Namespace
-) -> tuple[float, float]:
-    store = open_store(f"sqlite:///{folder / f'{name}-{synchronous}.db'}")
+def batched_as_lanes(store: Store, count: int, chunk: int) -> None:
+    batched(store, count, chunk, durable=False)
 
-    @event.listens_for(store.engine, "connect")
-    def _sync(dbapi_connection: object, _record: object) -> None:
-        dbapi_connection.execute(f"PRAGMA synchronous = {synchronous}")  # type: ignore[attr-defined]
 
-    store.engine.dispose()  # reconnect with the pragma
+class LazyStore(Store):
+    """Every commit without fsync: ``synchronous=NORMAL`` throughout (measured, not used)."""
+
+    @contextmanager
+    def write(self, *, durable: bool = True) -> Iterator[Connection]:
+        del durable
+        with super().write(durable=False) as conn:
+            yield conn
+
+
+def measure(folder: Path, name: str, work: Work, lazy: bool, deliveries: int, chunk: int) -> tuple[float, float]:
+    opened = open_store(f"sqlite:///{folder / f'{name}-{lazy}.db'}")
+    store = LazyStore(opened.engine, opened.sessions, opened.safe_url) if lazy else opened
     migrate(store)
     cpu0, wall0 = _cpu(), time.perf_counter()
-    work(store, args.deliveries, args.chunk)
+    work(store, deliveries, chunk)
     wall, cpu = time.perf_counter() - wall0, _cpu() - cpu0
     store.close()
-    return wall * 1000 / args.deliveries, cpu * 1000 / args.deliveries
+    return wall * 1000 / deliveries, cpu * 1000 / deliveries
 
 
 def _cpu() -> float:
@@ -108,17 +122,24 @@ def main() -> None:
     args = parser.parse_args()
     args.deliveries = args.deliveries or (300 if args.quick else 2_000)
     rows = []
+    batched_name = f"batched ({args.chunk} claimed at once)"
+    cases: list[tuple[str, str, Work, bool]] = [
+        ("one by one", "every commit", one_by_one, False),
+        (batched_name, "every commit", batched, False),
+        (batched_name, "storing intents only (the lanes now)", batched_as_lanes, False),
+        ("one by one", "none (synchronous=NORMAL; not used)", one_by_one, True),
+        (batched_name, "none (synchronous=NORMAL; not used)", batched, True),
+    ]
     with tempfile.TemporaryDirectory(prefix="bench-ledger-", dir=Path(__file__).parent) as folder:
-        for synchronous in ("FULL", "NORMAL"):
-            for name, work in (("one by one", one_by_one), (f"batched ({args.chunk} claimed at once)", batched)):
-                wall, cpu = measure(Path(folder), name.split()[0], synchronous, work, args)
-                rows.append((name, synchronous, wall, cpu))
+        for number, (name, fsync, work, lazy) in enumerate(cases):
+            wall, cpu = measure(Path(folder), f"case{number}", work, lazy, args.deliveries, args.chunk)
+            rows.append((name, fsync, wall, cpu))
     base = rows[0][2]
     print(f"\n{args.deliveries:,} deliveries per case; SQLite file on this machine's disk\n")
-    print("| writes | synchronous | wall ms / delivery | CPU ms / delivery | vs one by one, FULL |")
+    print("| writes | fsync at commit | wall ms / delivery | CPU ms / delivery | vs the first |")
     print("|---|---|---:|---:|---:|")
-    for name, synchronous, wall, cpu in rows:
-        print(f"| {name} | {synchronous} | {wall:.2f} | {cpu:.2f} | {base / wall:.1f}x |")
+    for name, fsync, wall, cpu in rows:
+        print(f"| {name} | {fsync} | {wall:.2f} | {cpu:.2f} | {base / wall:.1f}x |")
 
 
 if __name__ == "__main__":

@@ -77,18 +77,21 @@ def write_batch(
     claims: Sequence[ClaimRequest] = (),
     lease_seconds: float,
     now: datetime,
+    durable: bool = True,
 ) -> Batch:
     """Record ``sent`` as sent, then claim ``claims``, in one write transaction; nothing at all when both are empty.
 
     All or nothing on a database error (the transaction rolls back: the marks can be written again, the claims
-    were not made). Every argument is checked before the transaction starts.
+    were not made). Every argument is checked before the transaction starts. ``durable=False``: committed without
+    SQLite's fsync (``Store.write``), for claims and for marks of files whose storing intent is durable on their
+    row: a power loss that rolls them back costs no second copy (docs/delivery.md, "Power loss").
     """
     now = aware(now, "now", field="now")
     check_lease(lease_seconds)
     keys = [_key(request) for request in claims]
     if not sent and not claims:
         return Batch(claims=[], marked=[])
-    with store.write() as conn:
+    with store.write(durable=durable) as conn:
         marked = [
             finish_in(conn, m.claim, now=now, status=LedgerStatus.SENT, last_error=None, sent_at=now, **m.values)
             for m in sent

@@ -105,7 +105,8 @@ def _claim(plan: DeliveryPlan, services: DeliveryServices, recipient: Recipient)
     store = services.store
     assert store is not None  # checked by the caller: only real runs reach here
     requests = claim_requests(plan, recipient)
-    batch = write_batch(store, claims=requests, lease_seconds=plan.lease_seconds, now=services.clock())
+    # No fsync for claims: one lost to a power loss costs nothing (docs/delivery.md, "Power loss").
+    batch = write_batch(store, claims=requests, lease_seconds=plan.lease_seconds, now=services.clock(), durable=False)
     return attempt_from(plan, services, recipient, batch.claims)
 
 

@@ -12,6 +12,10 @@ the process die before the mark is written, the row is still pending under a lea
 it over finds the file where the intent says (``mark_found``) and records it, without storing it again. Every other
 mark (email, SFTP: their sends cannot be checked afterwards) is written at once, as before.
 
+Neither claims nor kept marks need SQLite's fsync at commit (``durable=False``): losing them to a power loss costs
+nothing, and the next storing intent, committed with its fsync before its upload, makes them durable anyway
+(docs/delivery.md, "Power loss").
+
 How long a mark waits: until the lane's next claim, or ``MAX_KEPT`` marks, or ``MAX_KEPT_SECONDS`` (checked as each
 mark is kept), and always before the lane blocks waiting for work and when it ends. Meanwhile the lease keeper renews
 the claim (``LeaseKeeper.hold``), so a kept mark's claim cannot lapse under a live lane.
@@ -91,7 +95,9 @@ class LaneLedger:
         if not self._kept:
             return
         try:
-            batch = write_batch(self._store, sent=self._kept, lease_seconds=self._lease, now=self._clock())
+            batch = write_batch(
+                self._store, sent=self._kept, lease_seconds=self._lease, now=self._clock(), durable=False
+            )
         except BulletinError as exc:
             logger.warning("could not record %d sent file(s) yet: %s", len(self._kept), exc)
             return

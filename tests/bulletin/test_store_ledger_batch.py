@@ -4,6 +4,7 @@ each row exactly as ``claim`` and ``mark_sent`` do. On a real SQLite file and (w
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,8 @@ from bulletin.store import (
     list_deliveries,
     mark_sent,
     mark_storing,
+    migrate,
+    open_store,
     sent_mark,
     write_batch,
 )
@@ -109,3 +112,16 @@ def test_bad_input_fails_before_anything_is_written(store: Store) -> None:
         write_batch(store, claims=[ask("c"), ask("bad recipient/..")], lease_seconds=60, now=T0)
     assert [r.recipient for r in list_deliveries(store, report_id="weekly")] == ["a"]
     assert write_batch(store, lease_seconds=60, now=T0).claims == []
+
+
+def test_only_a_write_that_asks_skips_sqlites_fsync(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'bulletin.db'}")  # synchronous is SQLite's: PostgreSQL ignores it
+    migrate(store)
+    with store.write(durable=False) as conn:
+        lazy = conn.exec_driver_sql("PRAGMA synchronous").scalar()
+    with store.write() as conn:
+        full = conn.exec_driver_sql("PRAGMA synchronous").scalar()
+    with store.read() as conn:
+        read = conn.exec_driver_sql("PRAGMA synchronous").scalar()
+    store.close()
+    assert (lazy, full, read) == (1, 2, 2)  # NORMAL, FULL, FULL: a pooled connection does not keep the lazy setting

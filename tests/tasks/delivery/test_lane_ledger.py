@@ -71,9 +71,9 @@ def count_writes(monkeypatch: pytest.MonkeyPatch, store: Store) -> list[int]:
     calls = [0]
     real = type(store).write
 
-    def counted(self: Store) -> Any:
+    def counted(self: Store, **options: Any) -> Any:
         calls[0] += 1
-        return real(self)
+        return real(self, **options)
 
     monkeypatch.setattr(type(store), "write", counted)
     return calls
