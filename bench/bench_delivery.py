@@ -21,13 +21,14 @@ Naive: what a user would write: one DuckDB connection, then per recipient ``pand
 
 Each case runs in a fresh ``python -m bench.bench_delivery --child ...`` process. Seconds: wall time of the deliveries
 only (imports, the Prefect server's start and a warm-up are excluded; for ours the whole flow run is timed, worker
-processes' start included). Peak MB: the child's ``ru_maxrss``, and for ours the peak of the child plus the worker
-processes its flow starts, sampled every 0.2 s (the Prefect server and moto are other processes); floor MB: the child
-after imports and warm-up. RSS (with the workers) is also sampled after every tenth of the deliveries. CPU columns are
-CPU seconds during the timed part: the measuring process with its worker processes, the Prefect API server, moto;
-"others" is what the rest of the (shared) machine used, in cores. After each case the bucket is checked: one object
-per recipient, and three random files opened with python-calamine hold exactly their recipient's rows (account, date
-window, row count).
+processes' start included). Peak MB: the child's own high-water mark (``VmHWM``: ``ru_maxrss`` would carry the
+parent's across fork and exec), and for ours the peak of the child plus the worker processes its flow starts, sampled
+every 0.2 s (the Prefect server and moto are other processes); floor MB: the child after imports and warm-up. RSS
+(with the workers) is also sampled after every tenth of the deliveries. CPU columns are CPU seconds during the timed
+part: the measuring process with its worker processes, the Prefect API server, moto; "others" is what the rest of
+the (shared) machine used, in cores; the same three per delivery, in milliseconds, show what is ours and what is
+Prefect's and moto's. After each case the bucket is checked: one object per recipient, and three random files opened
+with python-calamine hold exactly their recipient's rows (account, date window, row count).
 """
 
 from __future__ import annotations
@@ -323,8 +324,17 @@ def rss_mb() -> float:
     return WORKERS.rss_mb() if WORKERS is not None else process_rss_mb()
 
 
+def own_peak_mb(pid: int | str = "self") -> float:
+    """The process's own RSS high-water mark (``VmHWM``). Not ``ru_maxrss``: Linux keeps that across fork and exec,
+    so a child started by a parent that once held 650 MB reports at least 650 MB whatever it uses itself."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
+
+
 def peak_mb() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    own = own_peak_mb()
     return max(own, WORKERS.peak) if WORKERS is not None else own
 
 
@@ -627,15 +637,18 @@ def print_results(results: list[tuple[Case, dict[str, Any], float]], count: int)
     naive_case, naive, _ = results[0]
     naive_rate = len(naive_case.scopes) / naive["seconds"]
     print("\n| case | recipients | seconds | deliveries/s | vs naive | peak MB | floor MB |", end="")
-    print(" CPU s: process / Prefect API / moto | others (cores) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---|---:|")
+    print(" CPU s: process / Prefect API / moto | CPU ms per delivery: process / Prefect API / moto | others (cores) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|---|---:|")
     for case, r, moto_cpu in results:
-        rate = len(case.scopes) / r["seconds"]
+        n = len(case.scopes)
+        rate = n / r["seconds"]
         others = (r["machine_cpu_seconds"] - r["cpu_seconds"] - r["helper_cpu_seconds"] - moto_cpu) / r["seconds"]
         api = f"{r['helper_cpu_seconds']:.1f}" if case.side == "ours" else "-"
+        api_ms = f"{r['helper_cpu_seconds'] * 1000 / n:.1f}" if case.side == "ours" else "-"
+        per = f"{r['cpu_seconds'] * 1000 / n:.1f} / {api_ms} / {moto_cpu * 1000 / n:.1f}"
         print(
-            f"| {case.label} | {len(case.scopes):,} | {r['seconds']:.1f} | {rate:.1f} | {rate / naive_rate:.1f}x | "
-            f"{r['peak_mb']:.0f} | {r['floor_mb']:.0f} | {r['cpu_seconds']:.1f} / {api} / {moto_cpu:.1f} | "
+            f"| {case.label} | {n:,} | {r['seconds']:.1f} | {rate:.1f} | {rate / naive_rate:.1f}x | "
+            f"{r['peak_mb']:.0f} | {r['floor_mb']:.0f} | {r['cpu_seconds']:.1f} / {api} / {moto_cpu:.1f} | {per} | "
             f"{max(0.0, others):.2f} |"
         )
     print("\nRSS after each tenth of the deliveries (MB); first and last delivery (s after the clock started):\n")

@@ -21,15 +21,19 @@ from bulletin.store.ledger import (
     mark_storing,
     renew,
 )
+from bulletin.store.ledger_batch import Batch, ClaimRequest, SentMark, sent_mark, write_batch
 from bulletin.store.ledger_queries import audit, last_sent, list_deliveries, run_rows
 from bulletin.store.ledger_schema import AuditEntry, ClaimOutcome, ClaimResult, LedgerRow, LedgerStatus
 
 __all__ = [
     "AuditEntry",
+    "Batch",
     "ClaimOutcome",
+    "ClaimRequest",
     "ClaimResult",
     "LedgerRow",
     "LedgerStatus",
+    "SentMark",
     "Store",
     "adhoc_run_key",
     "audit",
@@ -47,4 +51,6 @@ __all__ = [
     "renew",
     "run_rows",
     "scheduled_run_key",
+    "sent_mark",
+    "write_batch",
 ]

@@ -57,6 +57,8 @@ _PG_MIGRATION_LOCK = 0x62756C6C6574696E
 #: Alembic installs its ``context``/``op`` proxies as module globals, so two threads must not migrate at once.
 _MIGRATE_LOCK = threading.Lock()
 _WRITE_OPTION = "bulletin_write"
+#: Set on a write that may skip SQLite's fsync at commit (``Store.write(durable=False)``).
+_LAZY_OPTION = "bulletin_lazy_commit"
 
 
 @dataclass(frozen=True)
@@ -79,9 +81,16 @@ class Store:
             yield conn
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
-        """A write transaction: committed at the end, rolled back on error; ``BEGIN IMMEDIATE`` on SQLite."""
-        with self._translate_errors(), self.engine.execution_options(**{_WRITE_OPTION: True}).begin() as conn:
+    def write(self, *, durable: bool = True) -> Iterator[Connection]:
+        """A write transaction: committed at the end, rolled back on error; ``BEGIN IMMEDIATE`` on SQLite.
+
+        ``durable=False`` (SQLite only; PostgreSQL ignores it): the commit skips its fsync (``synchronous=NORMAL``),
+        so an operating-system crash or power loss, never a process crash, may roll it back until the next durable
+        commit, whose fsync of the WAL makes every earlier commit durable too. Only for writes whose loss costs
+        nothing on its own (docs/delivery.md, "Power loss").
+        """
+        options = {_WRITE_OPTION: True, _LAZY_OPTION: not durable}
+        with self._translate_errors(), self.engine.execution_options(**options).begin() as conn:
             yield conn
 
     def close(self) -> None:
@@ -262,5 +271,8 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        mode = "IMMEDIATE" if conn.get_execution_options().get(_WRITE_OPTION) else "DEFERRED"
+        options = conn.get_execution_options()
+        mode = "IMMEDIATE" if options.get(_WRITE_OPTION) else "DEFERRED"
+        # Per connection and outside a transaction; FULL (SQLite's default) unless this write asked for less.
+        conn.exec_driver_sql(f"PRAGMA synchronous = {'NORMAL' if options.get(_LAZY_OPTION) else 'FULL'}")
         conn.exec_driver_sql(f"BEGIN {mode}")

@@ -62,41 +62,53 @@ def claim(
     key = DeliveryKey.build(run_key=run_key, recipient=recipient, format=format, channel=channel)
     check_identifier(report_id, "report_id")
     check_run_id(run_id)
+    check_lease(lease_seconds)
+    now = aware(now, "now", field="now")
+    with store.write() as conn:
+        return claim_in(conn, key, report_id=report_id, run_id=run_id, lease_seconds=lease_seconds, now=now)
+
+
+def check_lease(lease_seconds: float) -> None:
     if not 0 < lease_seconds <= LEASE_SECONDS_MAX:
         raise ConfigError(f"lease_seconds must be in (0, {LEASE_SECONDS_MAX}]", field="lease_seconds")
-    now = aware(now, "now", field="now")
+
+
+def claim_in(
+    conn: Connection, key: DeliveryKey, *, report_id: str, run_id: str, lease_seconds: float, now: datetime
+) -> ClaimResult:
+    """``claim``'s decision inside the caller's write transaction (checked arguments): one or many claims commit
+    together (``bulletin.store.ledger_batch``)."""
     lease = now + timedelta(seconds=lease_seconds)
-    with store.write() as conn:
-        new_row = {
-            **key.values(),
-            "report_id": report_id,
-            "run_id": run_id,
-            "status": LedgerStatus.PENDING.value,
-            "attempts": 1,
-            "claimed_by": run_id,
-            "lease_expires_at": lease,
-            "created_at": now,
-            "updated_at": now,
-        }
-        inserted = _insert_if_absent(conn, new_row, key)
-        if inserted is not None:
-            return ClaimResult(outcome=ClaimOutcome.CLAIMED, row=inserted)
-        reclaim = (
-            update(deliveries)
-            .where(key.where(), _reclaimable(now))
-            .values(
-                status=LedgerStatus.PENDING.value,
-                attempts=deliveries.c.attempts + 1,
-                run_id=run_id,
-                claimed_by=run_id,
-                lease_expires_at=lease,
-                updated_at=now,
-            )
+    new_row = {
+        **key.values(),
+        "report_id": report_id,
+        "run_id": run_id,
+        "status": LedgerStatus.PENDING.value,
+        "attempts": 1,
+        "claimed_by": run_id,
+        "lease_expires_at": lease,
+        "created_at": now,
+        "updated_at": now,
+    }
+    inserted = _insert_if_absent(conn, new_row, key)
+    if inserted is not None:
+        return ClaimResult(outcome=ClaimOutcome.CLAIMED, row=inserted)
+    reclaim = (
+        update(deliveries)
+        .where(key.where(), _reclaimable(now))
+        .values(
+            status=LedgerStatus.PENDING.value,
+            attempts=deliveries.c.attempts + 1,
+            run_id=run_id,
+            claimed_by=run_id,
+            lease_expires_at=lease,
+            updated_at=now,
         )
-        reclaimed = _update_one(conn, reclaim, key)
-        if reclaimed is not None:
-            return ClaimResult(outcome=ClaimOutcome.CLAIMED, row=reclaimed)
-        row = _fetch(conn, key)
+    )
+    reclaimed = _update_one(conn, reclaim, key)
+    if reclaimed is not None:
+        return ClaimResult(outcome=ClaimOutcome.CLAIMED, row=reclaimed)
+    row = _fetch(conn, key)
     outcome = {
         LedgerStatus.SENT: ClaimOutcome.ALREADY_SENT,
         LedgerStatus.SKIPPED: ClaimOutcome.ALREADY_SKIPPED,
@@ -114,8 +126,7 @@ def renew(store: Store, claim: ClaimResult, *, lease_seconds: float, now: dateti
     """
     if not claim.claimed:
         raise StorageError(f"cannot renew a delivery that was not claimed ({claim.outcome.value})")
-    if not 0 < lease_seconds <= LEASE_SECONDS_MAX:
-        raise ConfigError(f"lease_seconds must be in (0, {LEASE_SECONDS_MAX}]", field="lease_seconds")
+    check_lease(lease_seconds)
     now = aware(now, "now", field="now")
     key = DeliveryKey.from_row(claim.row)
     extend = (
@@ -143,7 +154,7 @@ def mark_sent(
     now: datetime,
 ) -> LedgerRow:
     """Record a successful send by the holder of ``claim``: its file, its token's jti and the data scope applied."""
-    file = _file_values(sha256=sha256, uri=uri, bytes=bytes, rows=rows, token_jti=token_jti, filters=secure_filters)
+    file = file_values(sha256=sha256, uri=uri, bytes=bytes, rows=rows, token_jti=token_jti, filters=secure_filters)
     now = aware(now, "now", field="now")
     return _finish(store, claim, now=now, status=LedgerStatus.SENT, last_error=None, sent_at=now, **file)
 
@@ -166,7 +177,7 @@ def mark_storing(
     (``claim`` returns these values on the row) and records it with ``mark_found`` instead of storing it again.
     False: the claim was taken over meanwhile, nothing written.
     """
-    file = _file_values(sha256=sha256, uri=uri, bytes=bytes, rows=rows, token_jti=token_jti, filters=secure_filters)
+    file = file_values(sha256=sha256, uri=uri, bytes=bytes, rows=rows, token_jti=token_jti, filters=secure_filters)
     now = aware(now, "now", field="now")
     if not claim.claimed:
         raise StorageError(f"cannot record a file for a delivery that was not claimed ({claim.outcome.value})")
@@ -186,7 +197,7 @@ def mark_found(store: Store, claim: ClaimResult, *, now: datetime) -> LedgerRow:
     return _finish(store, claim, now=now, status=LedgerStatus.SENT, last_error=None, sent_at=now)
 
 
-def _file_values(
+def file_values(
     *, sha256: str, uri: str, bytes: int, rows: int, token_jti: str | None, filters: Mapping[str, FilterGroups]
 ) -> dict[str, Any]:
     if not SHA256_RE.fullmatch(sha256):
@@ -259,22 +270,33 @@ def mark_skipped(
 def _finish(store: Store, claim: ClaimResult, *, now: datetime, status: LedgerStatus, **values: Any) -> LedgerRow:
     if not claim.claimed:
         raise StorageError(f"cannot finish a delivery that was not claimed ({claim.outcome.value})")
-    key = DeliveryKey.from_row(claim.row)
     with store.write() as conn:
-        finish = (
-            update(deliveries)
-            .where(key.where(), _held_by(claim))
-            .values(status=status.value, lease_expires_at=None, updated_at=now, **values)
-        )
-        finished = _update_one(conn, finish, key)
-        if finished is None:
-            current = _fetch(conn, key)
-            raise ClaimLostError(
-                f"delivery {key} is no longer held by this claim (attempt {claim.row.attempts} by "
-                f"{claim.row.claimed_by}); it is now {current.status.value}, attempt {current.attempts} by "
-                f"{current.claimed_by}"
-            )
+        finished = finish_in(conn, claim, now=now, status=status, **values)
+    if isinstance(finished, ClaimLostError):
+        raise finished
+    return finished
+
+
+def finish_in(
+    conn: Connection, claim: ClaimResult, *, now: datetime, status: LedgerStatus, **values: Any
+) -> LedgerRow | ClaimLostError:
+    """Finish the row of ``claim`` inside the caller's write transaction: the row, or (returned, not raised, so a
+    batch's other rows still commit) the ClaimLostError saying another claim holds it now."""
+    key = DeliveryKey.from_row(claim.row)
+    finish = (
+        update(deliveries)
+        .where(key.where(), _held_by(claim))
+        .values(status=status.value, lease_expires_at=None, updated_at=now, **values)
+    )
+    finished = _update_one(conn, finish, key)
+    if finished is not None:
         return finished
+    current = _fetch(conn, key)
+    return ClaimLostError(
+        f"delivery {key} is no longer held by this claim (attempt {claim.row.attempts} by "
+        f"{claim.row.claimed_by}); it is now {current.status.value}, attempt {current.attempts} by "
+        f"{current.claimed_by}"
+    )
 
 
 def _insert_if_absent(conn: Connection, values: dict[str, Any], key: DeliveryKey) -> LedgerRow | None:

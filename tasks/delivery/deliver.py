@@ -20,7 +20,7 @@ from dataclasses import replace
 
 from bulletin.errors import BulletinError
 from bulletin.models import Delivery, Recipient, delivery_status
-from bulletin.store import claim, last_sent
+from bulletin.store import ClaimRequest, ClaimResult, last_sent, write_batch
 from bulletin.store import mark_skipped as ledger_skip
 from tasks.audience import recipient_channels
 from tasks.delivery.channels import KeyParts, Links, Parcel, RenderedFile
@@ -60,18 +60,20 @@ def deliver_attempt(
     recipient: Recipient,
     channels: OpenChannels,
     keeper: LeaseKeeper | None = None,
+    claimed: Attempt | None = None,
 ) -> tuple[Delivery, bool]:
     """``deliver_recipient``, and whether a retry may help: some file failed for a transient reason.
 
     ``keeper`` renews the claims while they are worked on (a batch's or lane's, shared by its recipients); None
-    starts one for this recipient alone.
+    starts one for this recipient alone. ``claimed``: the attempt a lane claimed ahead, in one transaction with its
+    other recipients (``claim_requests``, ``attempt_from``); None claims here.
     """
     if plan.dry_run or services.store is None:
         return _dry_run(plan, services, recipient), False
     if keeper is None:
         with LeaseKeeper(services.store, lease_seconds=plan.lease_seconds, clock=services.clock) as own:
-            return deliver_attempt(plan, services, recipient, channels, own)
-    attempt = _claim(plan, services, recipient)
+            return deliver_attempt(plan, services, recipient, channels, own, claimed)
+    attempt = claimed if claimed is not None else _claim(plan, services, recipient)
     if not attempt.todo:
         return attempt.delivery(recipient), False
     attempt.keeper = keeper
@@ -102,27 +104,44 @@ def _claim(plan: DeliveryPlan, services: DeliveryServices, recipient: Recipient)
     """Claim every (format, channel) the recipient gets; record what its preference turned off as skipped."""
     store = services.store
     assert store is not None  # checked by the caller: only real runs reach here
+    requests = claim_requests(plan, recipient)
+    # No fsync for claims: one lost to a power loss costs nothing (docs/delivery.md, "Power loss").
+    batch = write_batch(store, claims=requests, lease_seconds=plan.lease_seconds, now=services.clock(), durable=False)
+    return attempt_from(plan, services, recipient, batch.claims)
+
+
+def claim_requests(plan: DeliveryPlan, recipient: Recipient) -> list[ClaimRequest]:
+    """The rows to claim for ``recipient``: every format on every channel its organisation's preference keeps."""
     chosen = recipient_channels(plan.channels, plan.channel_preferences, recipient.org)
-    claims = {
-        (fmt, ch): claim(
-            store,
+    return [
+        ClaimRequest(
             run_key=plan.run_key,
             report_id=plan.report.id,
             run_id=plan.run_id,
             recipient=recipient.ref,
             format=fmt,
             channel=ch,
-            lease_seconds=plan.lease_seconds,
-            now=services.clock(),
         )
         for ch in chosen.channels
         for fmt in plan.formats
-    }
+    ]
+
+
+def attempt_from(
+    plan: DeliveryPlan, services: DeliveryServices, recipient: Recipient, claims: list[ClaimResult]
+) -> Attempt:
+    """The attempt of ``recipient`` given its claims (``claim_requests``' order); what its organisation's preference
+    turned off is recorded as skipped now."""
+    store = services.store
+    assert store is not None  # checked by the caller: only real runs reach here
+    chosen = recipient_channels(plan.channels, plan.channel_preferences, recipient.org)
+    pairs = [(fmt, ch) for ch in chosen.channels for fmt in plan.formats]
+    by_pair = dict(zip(pairs, claims, strict=True))
     attempt = Attempt(
         store,
         services.clock,
-        todo={pair: c for pair, c in claims.items() if c.claimed},
-        artifacts={pair: earlier(c, plan.run_id) for pair, c in claims.items() if not c.claimed},
+        todo={pair: c for pair, c in by_pair.items() if c.claimed},
+        artifacts={pair: earlier(c, plan.run_id) for pair, c in by_pair.items() if not c.claimed},
     )
     for ch in chosen.off:
         for fmt in plan.formats:

@@ -42,6 +42,7 @@ class LeaseKeeper:
         self._clock = clock
         self._lock = threading.Lock()
         self._held: dict[int, ClaimResult] = {}
+        self._holds: dict[int, int] = {}
         self._lost: set[int] = set()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -55,17 +56,34 @@ class LeaseKeeper:
     @contextmanager
     def holding(self, claims: Iterable[ClaimResult]) -> Iterator[None]:
         """Renew ``claims`` while the block runs: from their claim until the delivery has recorded their outcome."""
-        mine = {id(c): c for c in claims if c.claimed}
-        with self._lock:
-            self._held.update(mine)
-            if mine and self._thread is None and not self._stopping.is_set():
-                self._thread = threading.Thread(target=self._run, name="bulletin-lease-keeper", daemon=True)
-                self._thread.start()
+        mine = self.hold(claims)
         try:
             yield
         finally:
-            with self._lock:
-                for key in mine:
+            self.release(mine)
+
+    def hold(self, claims: Iterable[ClaimResult]) -> list[ClaimResult]:
+        """Start renewing ``claims`` (those granted) until ``release``: a lane's claims made ahead of their delivery,
+        or whose sent mark it keeps back (tasks/delivery/marks.py). Counted: a claim held twice is renewed until
+        released twice. Returns the ones held."""
+        mine = {id(c): c for c in claims if c.claimed}
+        with self._lock:
+            self._held.update(mine)
+            for key in mine:
+                self._holds[key] = self._holds.get(key, 0) + 1
+            if mine and self._thread is None and not self._stopping.is_set():
+                self._thread = threading.Thread(target=self._run, name="bulletin-lease-keeper", daemon=True)
+                self._thread.start()
+        return list(mine.values())
+
+    def release(self, claims: Iterable[ClaimResult]) -> None:
+        """Stop renewing ``claims``: their outcome is recorded."""
+        with self._lock:
+            for held_claim in claims:
+                key = id(held_claim)
+                self._holds[key] = self._holds.get(key, 1) - 1
+                if self._holds[key] <= 0:
+                    self._holds.pop(key, None)
                     self._held.pop(key, None)
                     self._lost.discard(key)
 

@@ -24,9 +24,11 @@ from bulletin.store import (
     mark_found,
     mark_sent,
     mark_storing,
+    sent_mark,
 )
 from tasks.delivery.channels import Receipt, RenderedFile
 from tasks.delivery.leases import LeaseKeeper
+from tasks.delivery.marks import LaneLedger
 
 Pair = tuple[str, str]  # (format, channel)
 
@@ -36,7 +38,9 @@ class Attempt:
     """The claims this attempt holds (``todo``); per (format, channel) the manifest entry, filled in as each one is
     decided; what failed, and whether a retry may help (some failure was a TransientError). ``token_id`` and
     ``scope`` are the minted token's, once there is one: each file sent is recorded with them. ``keeper`` renews
-    the claims while the attempt works, and says which were taken over by another run (``drop_lost``)."""
+    the claims while the attempt works, and says which were taken over by another run (``drop_lost``). ``ledger``:
+    the lane's batched writes, which keep back the sent mark of a file whose storing intent is on its row
+    (``announced``; tasks/delivery/marks.py says why that is safe)."""
 
     store: Store
     clock: Clock
@@ -48,6 +52,8 @@ class Attempt:
     token_id: str | None = None
     scope: dict[str, Any] = field(default_factory=dict)
     keeper: LeaseKeeper | None = None
+    ledger: LaneLedger | None = None
+    announced: dict[Pair, str] = field(default_factory=dict)
 
     def add(self, pair: Pair, artifact: Artifact) -> None:
         self.artifacts[pair] = artifact
@@ -58,7 +64,10 @@ class Attempt:
 
     def sent(self, pair: Pair, file: RenderedFile, uri: str, note: str | None = None) -> None:
         try:
-            mark_sent(self.store, self.todo[pair], **self._file_values(file, uri), now=self.clock())
+            if self.ledger is not None and self.announced.get(pair) == uri:  # stored where the row says
+                self.ledger.keep(sent_mark(self.todo[pair], **self._file_values(file, uri)))
+            else:
+                mark_sent(self.store, self.todo[pair], **self._file_values(file, uri), now=self.clock())
         except ClaimLostError:
             self._lost(pair, file)
             return
@@ -68,7 +77,9 @@ class Attempt:
     def storing(self, pair: Pair, file: RenderedFile, uri: str) -> bool:
         """Write where ``file`` is about to be stored on the claimed row; False (and the pair lost) if taken over."""
         noted = mark_storing(self.store, self.todo[pair], **self._file_values(file, uri), now=self.clock())
-        if not noted:
+        if noted:
+            self.announced[pair] = uri
+        else:
             self._lost(pair, file)
         return noted
 

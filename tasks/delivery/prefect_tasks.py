@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import queue
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from functools import partial
@@ -20,9 +21,10 @@ from prefect.runtime.task_run import get_run_count
 
 from bulletin.errors import BulletinError, TransientError
 from bulletin.models import Delivery, Recipient
-from tasks.delivery.deliver import deliver_attempt
+from tasks.delivery.deliver import attempt_from, claim_requests, deliver_attempt
 from tasks.delivery.leases import LeaseKeeper
-from tasks.delivery.outcomes import failed_delivery
+from tasks.delivery.marks import LaneLedger
+from tasks.delivery.outcomes import Attempt, failed_delivery
 from tasks.delivery.plan import DeliveryPlan
 from tasks.delivery.registry import OpenChannels
 from tasks.delivery.services import DeliveryServices, ServicesSpec, services_for
@@ -68,6 +70,7 @@ def _attempt(
     recipient: Recipient,
     channels: OpenChannels,
     keeper: LeaseKeeper | None,
+    claimed: Attempt | None = None,
 ) -> tuple[Delivery, bool]:
     """One recipient's delivery, or its failure as a Delivery; and whether a retry may help (some file, or the
     whole delivery, failed with a TransientError).
@@ -75,7 +78,7 @@ def _attempt(
     Anything other than a BulletinError is raised: a bug, which the caller decides how to record.
     """
     try:
-        return deliver_attempt(plan, services, recipient, channels, keeper)
+        return deliver_attempt(plan, services, recipient, channels, keeper, claimed)
     except TransientError as exc:
         return failed_delivery(recipient, exc), True
     except BulletinError as exc:
@@ -127,27 +130,88 @@ def deliver_from(
     """One lane (tasks/delivery/spread.py): say ready, then deliver each recipient the dispatcher sends until it sends
     None.
 
-    Every recipient gets a result, whatever fails: a transient failure is marked so the dispatcher retries it, and
-    an unexpected error is logged here (with its traceback, for the operator) and recorded as an internal error.
-    Returns how many deliveries this lane made.
+    The recipients the lane holds are claimed together, in one ledger transaction with the sent marks it kept back
+    (tasks/delivery/marks.py). Every recipient gets a result, whatever fails: a transient failure is marked so the
+    dispatcher retries it, and an unexpected error is logged here (with its traceback, for the operator) and recorded
+    as an internal error. Returns how many deliveries this lane made.
     """
     channels = services.channels.open()
     made = 0
     try:
-        with keeper_for(plan, services) as keeper:
+        with keeper_for(plan, services) as keeper, _lane_ledger(plan, services, keeper) as ledger:
             reports.put(("ready", lane))
-            while (index := todo.get()) is not None:
-                recipient = audience[index]
-                try:
-                    delivery, transient = _attempt(plan, services, recipient, channels, keeper)
-                except Exception as exc:  # the edge: one recipient's bug must not stop the lane
-                    logger.exception("delivery to %s failed unexpectedly", recipient.ref)
-                    delivery, transient = failed_delivery(recipient, exc), False
-                reports.put(("done", lane, index, delivery, transient))
-                made += 1
+            stop = False
+            while not stop:
+                chunk, stop = next_chunk(todo, ledger)
+                for index, claimed in claim_chunk(plan, services, audience, chunk, ledger):
+                    recipient = audience[index]
+                    try:
+                        delivery, transient = _attempt(plan, services, recipient, channels, keeper, claimed)
+                    except Exception as exc:  # the edge: one recipient's bug must not stop the lane
+                        logger.exception("delivery to %s failed unexpectedly", recipient.ref)
+                        delivery, transient = failed_delivery(recipient, exc), False
+                    finally:
+                        if keeper is not None and claimed is not None:
+                            keeper.release(claimed.todo.values())  # held since the chunk's claim
+                    reports.put(("done", lane, index, delivery, transient))
+                    made += 1
     finally:
         channels.close()
     return made
+
+
+def next_chunk(todo: Source, ledger: LaneLedger | None) -> tuple[list[int], bool]:
+    """Every recipient the dispatcher has handed this lane so far (waiting for one if there is none, after writing
+    the kept sent marks: a lane never waits with marks unwritten), and whether it said stop (None)."""
+    chunk: list[int] = []
+    while True:
+        try:
+            index = todo.get(block=False)
+        except queue.Empty:
+            break
+        if index is None:
+            return chunk, True
+        chunk.append(index)
+    if chunk:
+        return chunk, False
+    if ledger is not None:
+        ledger.flush()
+    index = todo.get()
+    return ([], True) if index is None else ([index], False)
+
+
+def claim_chunk(
+    plan: DeliveryPlan,
+    services: DeliveryServices,
+    audience: list[Recipient],
+    chunk: list[int],
+    ledger: LaneLedger | None,
+) -> list[tuple[int, Attempt | None]]:
+    """Each recipient of ``chunk`` with its attempt, all claimed in one transaction; None (each claims on its own,
+    and fails there as it would have) for a dry run or when that transaction failed."""
+    if ledger is None or not chunk:
+        return [(index, None) for index in chunk]
+    requests = [claim_requests(plan, audience[index]) for index in chunk]
+    try:
+        claims = ledger.claim([r for rs in requests for r in rs])
+    except BulletinError:
+        return [(index, None) for index in chunk]
+    attempts: list[tuple[int, Attempt | None]] = []
+    for index, rs in zip(chunk, requests, strict=True):
+        mine, claims = claims[: len(rs)], claims[len(rs) :]
+        attempt = attempt_from(plan, services, audience[index], mine)
+        attempt.ledger = ledger
+        attempts.append((index, attempt))
+    return attempts
+
+
+def _lane_ledger(
+    plan: DeliveryPlan, services: DeliveryServices, keeper: LeaseKeeper | None
+) -> AbstractContextManager[LaneLedger | None]:
+    """The lane's batched ledger writes, their last flush when it ends; none for a dry run."""
+    if services.store is None or keeper is None:
+        return nullcontext()
+    return LaneLedger(services.store, keeper, lease_seconds=plan.lease_seconds, clock=services.clock)
 
 
 @task(name="deliver-lane", cache_policy=NO_CACHE, task_run_name="deliver ({label})")

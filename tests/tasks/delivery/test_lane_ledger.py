@@ -1,0 +1,138 @@
+"""A lane's batched ledger writes (tasks/delivery/marks.py) keep exactly-once: the recipients it holds are claimed in
+one transaction and the sent marks of stored files ride on its next write; a lane killed before writing them leaves
+claims that lapse, and the run that takes them over finds every file, storing none twice. One recipient failing in a
+batch fails only itself. Real lanes (``deliver_from``), the local bucket, the demo warehouse, the state store on SQLite
+and (when configured) PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+import queue
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bulletin.models import Delivery, DeliveryStatus, Recipient
+from bulletin.settings import Settings
+from bulletin.store import LedgerStatus, Store, list_deliveries, migrate
+from tasks.delivery import marks
+from tasks.delivery.prefect_tasks import deliver_from
+from tasks.delivery.services import DeliveryServices, open_services
+from tests.tasks.delivery.test_registry import KEYSET, plan_for
+
+LEASE = 60.0
+AUDIENCE = [
+    Recipient(ref=f"r{n}", email=f"r{n}@example.com", attributes={"account_id": f"ACC-000{n}"}) for n in (1, 2, 3)
+]
+LOG = logging.getLogger("lane-ledger-test")
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: no ``except Exception`` below records anything."""
+
+
+@pytest.fixture
+def settings(tmp_path: Path, demo_warehouse: Path, store_url: str) -> Settings:
+    return Settings(home=tmp_path / "home", warehouse_url=str(demo_warehouse), database_url=store_url)
+
+
+@pytest.fixture
+def services(settings: Settings, tmp_path: Path) -> Iterator[DeliveryServices]:
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    with ExitStack() as stack:
+        opened = open_services(settings, stack, workdir=workdir, dry_run=False, keyset=KEYSET)
+        assert opened.store is not None
+        migrate(opened.store)
+        yield opened
+
+
+def run_lane(plan: Any, services: DeliveryServices, audience: list[Recipient]) -> list[Delivery]:
+    """One lane given every recipient at once (the dispatcher's queue already full), then told to stop."""
+    todo: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    reports: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    for index in [*range(len(audience)), None]:
+        todo.put(index)
+    deliver_from(plan, services, audience, 0, todo, reports, LOG)
+    done = [reports.get() for _ in range(reports.qsize())]
+    return [m[3] for m in sorted((m for m in done if m[0] == "done"), key=lambda m: m[2])]
+
+
+def stored(settings: Settings) -> list[str]:
+    return sorted(p.name for p in settings.bucket_path.rglob("*") if p.is_file())
+
+
+def count_writes(monkeypatch: pytest.MonkeyPatch, store: Store) -> list[int]:
+    calls = [0]
+    real = type(store).write
+
+    def counted(self: Store, **options: Any) -> Any:
+        calls[0] += 1
+        return real(self, **options)
+
+    monkeypatch.setattr(type(store), "write", counted)
+    return calls
+
+
+def test_a_lane_killed_before_writing_its_marks_loses_nothing_and_sends_nothing_twice(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, services: DeliveryServices
+) -> None:
+    store = services.store
+    assert store is not None
+    real_write = marks.write_batch
+
+    def die_on_marks(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("sent"):
+            raise Killed
+        return real_write(*args, **kwargs)
+
+    first = replace(plan_for(settings, ["s3"]), lease_seconds=LEASE)
+    with monkeypatch.context() as patched:
+        patched.setattr(marks, "write_batch", die_on_marks)
+        with pytest.raises(Killed):
+            run_lane(first, services, AUDIENCE)
+    files = stored(settings)
+    assert len(files) == 3, "every file was stored before the kill"
+    rows = list_deliveries(store, report_id=first.report.id)
+    assert {r.status for r in rows} == {LedgerStatus.PENDING} and all(r.uri for r in rows)
+
+    # While the dead lane's leases run, another run leaves them alone; once they lapse it takes every one over.
+    soon = datetime.now(UTC) + timedelta(seconds=LEASE / 2)
+    rerun = replace(first, run_id="rerun0000002", started_at=soon)
+    early = run_lane(rerun, replace(services, clock=lambda: soon), AUDIENCE)
+    assert {a.outcome for d in early for a in d.artifacts} == {"in_progress"}
+    later = datetime.now(UTC) + timedelta(seconds=LEASE + 1)
+    rerun = replace(first, run_id="rerun0000003", started_at=later)
+    deliveries = run_lane(rerun, replace(services, clock=lambda: later), AUDIENCE)
+    assert [d.status for d in deliveries] == [DeliveryStatus.DELIVERED] * 3
+    assert all("found in the store" in (a.note or "") for d in deliveries for a in d.artifacts)
+    assert stored(settings) == files, "no second copy of any file"
+    rows = list_deliveries(store, report_id=first.report.id)
+    assert {(r.status, r.claimed_by) for r in rows} == {(LedgerStatus.SENT, "rerun0000003")}
+
+
+def test_one_failure_in_a_batch_fails_only_itself_and_the_batch_saves_transactions(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, services: DeliveryServices
+) -> None:
+    store = services.store
+    assert store is not None
+    broken = Recipient(ref="broken", email="broken@example.com", attributes={})  # no account: its token is refused
+    audience = [AUDIENCE[0], broken, AUDIENCE[1]]
+    writes = count_writes(monkeypatch, store)
+    deliveries = run_lane(plan_for(settings, ["s3"]), services, audience)
+    assert [d.status for d in deliveries] == [DeliveryStatus.DELIVERED, DeliveryStatus.FAILED, DeliveryStatus.DELIVERED]
+    rows = {r.recipient: r for r in list_deliveries(store, report_id="daily-account-orders")}
+    assert {ref: r.status for ref, r in rows.items()} == {
+        "r1": LedgerStatus.SENT,
+        "broken": LedgerStatus.FAILED,
+        "r2": LedgerStatus.SENT,
+    }
+    assert all(rows[ref].uri and rows[ref].sha256 for ref in ("r1", "r2"))
+    assert len(stored(settings)) == 2
+    # One claim for the three, a storing intent per file, the failure, one write of both marks: 5, not 3 x 3.
+    assert writes[0] <= 5, writes[0]
