@@ -59,16 +59,17 @@ def measure(case: Case, work: Path) -> dict[str, Any]:
 
 
 def flat(rss: list[float]) -> str:
-    """The RSS series from its second tenth (the first is taken while the processes start) to its last."""
-    if len(rss) < 2:
+    """The RSS from the second tenth (the first is taken while the processes start) to the ninth (the last may be
+    taken once the run has ended and its delivery processes are gone)."""
+    if len(rss) < 3:
         return "-"
-    return f"{rss[1]:.0f} -> {rss[-1]:.0f}"
+    return f"{rss[1]:.0f} -> {rss[-2]:.0f}"
 
 
 def table(results: list[tuple[Case, dict[str, Any]]]) -> None:
     baseline = results[0][1]["deliveries_per_second"]
     print("\n| case | recipients | shards (runs) | seconds | deliveries/s | vs baseline | first delivery s |", end="")
-    print(" deliveries per worker | peak MB per worker | RSS 2nd -> last tenth |")
+    print(" deliveries per worker | peak MB per worker | RSS 2nd -> 9th tenth |")
     print("|---|---:|---:|---:|---:|---:|---:|---|---|---|")
     for case, r in results:
         x = r["extra"]

@@ -297,9 +297,11 @@ def run_scale(config: ScaleConfig, work: Path, say: Say = print) -> dict[str, An
         stack.enter_context(temporary_settings(updates={PREFECT_API_URL: api_url}))
         client = stack.enter_context(get_client(sync_client=True))
         t0 = time.time()
-        flow_run = run_deployment(DEPLOYMENT, timeout=0)
+        flow_run: Any = run_deployment(DEPLOYMENT, timeout=0)
         shards = math.ceil(config.recipients / config.shard_recipients) if config.shard_recipients else 1
         say(f"started {DEPLOYMENT} (flow run {flow_run.id}); expected shards: {shards}")
         run, watch = watch_run(config, client, state_url, workers, str(flow_run.id), say)
+        if config.kill and watch.killed is None:
+            say("nothing was killed: no worker ever held a shard without the parent run (sharding off, or one shard)")
         say(f"the run ended {run.state.name}; counting from the bucket and the ledger")
         return summarise(config, work, state_url, client, run, watch, t0)
