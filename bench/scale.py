@@ -11,7 +11,6 @@ end, counts from the bucket and the ledger (``scale_count.py``), and stops every
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import subprocess
@@ -225,23 +224,29 @@ def watch_run(config: ScaleConfig, client: Any, state_url: str, workers: dict[st
         time.sleep(POLL_SECONDS)
 
 
-def shard_count(client: Any) -> tuple[int, int]:
-    """(shards, shard runs): distinct shards of the run, and their flow runs including retries."""
+def shard_runs(client: Any) -> list[Any]:
+    """The flow runs of the deliver-shard flow (the demo's server holds one report run), retries included."""
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 
-    runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[SHARD_FLOW])), limit=200)
-    distinct = {json.dumps(run.parameters, sort_keys=True, default=str) for run in runs}
-    return len(distinct), len(runs)
+    return list(client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[SHARD_FLOW])), limit=200))
 
 
-def deliveries_by_worker(rows: list[Any], watch: Watch) -> dict[str, int]:
-    """Deliveries per worker, by the flow run that recorded them (the ledger's run id) and the worker it ran on."""
+def deliveries_by_worker(rows: list[Any], watch: Watch, shards: list[Any]) -> dict[str, int]:
+    """Deliveries per worker. A shard records its deliveries under its parent's run id, so with shards: the
+    recipients of each completed shard run, by the worker seen running it; without: the ledger rows, by the worker
+    seen running the run they name."""
     worker_of = {run: name for name, runs in watch.runs_by_worker.items() for run in runs}
     counts: dict[str, int] = {}
-    for row in rows:
-        if row.status == "sent":
-            name = worker_of.get(row.run_id, "unknown")
-            counts[name] = counts.get(name, 0) + 1
+    if shards:
+        for run in shards:
+            if run.state is not None and run.state.is_completed():
+                name = worker_of.get(str(run.id), "unknown")
+                counts[name] = counts.get(name, 0) + len(run.parameters.get("recipients") or [])
+    else:
+        for row in rows:
+            if row.status == "sent":
+                name = worker_of.get(row.run_id, "unknown")
+                counts[name] = counts.get(name, 0) + 1
     return dict(sorted(counts.items()))
 
 
@@ -254,12 +259,12 @@ def summarise(
     rows = ledger_rows(state_url, REPORT_ID)
     counted = tally(recipients, files, rows)
     seconds = time.time() - t0
-    shards, shard_runs = shard_count(client)
+    shards = shard_runs(client)
     sent_times = [row.sent_at for row in rows if row.sent_at is not None]
     return {
         "recipients": config.recipients,
         "workers": config.workers,
-        "shards": shards,
+        "shards": len({str(run.parameters.get("shard", run.id)) for run in shards}),
         "delivered": counted.delivered,
         "failed": counted.failed,
         "duplicates": counted.duplicates,
@@ -269,11 +274,11 @@ def summarise(
         "deliveries_per_second": round(counted.delivered / seconds, 1) if seconds else 0.0,
         "extra": {
             "run_state": run.state.name if run.state else None,
-            "shard_runs": shard_runs,
+            "shard_runs": len(shards),
             "partial_uploads": partial,
             "first_delivery_s": round(min(sent_times) - t0, 1) if sent_times else None,
             "last_delivery_s": round(max(sent_times) - t0, 1) if sent_times else None,
-            "by_worker": deliveries_by_worker(rows, watch),
+            "by_worker": deliveries_by_worker(rows, watch, shards),
             "peak_mb": {n: round(mb, 1) for n, mb in sorted(watch.peak_mb.items())},
             "rss_by_tenth": watch.rss_by_tenth,
         },
