@@ -73,6 +73,14 @@ class DeploymentSpec:
 #: (``bulletin.edge.api.housekeeping``), rather than a run every minute whether or not there is any.
 FIXED_DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
     DeploymentSpec(
+        flow_name="deliver-shard",
+        name="deliver-shard",
+        entrypoint="flows/deliver_shard.py:deliver_shard",
+        description="One shard of a large report run, started by the run itself (BULLETIN_SHARD_RECIPIENTS).",
+        parameters={},
+        tags=("bulletin", "shard"),
+    ),
+    DeploymentSpec(
         flow_name="deliver-webhooks",
         name="deliver-webhooks",
         entrypoint="flows/deliver_webhooks.py:deliver_webhooks",

@@ -143,6 +143,21 @@ class Settings(BaseSettings):
         description="Lease of a delivery's ledger claim, renewed every third of it while the delivery works: how "
         "long the deliveries of a run that died stay blocked before another run may send them.",
     )
+    shard_recipients: int = Field(
+        default=2_000,
+        ge=0,
+        le=1_000_000,
+        description="A run with more recipients than this splits its audience into shards of at most this many, "
+        "each its own flow run of the deliver-shard deployment, taken by any worker of the pool; 0 never shards. "
+        "Smaller runs deliver in their own flow run.",
+    )
+    shard_retries: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="Times a run starts a shard again when its flow run crashed (its worker died), failed, or "
+        "left recipients unfinished; what the shard sent is not sent again.",
+    )
     max_concurrent_runs: int = Field(
         default=5,
         ge=1,

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import tempfile
 import uuid
 from contextlib import ExitStack
-from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -25,16 +22,15 @@ from bulletin.models import Manifest, RunStatus, run_status
 from bulletin.reports import ReportDefinition
 from bulletin.requests import DeliveryRequest, check_request, request_run_key
 from bulletin.settings import Settings
-from bulletin.store import migrate, open_store
-from bulletin.store.channel_preferences import EventType, load_run_preferences
+from bulletin.store import open_store
 from tasks.audience import resolve_audience, select_recipients
 from tasks.delivery import DeliveryPlan
 from tasks.delivery.capacity import cancel_requested, report_run_slot
 from tasks.delivery.fanout import DELIVERY_THREADS, deliver_audience, meanwhile, plan_delivery
 from tasks.delivery.manifest import publish_run_artifacts, save_manifest
 from tasks.delivery.registry import channel_problem
-from tasks.delivery.services import ServicesSpec, open_services
-from tasks.tokens import load_keyset
+from tasks.delivery.session import open_session
+from tasks.delivery.sharding import deliver_in_shards, shard_deployment_ready
 from tasks.webhooks.publish import file_links, publish_run_events
 
 
@@ -176,24 +172,25 @@ def _deliver_planned(
 ) -> State:
     logger = get_run_logger()
     dry_run, recipients, run_id, started = request.dry_run, request.recipients, plan.run_id, plan.started_at
-    with ExitStack() as stack:
-        if dry_run:
-            workdir = Path(tempfile.mkdtemp(prefix=f"bulletin-dry-run-{report.id}-"))
-        else:
-            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bulletin-")))
-        keyset = load_keyset(settings, create=True)
-        services = open_services(settings, stack, workdir=workdir, dry_run=dry_run, keyset=keyset)
-        if services.store is not None:
-            migrate(services.store)
-            # Each recipient's organisation may have turned channels off for this kind of run (the API's
-            # communication-channel preferences): read once, carried by the plan into every task and process.
-            kind = EventType.REPORT_SCHEDULE if _scheduled_slot() is not None else EventType.REPORT_JOB
-            plan = replace(plan, channel_preferences=load_run_preferences(services.store, kind))
+    scheduled = _scheduled_slot() is not None
+    with open_session(settings, plan, scheduled=scheduled) as session:
+        plan, services, workdir = session.plan, session.services, session.workdir
         audience = select_recipients(resolve_audience(report, services.warehouse), recipients)
         progress.notify(report.id, "planned", str(len(audience)))
         logger.info("Delivering %s to %d recipient(s) as %s", report.id, len(audience), ", ".join(plan.formats))
-        spec = ServicesSpec(run_id=run_id, settings=settings, workdir=workdir, dry_run=dry_run)
-        deliveries = deliver_audience(settings, finishing, plan, services, spec, audience)
+        if services.store is not None and _sharded(settings, len(audience)):
+            current = flow_run.get_id()
+            deliveries = deliver_in_shards(
+                plan,
+                services.store,
+                audience,
+                shard_size=settings.shard_recipients,
+                retries=settings.shard_retries,
+                scheduled=scheduled,
+                parent_id=uuid.UUID(current) if current else None,
+            )
+        else:
+            deliveries = deliver_audience(settings, finishing, plan, services, session.spec, audience)
 
     manifest = Manifest(
         report_id=report.id,
@@ -219,6 +216,23 @@ def _deliver_planned(
     if manifest.status is RunStatus.PARTIAL:
         return Completed(name="Partial", message=summary, data=manifest)
     return Completed(message=summary, data=manifest)
+
+
+def _sharded(settings: Settings, recipients: int) -> bool:
+    """Whether this run delivers through shards: more recipients than BULLETIN_SHARD_RECIPIENTS, and the pool has
+    the deliver-shard deployment (without it, as in ``make demo``'s in-process runs, the run delivers itself)."""
+    if not settings.shard_recipients or recipients <= settings.shard_recipients:
+        return False
+    problem = shard_deployment_ready()
+    if problem is None:
+        return True
+    get_run_logger().info(
+        "%d recipients is over BULLETIN_SHARD_RECIPIENTS (%d), but %s: delivering in this flow run",
+        recipients,
+        settings.shard_recipients,
+        problem,
+    )
+    return False
 
 
 def _publish_events(settings: Settings, manifest: Manifest) -> None:

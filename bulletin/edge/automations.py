@@ -4,7 +4,9 @@ A worker killed with SIGKILL (or a machine that dies) takes its flow-run process
 server: the run stays Running forever and a parent waiting on it never retries it. Prefect's documented answer
 ("detect zombie flows") is a heartbeat every ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` seconds from each flow run and a
 proactive automation: after a ``prefect.flow-run.heartbeat``, expect another heartbeat (or a final state) within N
-seconds, else change the run to Crashed. This module builds that automation for runs tagged ``bulletin`` (every
+seconds, else change the run to Crashed. The wait also starts when the run turns Running (an event the server itself
+emits): a process killed in its first second may not have got its first heartbeat out, and a wait that only a
+heartbeat starts would never start for it (measured: a worker killed 1.4 s into a shard left it Running for good). This module builds that automation for runs tagged ``bulletin`` (every
 deployment in the generated prefect.yaml carries the tag) and creates or updates it by name, so applying it twice
 leaves one automation.
 """
@@ -23,6 +25,8 @@ HEARTBEAT_SECONDS = 30
 DEFAULT_WITHIN_SECONDS = 90
 #: The tag every Bulletin deployment carries (prefect.yaml's ``tags: [bulletin, ...]``); runs inherit it.
 BULLETIN_TAG = "bulletin"
+#: Events that start the wait: a heartbeat, or the run turning Running (before its first heartbeat is out).
+STARTING_EVENTS = ("prefect.flow-run.heartbeat", "prefect.flow-run.Running")
 #: Events that end the wait: the next heartbeat, or a final state reached in the meantime.
 ENDING_EVENTS = ("heartbeat", "Completed", "Failed", "Cancelled", "Crashed")
 
@@ -47,7 +51,7 @@ def crash_silent_runs(within_seconds: int, *, name: str = AUTOMATION_NAME) -> An
     from prefect.events.schemas.events import ResourceSpecification
 
     trigger = EventTrigger(
-        after={"prefect.flow-run.heartbeat"},
+        after=set(STARTING_EVENTS),
         expect={f"prefect.flow-run.{event}" for event in ENDING_EVENTS},
         match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
         match_related=ResourceSpecification(

@@ -21,7 +21,7 @@ from bulletin.store.ledger import (
     mark_storing,
     renew,
 )
-from bulletin.store.ledger_queries import audit, last_sent, list_deliveries
+from bulletin.store.ledger_queries import audit, last_sent, list_deliveries, run_rows
 from bulletin.store.ledger_schema import AuditEntry, ClaimOutcome, ClaimResult, LedgerRow, LedgerStatus
 
 __all__ = [
@@ -45,5 +45,6 @@ __all__ = [
     "migrate",
     "open_store",
     "renew",
+    "run_rows",
     "scheduled_run_key",
 ]

@@ -54,6 +54,13 @@ def list_deliveries(
         return [LedgerRow.model_validate(dict(row)) for row in conn.execute(query).mappings()]
 
 
+def run_rows(store: Store, run_key: str) -> list[LedgerRow]:
+    """Every row of one run key, in the order they were first claimed: what a sharded run's manifest is read from."""
+    query = select(deliveries).where(deliveries.c.run_key == run_key).order_by(deliveries.c.id)
+    with store.read() as conn:
+        return [LedgerRow.model_validate(dict(row)) for row in conn.execute(query).mappings()]
+
+
 def audit(store: Store, recipient: str) -> list[AuditEntry]:
     """Everything sent to ``recipient``, newest first: when, which report and run, which file, which data scope."""
     query = (

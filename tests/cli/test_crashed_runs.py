@@ -87,7 +87,7 @@ def test_applying_the_automation_twice_leaves_one_updated_in_place(prefect_serve
     assert second.id == first.id
     assert first.trigger.within.total_seconds() == 90 and second.trigger.within.total_seconds() == 120
     trigger = second.trigger
-    assert trigger.posture.value == "Proactive" and trigger.after == {"prefect.flow-run.heartbeat"}
+    assert trigger.posture.value == "Proactive" and trigger.after == {"prefect.flow-run.heartbeat", "prefect.flow-run.Running"}
     assert {"prefect.flow-run.heartbeat", "prefect.flow-run.Completed"} <= trigger.expect
     assert [(a.type, a.state.value) for a in second.actions] == [("change-flow-run-state", "CRASHED")]
 

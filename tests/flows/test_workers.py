@@ -26,7 +26,7 @@ from bulletin.store.ledger_queries import list_deliveries
 from bulletin.store.ledger_schema import LedgerRow
 from tasks.delivery.manifest import list_manifests
 from tests.fixtures.prefect_postgres import PREFECT_POSTGRES_URL, flow_run_ids_in_database
-from tests.fixtures.workers import WORKER_NAMES, WORKER_REPORT, PoolWorkers
+from tests.fixtures.workers import WORKER_NAMES, WORKER_REPORT, PoolWorkers, worker_of
 
 DEPLOYMENT = f"deliver-report/{WORKER_REPORT}"
 AS_OF = {"as_of": DEMO_END_DATE.isoformat()}
@@ -34,7 +34,6 @@ RECIPIENTS = {manager[0] for manager in ACCOUNT_MANAGERS}
 ONE_DELIVERY = {("csv", "s3")}  # the report's formats x channels: the s3 channel is the bucket folder here
 ADHOC_RUNS = 6
 FINAL_TIMEOUT_SECONDS = 300
-EVENT_TIMEOUT_SECONDS = 60
 
 
 @pytest.fixture
@@ -59,29 +58,6 @@ def wait_final(client: Any, run_ids: Iterable[uuid.UUID], workers: PoolWorkers) 
         assert time.monotonic() < deadline, f"runs not final: {pending}\n{workers.log_tail()}"
         time.sleep(0.5)
     return done
-
-
-def worker_of(client: Any, run_id: uuid.UUID) -> str:
-    """The worker that executed ``run_id``: the one that emitted Prefect's ``prefect.worker.executed-flow-run`` event
-    for it. (Both workers may log "submitting" for a run they both fetched; the server lets only one move it to
-    Pending, and only that one executes it.) Events reach the database a moment after they happen: wait for it."""
-    query = {
-        "filter": {
-            "event": {"name": ["prefect.worker.executed-flow-run"]},
-            "any_resource": {"id": [f"prefect.flow-run.{run_id}"]},
-        },
-        "limit": 10,
-    }
-    deadline = time.monotonic() + EVENT_TIMEOUT_SECONDS
-    while True:
-        response = client.request("POST", "/events/filter", json=query)
-        response.raise_for_status()
-        names = [event["resource"]["prefect.resource.name"] for event in response.json()["events"]]
-        if names:
-            assert len(names) == 1, (run_id, names)  # executed once, by one worker
-            return str(names[0])
-        assert time.monotonic() < deadline, f"no worker executed-flow-run event for {run_id}"
-        time.sleep(0.5)
 
 
 def ledger(workers: PoolWorkers, run_keys: set[str]) -> list[LedgerRow]:
