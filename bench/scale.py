@@ -30,7 +30,7 @@ from bench.scale_count import bucket_files, ledger_rows, sent_count, tally
 from bulletin.settings import PROJECT_ROOT
 from tests.fixtures.prefect_postgres import with_driver
 from tests.fixtures.prefect_server import prefect_env, running_prefect_server
-from tests.fixtures.workers import deploy, start_worker, wait_for_workers
+from tests.fixtures.workers import deploy, kill_machine, start_worker, wait_for_workers
 
 REPORT_ID = "scale-demo"
 DEPLOYMENT = f"deliver-report/{REPORT_ID}"
@@ -184,7 +184,7 @@ def maybe_kill(config: ScaleConfig, watch: Watch, workers: dict[str, Any], paren
     if victim is None:
         watch.kill_note = "no worker held a shard without the parent run: nothing killed yet"
         return
-    pids = scale_cluster.kill_tree(workers[victim].pid)
+    pids = kill_machine(workers[victim])
     watch.killed, watch.kill_note = victim, ""
     say(f"SIGKILL {victim} and everything below it ({len(pids)} processes) at {sent:,} deliveries: a dead machine")
 

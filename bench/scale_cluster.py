@@ -6,8 +6,8 @@ state store. A ``prefect server start`` on it, the process pool and its deployme
 and ``prefect worker start`` processes, each with its own PREFECT_HOME, as separate machines would run them.
 
 What the tests' fixtures already do is reused from them (``tests/fixtures/prefect_server.py``, ``workers.py``); what is
-new here is the PostgreSQL cluster and the process trees: a worker "machine" dies by SIGKILL of the worker and of every
-process below it (its flow runs and their delivery processes), and nothing is left running at the end.
+new here is the PostgreSQL cluster, which flow runs a worker holds (read from its processes), and stopping a worker's
+whole tree: its flow runs run in sessions of their own, so nothing is left running at the end.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.bench_delivery import descendants
 from tests.fixtures.prefect_server import free_port, stop_process_group
+from tests.fixtures.workers import descendants
 
 PG_ROOT = Path("/usr/lib/postgresql")
 PG_USER = "bulletin"
@@ -154,21 +154,6 @@ def _signal_all(pids: list[int], signum: int) -> None:
             os.kill(pid, signum)
         except ProcessLookupError:
             continue
-
-
-def kill_tree(pid: int) -> list[int]:
-    """A dead machine: SIGKILL for ``pid`` and everything below it. Frozen first (SIGSTOP) so that none of them can
-    start a process that escapes, then gathered again and killed. Returns the pids killed."""
-    tree = process_tree(pid)
-    _signal_all(tree, signal.SIGSTOP)
-    for _ in range(3):
-        grown = [p for p in process_tree(pid) if p not in tree]
-        if not grown:
-            break
-        _signal_all(grown, signal.SIGSTOP)
-        tree += grown
-    _signal_all(tree, signal.SIGKILL)
-    return tree
 
 
 def stop_tree(process: subprocess.Popen[bytes]) -> None:
