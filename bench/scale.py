@@ -154,6 +154,7 @@ def sample(watch: Watch, workers: dict[str, subprocess.Popen[bytes]]) -> None:
     """Which flow runs each live worker holds now, and the memory of its whole tree."""
     for name, process in workers.items():
         if process.poll() is not None:
+            watch.last_mb.pop(name, None)
             continue
         watch.runs_by_worker.setdefault(name, set()).update(scale_cluster.flow_runs_below(process.pid))
         mb = 0.0
@@ -192,6 +193,7 @@ def maybe_kill(config: ScaleConfig, watch: Watch, workers: dict[str, Any], paren
 def progress_line(config: ScaleConfig, watch: Watch, sent: int, state: str) -> str:
     seconds = time.monotonic() - watch.started
     memory = ", ".join(f"{n} {mb:.0f} MB" for n, mb in sorted(watch.last_mb.items()))
+    memory += f", {watch.killed} killed" if watch.killed else ""
     line = (
         f"{seconds:6.0f} s  {sent:,}/{config.recipients:,} delivered ({sent / max(seconds, 1e-9):.1f}/s), run {state}"
     )
