@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,10 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"# Scale benchmark ({'quick' if args.quick else 'full'})\n\n{machine()}")
     print(f"- {recipients:,} recipients, one small CSV each to the local bucket; shards of {shard:,}")
     OUT.mkdir(parents=True, exist_ok=True)
-    results = []
-    with tempfile.TemporaryDirectory(prefix="bench-scale-") as folder:
-        for index, case in enumerate(plan(recipients, shard)):
-            results.append((case, measure(case, Path(folder) / f"case-{index}")))
+    # Each case's folder (bucket, logs) is kept under bench/out/ until the next run, for a look after a failure.
+    results = [(case, measure(case, OUT / f"scale-case-{index}")) for index, case in enumerate(plan(recipients, shard))]
     table(results)
 
 

@@ -38,6 +38,7 @@ SHARD_FLOW = "deliver-shard"
 POLL_SECONDS = 1.0
 PROGRESS_EVERY_SECONDS = 10.0
 RUN_TIMEOUT_SECONDS = 3_600
+API_PATIENCE_SECONDS = 120
 Say = Callable[[str], None]
 
 
@@ -206,7 +207,7 @@ def watch_run(config: ScaleConfig, client: Any, state_url: str, workers: dict[st
     tenths = [math.ceil(config.recipients * k / 10) for k in range(1, 11)]
     last_line = 0.0
     while True:
-        run = client.read_flow_run(run_id)
+        run = read_run(client, run_id, say)
         sent = sent_count(state_url, REPORT_ID)
         sample(watch, workers)
         while tenths and sent >= tenths[0]:
@@ -224,6 +225,24 @@ def watch_run(config: ScaleConfig, client: Any, state_url: str, workers: dict[st
         if time.monotonic() - watch.started > RUN_TIMEOUT_SECONDS:
             raise RuntimeError(f"the run did not end within {RUN_TIMEOUT_SECONDS} s (state {state})")
         time.sleep(POLL_SECONDS)
+
+
+def read_run(client: Any, run_id: str, say: Say) -> Any:
+    """The flow run, read again while the API answers 5xx or not at all: a Prefect server on a loaded 2-core machine
+    has answered 500 to one read (its database pool timed out) in the middle of a run that went on fine."""
+    import httpx
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    deadline = time.monotonic() + API_PATIENCE_SECONDS
+    while True:
+        try:
+            return client.read_flow_run(run_id)
+        except (PrefectHTTPStatusError, httpx.TransportError) as exc:
+            status = getattr(getattr(exc, "response", None), "status_code", 500)
+            if status < 500 or time.monotonic() > deadline:
+                raise
+            say(f"the Prefect API did not answer ({type(exc).__name__}, {status}); asking again")
+            time.sleep(2)
 
 
 def shard_runs(client: Any) -> list[Any]:
