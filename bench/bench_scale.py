@@ -48,12 +48,17 @@ def plan(recipients: int, shard_recipients: int) -> list[Case]:
     ]
 
 
+def saved_result(case: Case) -> Path:
+    config = case.config
+    return OUT / f"scale-{config.recipients}-{config.workers}w-{config.shard_recipients}.json"
+
+
 def measure(case: Case, work: Path) -> dict[str, Any]:
     print(f"\n## {case.label}\n", flush=True)
     result = run_scale(case.config, work, say=lambda line: print(f"    {line}", flush=True))
     if result["duplicates"] or result["missing"] or result["failed"]:
         raise SystemExit(f"{case.label}: {json.dumps(result)}")
-    (OUT / f"scale-{case.config.workers}w-{case.config.shard_recipients}.json").write_text(json.dumps(result))
+    saved_result(case).write_text(json.dumps(result))
     return result
 
 
@@ -87,6 +92,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="1,000 recipients in shards of 250")
     parser.add_argument("--recipients", type=int, default=None, help="recipients (default 10000; quick 1000)")
     parser.add_argument("--shard-recipients", type=int, default=None, help="shard size (default 2000; quick 250)")
+    parser.add_argument(
+        "--cases",
+        type=lambda text: {int(n) for n in text.split(",")},
+        default=None,
+        help="run only these cases (1-3, comma-separated); the others are read from their last result in bench/out/",
+    )
     args = parser.parse_args(argv)
     recipients = args.recipients or (1_000 if args.quick else 10_000)
     shard = args.shard_recipients or (250 if args.quick else 2_000)
@@ -96,7 +107,14 @@ def main(argv: list[str] | None = None) -> None:
     print(f"- {recipients:,} recipients, one small CSV each to the local bucket; shards of {shard:,}")
     OUT.mkdir(parents=True, exist_ok=True)
     # Each case's folder (bucket, logs) is kept under bench/out/ until the next run, for a look after a failure.
-    results = [(case, measure(case, OUT / f"scale-case-{index}")) for index, case in enumerate(plan(recipients, shard))]
+    results = []
+    for index, case in enumerate(plan(recipients, shard), start=1):
+        if args.cases and index not in args.cases:
+            saved = json.loads(saved_result(case).read_text())
+            print(f"\n## {case.label}: not run, read from {saved_result(case)}", flush=True)
+            results.append((case, saved))
+        else:
+            results.append((case, measure(case, OUT / f"scale-case-{index}")))
     table(results)
 
 
