@@ -10,7 +10,7 @@ export DO_NOT_TRACK ?= 1
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 export PREFECT_CLI_PROMPT ?= false
 
-.PHONY: demo serve test lint format bench clean venv
+.PHONY: demo serve scale-demo test lint format bench clean venv
 
 venv: $(STAMP)
 
@@ -29,6 +29,17 @@ demo: $(STAMP)
 serve: $(STAMP)
 	exec $(BIN)/bulletin serve $(SERVE_ARGS)
 
+# One report of SCALE_RECIPIENTS recipients over SCALE_WORKERS Prefect workers, the Prefect server and the state
+# store on a PostgreSQL of its own (Debian's postgresql package), one worker SIGKILLed partway (SCALE_KILL=0: none).
+# Files under .bulletin/scale-demo/; the last line is a JSON verdict; exit 0 only with no duplicate and none missing.
+SCALE_RECIPIENTS ?= 10000
+SCALE_WORKERS ?= 2
+SCALE_KILL ?= 1
+
+scale-demo: $(STAMP)
+	SCALE_RECIPIENTS=$(SCALE_RECIPIENTS) SCALE_WORKERS=$(SCALE_WORKERS) SCALE_KILL=$(SCALE_KILL) \
+		$(BIN)/python -m bench.scale_demo
+
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -45,8 +56,10 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.bench_render
 	$(BIN)/python -m bench.bench_delivery
+	$(BIN)/python -m bench.bench_ledger
 	$(BIN)/python -m bench.bench_webhooks
 	$(BIN)/python -m bench.bench_startup
+	$(BIN)/python -m bench.bench_scale
 
 clean:
 	rm -rf .bulletin build *.egg-info
