@@ -34,6 +34,7 @@ _SLOTTED = ("xl/sharedStrings.xml", "xl/worksheets/sheet1.xml", "xl/workbook.xml
 _ROWS_SLOT = 987_654_321_123  # a row count no sheet can have
 _FILTER_SLOT = 1_048_575  # the autofilter's last row in a template: Excel's last row
 _CREATED_SLOT = datetime(2001, 2, 3, 4, 5, 6, tzinfo=UTC)
+_SLOT_RE = re.compile(r">(bulletinslot\d{4}x)<")
 EXCEL_ESCAPE_RE = re.compile(r"_(?=x[0-9A-Fa-f]{4}_)")
 _LABELS = ("Description", "Prepared for", "Scope", "Generated", "Report")
 
@@ -176,14 +177,13 @@ def fill_parts(template: Template, ctx: RenderContext, rows: int) -> list[tuple[
     }
     created = ctx.generated_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     parts = dict(template.slotted)
-    shared = parts["xl/sharedStrings.xml"]
-    for slot, text in cells.items():
-        shared = shared.replace(f"<t>{slot}</t>", f'<t xml:space="preserve">{xml_escape(text, excel=True)}</t>')
-    parts["xl/sharedStrings.xml"] = shared
+    # One pass each: a value that happens to contain a slot word is written as it is, never filled in turn.
+    parts["xl/sharedStrings.xml"] = _SLOT_RE.sub(
+        lambda m: f">{xml_escape(cells[m[1]], excel=True)}<" if m[1] in cells else m[0],
+        parts["xl/sharedStrings.xml"].replace("<t>bulletinslot", '<t xml:space="preserve">bulletinslot'),
+    )
     core = parts["docProps/core.xml"].replace(_CREATED_SLOT.strftime("%Y-%m-%dT%H:%M:%SZ"), created)
-    for slot, text in props.items():
-        core = core.replace(f">{slot}<", f">{xml_escape(text)}<")
-    parts["docProps/core.xml"] = core
+    parts["docProps/core.xml"] = _SLOT_RE.sub(lambda m: f">{xml_escape(props[m[1]])}<" if m[1] in props else m[0], core)
     parts["xl/worksheets/sheet1.xml"] = parts["xl/worksheets/sheet1.xml"].replace(
         f"<v>{_ROWS_SLOT}</v>", f"<v>{rows}</v>"
     )

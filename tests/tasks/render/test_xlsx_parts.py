@@ -51,7 +51,11 @@ def summary_facts(path: Path) -> dict[str, object]:
 def test_each_file_gets_its_own_values_in_the_shared_parts(tmp_path: Path) -> None:
     tricky = "A & B <c> _x0041_ =1+1"
     first = render(tmp_path / "a.xlsx", 3, make_ctx(recipient="ana@example.com", title=tricky, description=""))
-    second = render(tmp_path / "b.xlsx", 5, make_ctx(recipient="ben@example.com", scope=" lead\r\nx"), 5)
+    # A value holding a slot word (what the template marks its places with) stays as written.
+    slotted = "bulletinslot0002x"  # the document comments slot, filled after the subject
+    second = render(
+        tmp_path / "b.xlsx", 5, make_ctx(recipient="ben@example.com", scope=" lead\r\nx", description=slotted), 5
+    )
     facts = summary_facts(first)
     assert facts["Prepared for"] == "ana@example.com"
     assert facts["Rows"] == 3
@@ -60,6 +64,8 @@ def test_each_file_gets_its_own_values_in_the_shared_parts(tmp_path: Path) -> No
     facts = summary_facts(second)
     assert facts["Prepared for"] == "ben@example.com"
     assert facts["Scope"] == " lead\r\nx"  # the CR survives, the leading space too
+    assert facts["Description"] == slotted
+    assert openpyxl.load_workbook(second).properties.subject == slotted
     assert facts["Rows"] == 5
     assert "first 5 rows" in str(facts["Truncated"])
     book = openpyxl.load_workbook(first)
