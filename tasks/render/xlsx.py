@@ -18,39 +18,38 @@ text), strings are inline strings, sanitised by :mod:`tasks.render.sanitize`, ne
 
 from __future__ import annotations
 
-import io
-import re
-import zipfile
-from dataclasses import dataclass, replace
-from datetime import UTC
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import xlsxwriter
 
 from bulletin.errors import DefinitionError
+from tasks.render.archive import Archive
 from tasks.render.base import RenderContext
-from tasks.render.chart import add_xlsx_chart, chart_points
 from tasks.render.sanitize import (
     FORMULA_TRIGGERS,
     XLSX_CELL_LIMIT,
     XLSX_ILLEGAL_RE2,
     Kind,
     column_kind,
-    generated_label,
-    remove_xlsx_illegal,
     sanitize_xlsx_text,
     sanitize_xlsx_text_array,
 )
+from tasks.render.xlsx_parts import (
+    DATA_PART,
+    EXCEL_ESCAPE_RE,
+    Styles,
+    book_parts,
+    column_letters,
+    fill_parts,
+    workbook_template,
+)
+
+__all__ = ["MAX_DATA_ROWS", "Styles", "XlsxWriter", "cell_xml", "column_letters", "rows_xml", "xml_text_array"]
 
 MAX_DATA_ROWS = 1_048_575  # Excel's 1,048,576 rows less the header
 MAX_COLUMNS = 16_384
-SUMMARY_SHEET, DATA_SHEET = "Summary", "Data"
-DATE_FORMAT, DATETIME_FORMAT = "yyyy-mm-dd", "yyyy-mm-dd hh:mm:ss"
-
-_DATA_PART = "xl/worksheets/sheet2.xml"  # XlsxWriter numbers sheets in creation order: Summary, then Data
 _SLICE_ROWS = 8_192  # rows turned into XML at once: bounds the transient strings whatever the batch size
 _COUNTING = pa.array(range(_SLICE_ROWS), pa.int64())
 _SERIAL_EPOCH = 25_569  # Excel serial day of 1970-01-01
@@ -58,7 +57,6 @@ _FIRST_SERIAL, _LAST_SERIAL = 61, 2_958_465  # 1900-03-01 (before it Excel inven
 _DAY_UNITS = {"s": 86_400.0, "ms": 86_400e3, "us": 86_400e6, "ns": 86_400e9}
 _WIDTH_SAMPLE_ROWS, _MIN_WIDTH, _MAX_WIDTH = 200, 8, 60
 _EXCEL_ESCAPE_RE2 = r"_x[0-9A-Fa-f]{4}_"
-_EXCEL_ESCAPE_RE = re.compile(r"_(?=x[0-9A-Fa-f]{4}_)")
 # Anything xml_text_array or remove_xlsx_illegal_array would change.
 _NEEDS_WORK_RE2 = rf"[&<>\r]|{_EXCEL_ESCAPE_RE2}|{XLSX_ILLEGAL_RE2}"
 _TRIGGERS = pa.array(list(FORMULA_TRIGGERS), pa.string())
@@ -66,25 +64,6 @@ _NS = (
     'xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
     'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"'
 )
-
-
-@dataclass(frozen=True)
-class Styles:
-    """Cell style (xf) indices in the workbook's styles part."""
-
-    header: int
-    date: int
-    datetime: int
-
-
-def column_letters(index: int) -> str:
-    """Zero-based column index to Excel letters: 0 -> A, 26 -> AA."""
-    letters = ""
-    index += 1
-    while index:
-        index, rem = divmod(index - 1, 26)
-        letters = chr(65 + rem) + letters
-    return letters
 
 
 def xml_text_array(values: pa.Array) -> pa.Array:
@@ -97,7 +76,7 @@ def xml_text_array(values: pa.Array) -> pa.Array:
         values = pc.replace_substring(values, raw, escaped)
     hits = pc.fill_null(pc.match_substring_regex(values, _EXCEL_ESCAPE_RE2), False)
     if pc.any(hits).as_py():
-        fixed = [_EXCEL_ESCAPE_RE.sub("_x005F_", v) for v in pc.filter(values, hits).to_pylist()]
+        fixed = [EXCEL_ESCAPE_RE.sub("_x005F_", v) for v in pc.filter(values, hits).to_pylist()]
         values = pc.replace_with_mask(values, hits, pa.array(fixed, values.type))
     return values
 
@@ -218,23 +197,12 @@ def sheet_tail(filter_ref: str) -> bytes:
     return f'</sheetData><autoFilter ref="{filter_ref}"/>{margins}</worksheet>'.encode()
 
 
-def _set_compress_level(info: zipfile.ZipInfo, level: int) -> None:
-    """Give one zip entry its own deflate level.
-
-    Deflate at level 1 is about three times faster than the default 6 on sheet XML, for a file about a fifth
-    larger (docs/benchmarks.md). Only an attribute takes a per-entry level for a streamed entry: ``_compresslevel``
-    before Python 3.13, ``compress_level`` from 3.13 on.
-    """
-    for name in ("compress_level", "_compresslevel"):
-        try:
-            setattr(info, name, level)
-        except AttributeError:
-            continue
-        return
-
-
 class XlsxWriter:
-    """Streams record batches into one XLSX file. Open with :func:`tasks.render.open_writer`."""
+    """Streams record batches into one XLSX file. Open with :func:`tasks.render.open_writer`.
+
+    The data sheet streams into the file as batches come; the other parts are added at ``close``: from the
+    process's template of this shape (``tasks.render.xlsx_parts``), or made whole for a report with a chart.
+    """
 
     def __init__(self, path: Path, schema: pa.Schema, ctx: RenderContext) -> None:
         if not 0 < len(schema) <= MAX_COLUMNS:
@@ -244,25 +212,11 @@ class XlsxWriter:
         self._kinds = [column_kind(f.type) for f in schema]
         self._labels = [sanitize_xlsx_text(ctx.column_labels.get(n, n)) for n in schema.names]
         self._rows = 0
-        self._parts = io.BytesIO()
-        self._book: Any = xlsxwriter.Workbook(self._parts, {"in_memory": True, "strings_to_formulas": False})
-        # Our sheet XML names style indices before XlsxWriter writes styles.xml, so claim them now; the values
-        # are the ones XlsxWriter will use (it numbers formats on first use).
-        formats = [{"bold": True}, {"num_format": DATE_FORMAT}, {"num_format": DATETIME_FORMAT}]
-        self._styles = Styles(*(self._book.add_format(f)._get_xf_index() for f in formats))
-        self._summary = self._book.add_worksheet(SUMMARY_SHEET)
-        self._book.add_worksheet(DATA_SHEET)
-        stamp = ctx.generated_at.timetuple()[:6]
-        self._zip_time = stamp if stamp[0] >= 1980 else (1980, 1, 1, 0, 0, 0)
-        self._zip = zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED)
-        self._sheet: Any = None  # the open zip entry of the data sheet, started by the first batch
-
-    def _entry(self, name: str) -> zipfile.ZipInfo:
-        # Fixed metadata on every entry: the same input and clock give the same bytes.
-        info = zipfile.ZipInfo(name, date_time=self._zip_time)
-        info.compress_type = zipfile.ZIP_DEFLATED
-        info.external_attr = 0o600 << 16
-        return info
+        # The sheet XML names style indices before any workbook exists: every workbook numbers them alike.
+        self._styles = workbook_template(len(schema), False).styles
+        self._file = path.open("wb")
+        self._zip = Archive(self._file, ctx.generated_at.timetuple()[:6])
+        self._started = False  # the data sheet's part is open, started by the first batch
 
     def _start_sheet(self, sample: pa.RecordBatch | None) -> None:
         widths = column_widths(self._labels, sample, self._kinds)
@@ -272,10 +226,9 @@ class XlsxWriter:
             f'<is><t xml:space="preserve">{text}</t></is></c>'
             for i, text in enumerate(texts)
         )
-        entry = self._entry(_DATA_PART)
-        _set_compress_level(entry, 1)
-        self._sheet = self._zip.open(entry, "w", force_zip64=True)
-        self._sheet.write(sheet_head(widths, f'<row r="1">{header}</row>'.encode()))
+        self._zip.open_stream(DATA_PART)
+        self._zip.write(sheet_head(widths, f'<row r="1">{header}</row>'.encode()))
+        self._started = True
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
         if batch.schema.names != self._names:
@@ -284,68 +237,31 @@ class XlsxWriter:
             raise DefinitionError(
                 f"XLSX holds at most {MAX_DATA_ROWS:,} data rows; set a row limit or use CSV", field="row_limit"
             )
-        if self._sheet is None:
+        if not self._started:
             self._start_sheet(batch.slice(0, _WIDTH_SAMPLE_ROWS))
         for start in range(0, batch.num_rows, _SLICE_ROWS):
             part = batch.slice(start, _SLICE_ROWS)
-            self._sheet.write(rows_xml(part, self._kinds, self._rows + 2, self._styles))
+            self._zip.write(rows_xml(part, self._kinds, self._rows + 2, self._styles))
             self._rows += part.num_rows
 
     def close(self, *, truncated_at: int | None = None) -> int:
         if truncated_at is not None:
             self._ctx = replace(self._ctx, truncated_at=truncated_at)
-        if self._sheet is None:
+        if not self._started:
             self._start_sheet(None)
         last = f"{column_letters(len(self._kinds) - 1)}{self._rows + 1}"
-        self._sheet.write(sheet_tail(f"A1:{last}"))
-        self._sheet.close()
-        for name, data in self._workbook_parts():
-            self._zip.writestr(self._entry(name), data)
+        self._zip.write(sheet_tail(f"A1:{last}"))
+        self._zip.close_stream()
+        columns, ctx = len(self._kinds), self._ctx
+        if ctx.chart is None:
+            template = workbook_template(columns, ctx.truncated_at is not None)
+            for part in template.fixed:
+                self._zip.add_packed(part)
+            parts = fill_parts(template, ctx, self._rows)
+        else:
+            parts = book_parts(ctx, self._rows, columns)
+        for name, data in parts:
+            self._zip.add(name, data)
         self._zip.close()
+        self._file.close()
         return self._rows
-
-    def _workbook_parts(self) -> list[tuple[str, bytes]]:
-        ctx = self._ctx
-        self._book.set_properties(
-            {
-                "title": remove_xlsx_illegal(ctx.title),
-                "subject": remove_xlsx_illegal(ctx.description[:255]),
-                "author": "Bulletin",
-                "comments": remove_xlsx_illegal(f"report {ctx.report_id}"),
-                "created": ctx.generated_at.astimezone(UTC).replace(tzinfo=None),
-            }
-        )
-        self._write_summary()
-        data = self._book.get_worksheet_by_name(DATA_SHEET)
-        data.autofilter(0, 0, self._rows, len(self._kinds) - 1)  # gives the workbook its filter's defined name
-        self._summary.activate()
-        self._book.close()
-        with zipfile.ZipFile(io.BytesIO(self._parts.getvalue())) as made:
-            return [(i.filename, made.read(i.filename)) for i in made.infolist() if i.filename != _DATA_PART]
-
-    def _write_summary(self) -> None:
-        ctx, sheet, book = self._ctx, self._summary, self._book
-        bold = book.add_format({"bold": True, "valign": "top"})
-        wrap = book.add_format({"text_wrap": True, "valign": "top"})
-        sheet.set_column(0, 0, 18)
-        sheet.set_column(1, 1, 90)
-        sheet.write_string(0, 0, sanitize_xlsx_text(ctx.title), book.add_format({"bold": True, "font_size": 14}))
-        facts = [
-            ("Description", ctx.description),
-            ("Prepared for", ctx.recipient),
-            ("Scope", ctx.scope),
-            ("Generated", generated_label(ctx.generated_at, ctx.timezone)),
-            ("Report", ctx.report_id),
-        ]
-        if ctx.truncated_at is not None:
-            facts.append(("Truncated", f"Only the first {ctx.truncated_at:,} rows are included (row limit)."))
-        row = 2
-        for label, value in facts:
-            sheet.write_string(row, 0, label, bold)
-            sheet.write_string(row, 1, sanitize_xlsx_text(value), wrap)
-            row += 1
-        sheet.write_string(row, 0, "Rows", bold)
-        sheet.write_number(row, 1, self._rows, book.add_format({"align": "left", "num_format": "#,##0"}))
-        if ctx.chart is not None:
-            chart_row = row + 2
-            add_xlsx_chart(book, sheet, chart_points(ctx.chart), chart_row + 20, f"A{chart_row + 1}")

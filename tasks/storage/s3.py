@@ -17,8 +17,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -42,6 +40,7 @@ from tasks.storage.base import (
     sha256_file,
     uri_of,
 )
+from tasks.storage.s3_clients import S3Client, make_s3_client, shared_s3_client
 from tasks.storage.s3_rules import (
     check_content_type,
     check_metadata,
@@ -54,10 +53,9 @@ from tasks.storage.s3_rules import (
     sse_params,
 )
 
-logger = logging.getLogger(__name__)
+__all__ = ["PresignedLink", "S3Client", "S3Destination", "classify_error", "make_s3_client", "presign_download"]
 
-#: A boto3 S3 client. boto3 ships no type hints, so this is ``Any`` by necessity.
-S3Client = Any
+logger = logging.getLogger(__name__)
 
 MAX_EXPIRY_SECONDS = MAX_LINK_SECONDS  # the SigV4 limit for presigned URLs
 MIN_PART_SIZE = 5 * 1024 * 1024  # S3 refuses smaller parts, except the last one
@@ -130,40 +128,6 @@ def _error_code(exc: ClientError) -> str:
 # --- adapter ------------------------------------------------------------------------------------------------------
 
 
-def _aws_session(block_name: str | None) -> Any:
-    """A fresh boto3 session (the default one is not thread-safe), from the AWS chain or a prefect-aws block."""
-    if block_name is None:
-        return boto3.session.Session()
-    try:
-        from prefect_aws import AwsCredentials  # optional: only this setting needs it
-    except ImportError as exc:
-        raise ConfigError(
-            "BULLETIN_S3_AWS_CREDENTIALS_BLOCK is set but prefect-aws is not installed: pip install prefect-aws"
-        ) from exc
-    try:
-        block = AwsCredentials.load(block_name, _sync=True)
-    except ValueError as exc:
-        raise ConfigError(f"no prefect-aws AwsCredentials block named {block_name!r}") from exc
-    return block.get_boto3_session()
-
-
-def make_s3_client(settings: Settings) -> S3Client:
-    """A boto3 S3 client for ``settings``: SigV4, standard retries, path-style addressing on custom endpoints."""
-    options: dict[str, Any] = {
-        "signature_version": "s3v4",  # without it presigned URLs can come out as legacy SigV2
-        "retries": {"mode": "standard", "max_attempts": 3},
-        "connect_timeout": 10,
-        "read_timeout": 60,
-    }
-    if settings.s3_endpoint_url:
-        # MinIO, moto and most S3-compatible services have no per-bucket DNS names.
-        options["s3"] = {"addressing_style": "path"}
-    session = _aws_session(settings.s3_aws_credentials_block)
-    return session.client(
-        "s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region, config=Config(**options)
-    )
-
-
 class S3Destination:
     """Stores files in one S3 bucket under an optional key prefix, creating each object only if absent."""
 
@@ -199,11 +163,13 @@ class S3Destination:
     def from_settings(
         cls, settings: Settings, client: S3Client | None = None, *, clock: Clock = utc_now
     ) -> S3Destination:
-        """The destination ``settings`` describe; the client is built from them unless given."""
+        """The destination ``settings`` describe, over ``client`` or else the process's shared client for them."""
         if not settings.s3_bucket:
             raise ConfigError("BULLETIN_S3_BUCKET is not set")
+        if client is None:
+            client = shared_s3_client(settings)
         return cls(
-            client if client is not None else make_s3_client(settings),
+            client,
             settings.s3_bucket,
             prefix=settings.s3_prefix,
             sse=settings.s3_sse,
