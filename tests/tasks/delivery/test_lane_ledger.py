@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import logging
 import queue
-from collections.abc import Iterator
-from contextlib import ExitStack
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,11 +17,11 @@ import pytest
 
 from bulletin.models import Delivery, DeliveryStatus, Recipient
 from bulletin.settings import Settings
-from bulletin.store import LedgerStatus, Store, list_deliveries, migrate
+from bulletin.store import LedgerStatus, Store, list_deliveries
 from tasks.delivery import marks
 from tasks.delivery.prefect_tasks import deliver_from
-from tasks.delivery.services import DeliveryServices, open_services
-from tests.tasks.delivery.test_registry import KEYSET, plan_for
+from tasks.delivery.services import DeliveryServices
+from tests.tasks.delivery.test_registry import plan_for
 
 LEASE = 60.0
 AUDIENCE = [
@@ -39,17 +37,6 @@ class Killed(BaseException):
 @pytest.fixture
 def settings(tmp_path: Path, demo_warehouse: Path, store_url: str) -> Settings:
     return Settings(home=tmp_path / "home", warehouse_url=str(demo_warehouse), database_url=store_url)
-
-
-@pytest.fixture
-def services(settings: Settings, tmp_path: Path) -> Iterator[DeliveryServices]:
-    workdir = tmp_path / "work"
-    workdir.mkdir()
-    with ExitStack() as stack:
-        opened = open_services(settings, stack, workdir=workdir, dry_run=False, keyset=KEYSET)
-        assert opened.store is not None
-        migrate(opened.store)
-        yield opened
 
 
 def run_lane(plan: Any, services: DeliveryServices, audience: list[Recipient]) -> list[Delivery]:

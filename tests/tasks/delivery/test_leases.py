@@ -11,8 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,12 +19,12 @@ import pytest
 
 from bulletin.models import DeliveryStatus
 from bulletin.settings import Settings
-from bulletin.store import ClaimOutcome, ClaimResult, LedgerStatus, Store, claim, list_deliveries, migrate
+from bulletin.store import ClaimOutcome, ClaimResult, LedgerStatus, Store, claim, list_deliveries
 from tasks.delivery.channels import Parcel, Receipt
 from tasks.delivery.deliver import deliver_recipient
 from tasks.delivery.leases import LeaseKeeper
-from tasks.delivery.services import DeliveryServices, open_services
-from tests.tasks.delivery.test_registry import ANA, KEYSET, plan_for, register
+from tasks.delivery.services import DeliveryServices
+from tests.tasks.delivery.test_registry import ANA, plan_for, register
 
 LEASE = 1.5
 #: Another run's claim on one of a dead worker's deliveries (the recipient added per claim).
@@ -42,17 +40,6 @@ RIVAL = {
 @pytest.fixture
 def settings(tmp_path: Path, demo_warehouse: Path) -> Settings:
     return Settings(home=tmp_path / "home", warehouse_url=str(demo_warehouse))
-
-
-@pytest.fixture
-def services(settings: Settings, tmp_path: Path) -> Iterator[DeliveryServices]:
-    workdir = tmp_path / "work"
-    workdir.mkdir()
-    with ExitStack() as stack:
-        opened = open_services(settings, stack, workdir=workdir, dry_run=False, keyset=KEYSET)
-        assert opened.store is not None
-        migrate(opened.store)
-        yield opened
 
 
 def rival_claim(store: Store, *, now: datetime, run_id: str = "otherrun0001") -> ClaimResult:

@@ -5,8 +5,6 @@ local bucket; no Prefect needed."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,12 +16,12 @@ from bulletin.models import ChannelName, DeliveryStatus, Recipient
 from bulletin.reports import get_report, resolve_parameters
 from bulletin.requests import check_request
 from bulletin.settings import Settings
-from bulletin.store import LedgerStatus, list_deliveries, migrate
+from bulletin.store import LedgerStatus, list_deliveries
 from tasks.delivery import DeliveryPlan
 from tasks.delivery.channels import Channel, Parcel, Receipt
 from tasks.delivery.deliver import deliver_recipient
 from tasks.delivery.registry import CHANNELS, ChannelKind, Shared, channel_problem, destination_kind
-from tasks.delivery.services import DeliveryServices, open_services
+from tasks.delivery.services import DeliveryServices
 from tasks.storage import LocalBucket
 from tasks.tokens import generate_key
 
@@ -64,17 +62,6 @@ def register(monkeypatch: pytest.MonkeyPatch, channel: Channel, *, needs: tuple[
 @pytest.fixture
 def settings(tmp_path: Path, demo_warehouse: Path) -> Settings:
     return Settings(home=tmp_path / "home", warehouse_url=str(demo_warehouse))
-
-
-@pytest.fixture
-def services(settings: Settings, tmp_path: Path) -> Iterator[DeliveryServices]:
-    workdir = tmp_path / "work"
-    workdir.mkdir()
-    with ExitStack() as stack:
-        opened = open_services(settings, stack, workdir=workdir, dry_run=False, keyset=KEYSET)
-        assert opened.store is not None
-        migrate(opened.store)
-        yield opened
 
 
 def plan_for(settings: Settings, channels: list[str]) -> DeliveryPlan:

@@ -4,8 +4,6 @@ bucket and on S3 (moto on loopback); the state store on SQLite; the demo warehou
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import ExitStack
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,12 +13,12 @@ import pytest
 
 from bulletin.models import DeliveryStatus
 from bulletin.settings import Settings
-from bulletin.store import LedgerStatus, list_deliveries, migrate
+from bulletin.store import LedgerStatus, list_deliveries
 from tasks.delivery import outcomes
 from tasks.delivery.deliver import deliver_recipient
-from tasks.delivery.services import DeliveryServices, open_services
+from tasks.delivery.services import DeliveryServices
 from tests.fixtures.s3 import S3TestBucket, s3_settings
-from tests.tasks.delivery.test_registry import ANA, KEYSET, plan_for
+from tests.tasks.delivery.test_registry import ANA, plan_for
 
 LEASE = 60.0
 
@@ -36,17 +34,6 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path, demo_warehouse: Pat
         return Settings(**home)
     bucket: S3TestBucket = request.getfixturevalue("s3_bucket")
     return s3_settings(bucket.endpoint, bucket.name, **home)
-
-
-@pytest.fixture
-def services(settings: Settings, tmp_path: Path) -> Iterator[DeliveryServices]:
-    workdir = tmp_path / "work"
-    workdir.mkdir()
-    with ExitStack() as stack:
-        opened = open_services(settings, stack, workdir=workdir, dry_run=False, keyset=KEYSET)
-        assert opened.store is not None
-        migrate(opened.store)
-        yield opened
 
 
 def stored_files(settings: Settings, request: pytest.FixtureRequest) -> list[str]:
