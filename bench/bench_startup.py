@@ -30,18 +30,15 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.bench_delivery import ensure_warehouse, free_port
+from bench.bench_delivery import ensure_warehouse
+from tests.fixtures.prefect_server import running_prefect_server
 
 ROOT = Path(__file__).resolve().parent.parent
 BULLETIN = str(Path(sys.executable).with_name("bulletin"))
-SERVER_START_SECONDS = 120
 REPORT, RECIPIENT, AS_OF = "weekly-regional-sales", "rm-emea-north", "2026-10-31"
 QUERY_SQL = (
     'SELECT "order_id", "order_date", "region", "country", "product", "category", "customer_id", "customer_name", '
@@ -100,43 +97,6 @@ def run_timed(cmd: Sequence[str], env: dict[str, str], *, stdout: int | None = s
         raise SystemExit(f"{' '.join(cmd[:4])} ... exited {done.returncode}: {done.stderr[-2000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return Timed(wall, cpu), done.stdout or ""
-
-
-@contextmanager
-def prefect_server(home: Path) -> Iterator[str]:
-    """``prefect server start`` on SQLite under ``home``, on a free loopback port; yields its API URL."""
-    home.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
-    log = (home / "server.log").open("wb")
-    server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("prefect")), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.monotonic() + SERVER_START_SECONDS
-        while True:
-            if server.poll() is not None:
-                raise SystemExit(f"the Prefect server exited {server.returncode}; see {home / 'server.log'}")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2):  # loopback only
-                    break
-            except (urllib.error.URLError, OSError):
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"the Prefect server did not answer within {SERVER_START_SECONDS} s") from None
-                time.sleep(0.3)
-        yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=20)
-        log.close()
 
 
 def newest_xlsx(folder: Path) -> Path | None:
@@ -200,7 +160,7 @@ def bench(pairs: int, work: Path) -> list[Pairs]:
         ):
             entry.ours.append(run_timed(ours, env)[0])
             entry.base.append(run_timed(base, env)[0])
-    with prefect_server(work / "prefect-server") as api_url:
+    with running_prefect_server(work / "prefect-server") as api_url:
         run_env = {**env, "PREFECT_API_URL": api_url}
         bucket = work / "home" / "bucket"
         measure_run(run_env, bucket)  # warm-up, not counted: the server's first flow run creates its tables' rows

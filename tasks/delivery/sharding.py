@@ -197,7 +197,13 @@ def _review(
         why = f"{state.name}: {state.message or 'no message'}; {len(left)} recipient(s) unfinished"
         if shard.attempts > retries:
             shard.over = True
-            logger.error("shard %d gave up after %d attempt(s): %s", shard.number, shard.attempts, why)
+            logger.error(
+                "shard %d gave up after %d attempt(s) (%s): %s",
+                shard.number,
+                shard.attempts,
+                ", ".join(shard.history),
+                why,
+            )
             continue
         delay = RETRY_DELAYS[min(shard.attempts - 1, len(RETRY_DELAYS) - 1)]
         lapse = claims_lapse_at(rows, left)
