@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from contextlib import ExitStack
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -162,13 +161,11 @@ def _deliver(settings: Settings, report: ReportDefinition, request: DeliveryRequ
     started, run_id = datetime.now(UTC), _run_id()
     key = request_run_key(report.id, request.run_key, run_id, request.parameters, _scheduled_slot())
     plan = plan_delivery(settings, report, request, run_id=run_id, run_key=key, started=started)
-    # what may still be ending while the run writes its manifest (tasks/delivery/fanout.py)
-    with ExitStack() as finishing:
-        return _deliver_planned(settings, report, request, plan, finishing)
+    return _deliver_planned(settings, report, request, plan)
 
 
 def _deliver_planned(
-    settings: Settings, report: ReportDefinition, request: DeliveryRequest, plan: DeliveryPlan, finishing: ExitStack
+    settings: Settings, report: ReportDefinition, request: DeliveryRequest, plan: DeliveryPlan
 ) -> State:
     logger = get_run_logger()
     dry_run, recipients, run_id, started = request.dry_run, request.recipients, plan.run_id, plan.started_at
@@ -190,7 +187,7 @@ def _deliver_planned(
                 parent_id=uuid.UUID(current) if current else None,
             )
         else:
-            deliveries = deliver_audience(settings, finishing, plan, services, session.spec, audience)
+            deliveries = deliver_audience(settings, plan, services, session.spec, audience)
 
     manifest = Manifest(
         report_id=report.id,

@@ -9,7 +9,6 @@ the ledger.
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from datetime import datetime
 from typing import Any
 
@@ -78,12 +77,12 @@ def _deliver_shard(
     assert request.run_key is not None  # given by the parent
     plan = plan_delivery(settings, report, request, run_id=run_id, run_key=request.run_key, started=started)
     wanted = set(request.recipients or ())
-    with ExitStack() as finishing, open_session(settings, plan, scheduled=scheduled, migrate_store=False) as session:
+    with open_session(settings, plan, scheduled=scheduled, migrate_store=False) as session:
         audience = [r for r in resolve_audience(report, session.services.warehouse) if r.ref in wanted]
         if len(audience) < len(wanted):
             logger.warning("%s: %d recipient(s) left the audience", label, len(wanted) - len(audience))
         logger.info("%s of %s run %s: %d recipient(s)", label, report.id, run_id, len(audience))
-        deliveries = deliver_audience(settings, finishing, session.plan, session.services, session.spec, audience)
+        deliveries = deliver_audience(settings, session.plan, session.services, session.spec, audience)
     status = run_status(deliveries)
     counts: dict[str, int] = {}
     for delivery in deliveries:

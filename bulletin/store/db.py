@@ -20,11 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.util.exc import CommandError
 from sqlalchemy import (
     URL,
     Connection,
@@ -45,6 +42,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from bulletin.errors import ConfigError, StorageError, TransientError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +154,12 @@ def open_store(url: str) -> Store:
 
 
 def migrate(store: Store) -> None:
-    """Bring the schema to the newest revision. Idempotent, and safe when several processes start at once."""
+    """Bring the schema to the newest revision. Idempotent, and safe when several processes start at once.
+
+    Alembic is imported here, not with the module: a delivery worker process opens the store but never migrates."""
+    from alembic import command
+    from alembic.util.exc import CommandError
+
     backend = store.engine.dialect.name
     # SQLite (BEGIN IMMEDIATE) and PostgreSQL (advisory lock) serialise migrators; elsewhere the loser of a race
     # fails on "table exists" and simply tries again, finding the schema already current.
@@ -179,6 +184,8 @@ def migrate(store: Store) -> None:
 
 def alembic_config(connection: Connection | None = None) -> Config:
     """Alembic's configuration, built in code: no alembic.ini. ``env.py`` runs on ``connection`` when given."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("path_separator", "os")

@@ -16,6 +16,7 @@ copy, nor hide it. The recipient's status follows from its files (``bulletin.mod
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 
 from bulletin.errors import BulletinError
@@ -85,7 +86,13 @@ def deliver_attempt(
 def _work(
     plan: DeliveryPlan, services: DeliveryServices, recipient: Recipient, channels: OpenChannels, attempt: Attempt
 ) -> None:
-    """Render what the attempt claimed, apply the report's rules, send; every claim ends sent, skipped or failed."""
+    """Render what the attempt claimed, apply the report's rules, send; every claim ends sent, skipped or failed.
+
+    The recipient's files are deleted once sent: nothing reads them again (a retry renders anew, and a takeover
+    finds the stored copy), and the run's work folder is then all but empty at its end instead of holding every
+    recipient's files for one long delete.
+    """
+    produced: Produced | None = None
     try:
         try:
             produced = render_for(plan, services, recipient, sorted({f for f, _ in attempt.todo}))
@@ -98,6 +105,9 @@ def _work(
     except Exception as exc:
         attempt.abandon(exc)
         raise
+    finally:
+        if produced is not None:
+            shutil.rmtree(produced.folder, ignore_errors=True)
 
 
 def _claim(plan: DeliveryPlan, services: DeliveryServices, recipient: Recipient) -> Attempt:

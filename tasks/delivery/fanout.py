@@ -84,7 +84,6 @@ def plan_delivery(
 
 def deliver_audience(
     settings: Settings,
-    finishing: ExitStack,
     plan: DeliveryPlan,
     services: DeliveryServices,
     spec: ServicesSpec,
@@ -92,12 +91,11 @@ def deliver_audience(
 ) -> list[Delivery]:
     """Every recipient's deliveries, in the audience's order: a task each for a small run, lanes for a large one.
 
-    ``spec`` lets worker processes open the run's services themselves; ``finishing`` is what may still be ending
-    while the run writes its manifest (the worker processes' stop, ``deliver_in_lanes``).
+    ``spec`` lets worker processes open the run's services themselves.
     """
     if len(audience) <= TASK_PER_RECIPIENT_UP_TO:
         return deliver_each(plan, services, audience)
-    return deliver_in_lanes(settings, finishing, plan, services, spec, audience)
+    return deliver_in_lanes(settings, plan, services, spec, audience)
 
 
 def deliver_each(plan: DeliveryPlan, services: DeliveryServices, audience: list[Recipient]) -> list[Delivery]:
@@ -115,7 +113,6 @@ def _quoted(**parameters: Any) -> dict[str, Any]:
 
 def deliver_in_lanes(
     settings: Settings,
-    finishing: ExitStack,
     plan: DeliveryPlan,
     services: DeliveryServices,
     spec: ServicesSpec,
@@ -125,8 +122,9 @@ def deliver_in_lanes(
     dispatcher (tasks/delivery/spread.py), which retries transient failures and hands a stopped lane's work to the
     others.
 
-    The worker processes are stopped on a thread that ``finishing`` joins: a worker takes about a second to exit,
-    which the run spends on its manifest, events and artifacts instead of waiting.
+    The worker processes are stopped on a thread the run does not wait for (``after_the_run``): once its lanes have
+    reported, a worker has nothing the run needs, and it takes about a second to exit (Prefect flushes its logs and
+    events), which the run spends on its manifest, events and artifacts, and its end, instead of waiting.
     """
     logger = get_run_logger()
     processes = delivery_processes(settings.delivery_processes, len(audience))
@@ -138,7 +136,7 @@ def deliver_in_lanes(
         dispatcher: Dispatcher[Delivery] = Dispatcher(len(audience), len(lanes))
         dispatch(dispatcher, lanes, reports, clock=time.monotonic, on_result=lambda _, d: _ended(plan, d))
         errors = [e for e in map(_lane_error, futures) if e is not None]
-        finishing.enter_context(meanwhile(workers.pop_all().close, "the worker processes did not stop cleanly"))
+        after_the_run(workers.pop_all().close, "the worker processes did not stop cleanly")
     counts = [f"thread {i + 1} {n}" for i, n in enumerate(dispatcher.per_lane[:threads])]
     counts += [
         f"process {i // LANES_PER_PROCESS + 1}.{i % LANES_PER_PROCESS + 1} {n}"
@@ -203,6 +201,26 @@ def _start_lanes(
     return futures, [*thread_queues, *process_queues.values()], reports
 
 
+def after_the_run(work: Callable[[], object], failure: str) -> threading.Thread:
+    """Run ``work`` on a thread (in this run's Prefect context) that nothing in the run waits for.
+
+    Not a daemon: the process waits for it before it exits, so a worker process is always stopped and its logs
+    reach the Prefect API. Like ``meanwhile``, a failure is logged as ``failure``, never raised.
+    """
+    thread = threading.Thread(
+        target=contextvars.copy_context().run, args=(_logged, work, failure), name="bulletin-after-the-run"
+    )
+    thread.start()
+    return thread
+
+
+def _logged(work: Callable[[], object], failure: str) -> None:
+    try:
+        work()
+    except Exception as exc:  # noqa: BLE001 - the deliveries are done: this is worth a warning, not a failure
+        get_run_logger().warning("%s: %s", failure, exc)
+
+
 @contextmanager
 def meanwhile(work: Callable[[], object], failure: str) -> Iterator[None]:
     """Run ``work`` on a thread (in this run's Prefect context) while the block runs; wait for it on exit.
@@ -210,13 +228,9 @@ def meanwhile(work: Callable[[], object], failure: str) -> Iterator[None]:
     It only records or tidies up after the deliveries: a failure is logged as ``failure``, never raised.
     """
 
-    def run() -> None:
-        try:
-            work()
-        except Exception as exc:  # noqa: BLE001 - the deliveries are done: this is worth a warning, not a failure
-            get_run_logger().warning("%s: %s", failure, exc)
-
-    thread = threading.Thread(target=contextvars.copy_context().run, args=(run,), name="bulletin-meanwhile")
+    thread = threading.Thread(
+        target=contextvars.copy_context().run, args=(_logged, work, failure), name="bulletin-meanwhile"
+    )
     thread.start()
     try:
         yield

@@ -24,12 +24,13 @@ from tasks.warehouse import run_aggregate, run_query
 @dataclass(frozen=True)
 class Produced:
     """A recipient's rendered files, by format, and what made them: the token's id and verified claims, and the
-    context the renderers (and a message's body) were given."""
+    context the renderers (and a message's body) were given. ``folder`` holds the files, and only them."""
 
     jti: str
     claims: TokenClaims
     ctx: RenderContext
     files: dict[str, RenderedFile]
+    folder: Path
 
 
 def render_for(plan: DeliveryPlan, services: DeliveryServices, recipient: Recipient, formats: list[str]) -> Produced:
@@ -64,7 +65,7 @@ def render_for(plan: DeliveryPlan, services: DeliveryServices, recipient: Recipi
     )
     folder = Path(tempfile.mkdtemp(prefix=f"{recipient.ref}-", dir=services.workdir))
     paths = {fmt: folder / f"{report.id}-{recipient.ref}{EXTENSIONS[fmt]}" for fmt in formats}
-    return Produced(minted.jti, claims_tok, ctx, _write(plan, services, claims_tok, query, ctx, paths))
+    return Produced(minted.jti, claims_tok, ctx, _write(plan, services, claims_tok, query, ctx, paths), folder)
 
 
 def _write(

@@ -8,24 +8,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
-
-from reportlab.graphics import renderPDF
-from reportlab.graphics.charts.barcharts import VerticalBarChart
-from reportlab.graphics.shapes import Drawing, String
-from reportlab.lib.colors import HexColor
-from reportlab.pdfbase.pdfmetrics import stringWidth
-from reportlab.pdfgen.canvas import Canvas
+from typing import TYPE_CHECKING, Any
 
 from bulletin.errors import DefinitionError
 from tasks.render.base import ChartData
 from tasks.render.sanitize import plain_line, sanitize_xlsx_text
 
+if TYPE_CHECKING:
+    from reportlab.pdfgen.canvas import Canvas
+
 #: More bars than this make unreadable labels; the rest are counted in ``omitted`` and said so.
 MAX_CATEGORIES = 50
 #: Category labels longer than this are cut (with an ellipsis) under the bars.
 MAX_LABEL_CHARS = 24
-_BAR_COLOUR = HexColor("#4472C4")  # Excel's default first series colour, so both formats look alike
+_BAR_COLOUR = "#4472C4"  # Excel's default first series colour, so both formats look alike
 
 
 @dataclass(frozen=True)
@@ -107,8 +103,15 @@ def draw_pdf_chart(
     """Draw a bar chart with its title in the box whose lower-left corner is (x, y).
 
     ReportLab graphics draw labels with plain ``drawString``, which parses no markup; line breaks are still
-    flattened so a label stays on its line.
+    flattened so a label stays on its line. ReportLab's graphics are imported here, not with the module: a worker
+    process that renders no chart (most XLSX and CSV runs) never loads them.
     """
+    from reportlab.graphics import renderPDF
+    from reportlab.graphics.charts.barcharts import VerticalBarChart
+    from reportlab.graphics.shapes import Drawing, String
+    from reportlab.lib.colors import HexColor
+    from reportlab.pdfbase.pdfmetrics import stringWidth
+
     drawing = Drawing(width, height)
     title = short_label(points.title, 120)
     drawing.add(String(width / 2, height - 12, title, fontName=font, fontSize=10, textAnchor="middle"))
@@ -117,7 +120,7 @@ def draw_pdf_chart(
         bars.x, bars.y = 50, 60
         bars.width, bars.height = width - 70, height - 90
         bars.data = [points.values]  # None is a gap, not a zero bar
-        bars.bars[0].fillColor = _BAR_COLOUR
+        bars.bars[0].fillColor = HexColor(_BAR_COLOUR)
         bars.categoryAxis.categoryNames = [short_label(c) for c in points.categories]
         bars.categoryAxis.labels.fontName = font
         bars.categoryAxis.labels.fontSize = 6

@@ -154,3 +154,14 @@ def test_a_report_naming_a_channel_the_server_cannot_deliver_on_is_refused_at_th
 def test_a_registration_must_name_real_settings() -> None:
     with pytest.raises(ValueError, match="'sftp_hots' is not a setting"):
         destination_kind(ChannelName.SFTP, lambda s: LocalBucket(Path()), needs=("sftp_hots",))
+
+
+def test_a_recipients_files_are_deleted_once_its_channels_have_had_them(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, services: DeliveryServices, tmp_path: Path
+) -> None:
+    # Sent on one channel and refused by the other: either way nothing reads the files again (a retry renders anew),
+    # so the run's work folder does not keep every recipient's files until the run ends.
+    register(monkeypatch, Pigeon(tmp_path, refuse=True))
+    delivery = deliver_recipient(plan_for(settings, ["s3", "sftp"]), services, ANA)
+    assert delivery.status is DeliveryStatus.PARTIAL
+    assert list(services.workdir.iterdir()) == []
