@@ -18,6 +18,7 @@ text), strings are inline strings, sanitised by :mod:`tasks.render.sanitize`, ne
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from pathlib import Path
 
@@ -44,6 +45,7 @@ from tasks.render.xlsx_parts import (
     column_letters,
     fill_parts,
     workbook_template,
+    xml_escape,
 )
 
 __all__ = ["MAX_DATA_ROWS", "Styles", "XlsxWriter", "cell_xml", "column_letters", "rows_xml", "xml_text_array"]
@@ -52,14 +54,16 @@ MAX_DATA_ROWS = 1_048_575  # Excel's 1,048,576 rows less the header
 MAX_COLUMNS = 16_384
 _SLICE_ROWS = 8_192  # rows turned into XML at once: bounds the transient strings whatever the batch size
 _COUNTING = pa.array(range(_SLICE_ROWS), pa.int64())
+_NOTHING = pa.scalar("", pa.string())
+_FIRST_ROWS = pc.add(_COUNTING, 2).cast(pa.string())
 _SERIAL_EPOCH = 25_569  # Excel serial day of 1970-01-01
 _FIRST_SERIAL, _LAST_SERIAL = 61, 2_958_465  # 1900-03-01 (before it Excel invents 1900-02-29) .. 9999-12-31
 _DAY_UNITS = {"s": 86_400.0, "ms": 86_400e3, "us": 86_400e6, "ns": 86_400e9}
 _WIDTH_SAMPLE_ROWS, _MIN_WIDTH, _MAX_WIDTH = 200, 8, 60
 _EXCEL_ESCAPE_RE2 = r"_x[0-9A-Fa-f]{4}_"
-# Anything xml_text_array or remove_xlsx_illegal_array would change.
-_NEEDS_WORK_RE2 = rf"[&<>\r]|{_EXCEL_ESCAPE_RE2}|{XLSX_ILLEGAL_RE2}"
-_TRIGGERS = pa.array(list(FORMULA_TRIGGERS), pa.string())
+_FIRST_CHARACTER_RE2 = "^[" + "".join(f"\\x{{{ord(c):02X}}}" for c in FORMULA_TRIGGERS) + "]"
+# Anything xml_text_array or sanitize_xlsx_text_array would change, bar length: one regex, one kernel.
+_NEEDS_WORK_RE2 = rf"[&<>\r]|{_EXCEL_ESCAPE_RE2}|{XLSX_ILLEGAL_RE2}|{_FIRST_CHARACTER_RE2}"
 _NS = (
     'xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
     'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"'
@@ -101,61 +105,156 @@ def _serials(column: pa.Array, kind: Kind) -> pa.Array:
     return pc.add(days, float(_SERIAL_EPOCH))
 
 
-def _text_cells(text: pa.Array, rows: pa.Array, ref: str) -> pa.Array:
-    return pc.binary_join_element_wise(
-        f'<c r="{ref}', rows, '" t="inlineStr"><is><t xml:space="preserve">', text, "</t></is></c>", ""
-    )
+Pieces = list[str | pa.Array]  # literal text and arrays whose row-wise concatenation is each row's XML
+
+
+def join_pieces(pieces: Pieces, length: int, first_rows: pa.Array | None = None) -> pa.Array:
+    """One string per row: ``pieces`` concatenated row by row.
+
+    A join costs about the same per argument per row whatever the argument, so there are as few as can be:
+    adjacent literals are merged, and where ``first_rows`` (the row numbers among ``pieces``) are the process's
+    first rows, each "row numbers, literal" pair becomes one array made once per process (:func:`_rows_then`).
+    """
+    merged: Pieces = []
+    for piece in pieces:
+        if isinstance(piece, str) and merged and isinstance(merged[-1], str):
+            merged[-1] += piece
+        elif isinstance(piece, str) and merged and first_rows is not None and merged[-1] is first_rows:
+            merged[-1] = _rows_then(piece).slice(0, len(first_rows))
+        else:
+            merged.append(piece)
+    arrays = [p for p in merged if not isinstance(p, str)]
+    if not arrays:
+        return pa.array([merged[0] if merged else ""] * length, pa.string())
+    if len(merged) == 1:
+        return arrays[0]
+    return pc.binary_join_element_wise(*(_literal(p) if isinstance(p, str) else p for p in merged), _NOTHING)
+
+
+@functools.lru_cache(maxsize=16)  # a handful in use (one per kind of cell): at most about 8 MB
+def _rows_then(text: str) -> pa.Array:
+    """The first rows' numbers each followed by ``text``."""
+    return pc.binary_join_element_wise(_FIRST_ROWS, _literal(text), _NOTHING)
+
+
+@functools.lru_cache(maxsize=4_096)
+def _literal(text: str) -> pa.Scalar:
+    """A literal piece as an Arrow scalar, made once: converting each one on every call cost 15 % of a join."""
+    return pa.scalar(text, pa.string())
+
+
+def _whole(pieces: Pieces, column: pa.Array) -> Pieces:
+    """``pieces`` as they are where ``column`` has no nulls; else one array of whole cells, "" where null.
+
+    Any null piece makes binary_join_element_wise's result null, so a column with nulls is joined on its own and
+    its nulls become empty strings before it joins the row.
+    """
+    if not column.null_count:
+        return pieces
+    return [pc.fill_null(join_pieces(pieces, len(column)), "")]
+
+
+def _text_pieces(text: pa.Array, rows: pa.Array, ref: str) -> Pieces:
+    return [f'<c r="{ref}', rows, '" t="inlineStr"><is><t xml:space="preserve">', text, "</t></is></c>"]
+
+
+def _text_columns(columns: list[pa.Array]) -> list[pa.Array]:
+    """Text columns sanitised and escaped, the work done once per distinct value and the check once per batch.
+
+    Columns of reports repeat values (regions, products, names), so the check and any rewriting run on each
+    column's dictionary, and ``take`` spreads the result back: every value is still rewritten exactly as
+    :func:`_escaped` would rewrite it, since each rule acts on one value at a time. One check over all the
+    dictionaries at once compiles the regex once, not once per column; only if it finds something is each
+    column checked on its own.
+    """
+    if not columns:
+        return []
+    encoded = [column.dictionary_encode() for column in columns]
+    if _untouched(pa.concat_arrays([e.dictionary for e in encoded])):
+        return columns
+    return [
+        column if _untouched(e.dictionary) else _escaped(e.dictionary).take(e.indices)
+        for column, e in zip(columns, encoded, strict=True)
+    ]
+
+
+def _escaped(values: pa.Array) -> pa.Array:
+    """Every rule a text cell needs, applied to every value: the general path the shortcuts must agree with."""
+    return xml_text_array(sanitize_xlsx_text_array(values))
+
+
+def cell_pieces(column: pa.Array, kind: Kind, rows: pa.Array, ref: str, styles: Styles) -> Pieces:
+    """The ``<c>`` elements of a column (row numbers as strings in ``rows``, column letters ``ref``) as pieces
+    for :func:`join_pieces`; a null value is no element at all.
+
+    ``rows_xml`` joins the pieces of every column in one kernel: joining each column's cells and then the row
+    again cost three times as much (docs/benchmarks.md, "XLSX cell building").
+    """
+    column = _plain(column)
+    if kind == "text":
+        return _whole(_text_pieces(_text_columns([column])[0], rows, ref), column)
+    if kind in ("number", "float"):
+        if kind == "float":
+            column = column.cast(pa.float64())
+            finite = pc.is_finite(column)
+            if not pc.all(finite).as_py():  # NaN and infinities: Excel cannot hold them, so no cell
+                column = pc.if_else(finite, column, None)
+        return _whole([f'<c r="{ref}', rows, '"><v>', column.cast(pa.string()), "</v></c>"], column)
+    if kind == "bool":
+        flags = pc.if_else(column, "1", "0")
+        return _whole([f'<c r="{ref}', rows, '" t="b"><v>', flags, "</v></c>"], column)
+    if kind in ("date", "datetime"):
+        serials = _serials(column, kind)
+        style = styles.date if kind == "date" else styles.datetime
+        pieces: Pieces = [f'<c r="{ref}', rows, f'" s="{style}"><v>', serials.cast(pa.string()), "</v></c>"]
+        low, high = pc.min_max(serials).values()
+        if low.as_py() is None or (low.as_py() >= _FIRST_SERIAL and high.as_py() < _LAST_SERIAL + 1):
+            return _whole(pieces, column)
+        in_range = pc.and_(pc.greater_equal(serials, _FIRST_SERIAL), pc.less(serials, _LAST_SERIAL + 1))
+        cells = join_pieces(pieces, len(column))
+        text = join_pieces(_text_pieces(column.cast(pa.string()), rows, ref), len(column))
+        return [pc.fill_null(pc.if_else(in_range, cells, text), "")]
+    return []
 
 
 def cell_xml(column: pa.Array, kind: Kind, rows: pa.Array, ref: str, styles: Styles) -> pa.Array:
     """One ``<c>`` element per value (row numbers as strings in ``rows``, column letters ``ref``); "" for null."""
-    column = _plain(column)
-    if kind == "text":
-        text = column if _untouched(column) else xml_text_array(sanitize_xlsx_text_array(column))
-        cells = _text_cells(text, rows, ref)
-    elif kind in ("number", "float"):
-        if kind == "float":
-            column = column.cast(pa.float64())
-            column = pc.if_else(pc.is_finite(column), column, None)
-        cells = pc.binary_join_element_wise(f'<c r="{ref}', rows, '"><v>', column.cast(pa.string()), "</v></c>", "")
-    elif kind == "bool":
-        flags = pc.if_else(column, "1", "0")
-        cells = pc.binary_join_element_wise(f'<c r="{ref}', rows, '" t="b"><v>', flags, "</v></c>", "")
-    elif kind in ("date", "datetime"):
-        serials = _serials(column, kind)
-        style = styles.date if kind == "date" else styles.datetime
-        cells = pc.binary_join_element_wise(
-            f'<c r="{ref}', rows, f'" s="{style}"><v>', serials.cast(pa.string()), "</v></c>", ""
-        )
-        in_range = pc.and_(pc.greater_equal(serials, _FIRST_SERIAL), pc.less(serials, _LAST_SERIAL + 1))
-        if not pc.all(in_range).as_py():
-            cells = pc.if_else(in_range, cells, _text_cells(column.cast(pa.string()), rows, ref))
-    else:
-        return pa.nulls(len(column), pa.string()).fill_null("")
-    return pc.fill_null(cells, "")
+    return pc.fill_null(join_pieces(cell_pieces(column, kind, rows, ref, styles), len(column)), "")
 
 
 def _untouched(column: pa.Array) -> bool:
     """Whether sanitising and escaping would leave every value of this text column as it is: no character an XLSX
     cannot hold, no formula trigger first, nothing over a cell's limit, nothing XML or Excel would decode.
 
-    Most columns of real data need nothing: three kernels then replace about ten (docs/benchmarks.md).
+    Most columns of real data need nothing: one regex (and a length check that a short column skips) then
+    replaces about ten kernels (docs/benchmarks.md).
     """
     if pc.any(pc.match_substring_regex(column, _NEEDS_WORK_RE2)).as_py():
         return False
-    if pc.any(pc.is_in(pc.utf8_slice_codeunits(column, 0, 1), value_set=_TRIGGERS)).as_py():
-        return False
-    return not pc.any(pc.greater(pc.binary_length(column), XLSX_CELL_LIMIT)).as_py()
+    # A column holding fewer bytes in all than one cell's limit cannot have a value over it.
+    return column.nbytes <= XLSX_CELL_LIMIT or not pc.any(pc.greater(pc.binary_length(column), XLSX_CELL_LIMIT)).as_py()
+
+
+def row_numbers(first_row: int, count: int) -> pa.Array:
+    """Sheet row numbers ``first_row`` .. as strings; the first slice's are made once per process (most files
+    have no more rows than that)."""
+    if first_row == 2 and count <= _SLICE_ROWS:
+        return _FIRST_ROWS.slice(0, count)
+    return pc.add(_COUNTING.slice(0, count), first_row).cast(pa.string())
 
 
 def rows_xml(batch: pa.RecordBatch, kinds: list[Kind], first_row: int, styles: Styles) -> memoryview:
     """The ``<row>`` elements of ``batch``, whose first row is sheet row ``first_row`` (1-based)."""
-    rows = pc.add(_COUNTING.slice(0, batch.num_rows), first_row).cast(pa.string())
-    cells = [
-        cell_xml(column, kind, rows, column_letters(i), styles)
-        for i, (column, kind) in enumerate(zip(batch.columns, kinds, strict=True))
-    ]
-    joined = pc.binary_join_element_wise('<row r="', rows, '">', *cells, "</row>", "")
+    rows = row_numbers(first_row, batch.num_rows)
+    columns = [_plain(column) for column in batch.columns]
+    texts = iter(_text_columns([column for column, kind in zip(columns, kinds, strict=True) if kind == "text"]))
+    pieces: Pieces = ['<row r="', rows, '">']
+    for i, (column, kind) in enumerate(zip(columns, kinds, strict=True)):
+        if kind == "text":
+            pieces += _whole(_text_pieces(next(texts), rows, column_letters(i)), column)
+        else:
+            pieces += cell_pieces(column, kind, rows, column_letters(i), styles)
+    joined = join_pieces([*pieces, "</row>"], batch.num_rows, rows if first_row == 2 else None)
     # A string array's values lie end to end in its data buffer: hand that to zlib as one block, uncopied.
     offsets = memoryview(joined.buffers()[1]).cast("i")  # int32, as a string array's offsets are
     start, end = offsets[joined.offset], offsets[joined.offset + len(joined)]
@@ -220,7 +319,7 @@ class XlsxWriter:
 
     def _start_sheet(self, sample: pa.RecordBatch | None) -> None:
         widths = column_widths(self._labels, sample, self._kinds)
-        texts = xml_text_array(pa.array(self._labels, pa.string())).to_pylist()
+        texts = [xml_escape(label, excel=True) for label in self._labels]  # as xml_text_array would
         header = "".join(
             f'<c r="{column_letters(i)}1" s="{self._styles.header}" t="inlineStr">'
             f'<is><t xml:space="preserve">{text}</t></is></c>'
