@@ -120,7 +120,7 @@ def join_pieces(pieces: Pieces, length: int, first_rows: pa.Array | None = None)
         if isinstance(piece, str) and merged and isinstance(merged[-1], str):
             merged[-1] += piece
         elif isinstance(piece, str) and merged and first_rows is not None and merged[-1] is first_rows:
-            merged[-1] = _rows_then(piece).slice(0, len(first_rows))
+            merged[-1] = _rows_then(piece, _size_class(len(first_rows))).slice(0, len(first_rows))
         else:
             merged.append(piece)
     arrays = [p for p in merged if not isinstance(p, str)]
@@ -131,10 +131,15 @@ def join_pieces(pieces: Pieces, length: int, first_rows: pa.Array | None = None)
     return pc.binary_join_element_wise(*(_literal(p) if isinstance(p, str) else p for p in merged), _NOTHING)
 
 
-@functools.lru_cache(maxsize=16)  # a handful in use (one per kind of cell): at most about 8 MB
-def _rows_then(text: str) -> pa.Array:
-    """The first rows' numbers each followed by ``text``."""
-    return pc.binary_join_element_wise(_FIRST_ROWS, _literal(text), _NOTHING)
+@functools.lru_cache(maxsize=32)  # a handful in use (one per kind of cell and size): at most about 13 MB
+def _rows_then(text: str, size: int) -> pa.Array:
+    """The first ``size`` rows' numbers each followed by ``text``."""
+    return pc.binary_join_element_wise(_FIRST_ROWS.slice(0, size), _literal(text), _NOTHING)
+
+
+def _size_class(rows: int) -> int:
+    """A power of two from 1,024 up: a process writing small files makes small cached arrays."""
+    return min(max(1_024, 1 << (rows - 1).bit_length()), _SLICE_ROWS)
 
 
 @functools.lru_cache(maxsize=4_096)

@@ -84,19 +84,19 @@ def mixed_batch(n: int = 24) -> pa.RecordBatch:
     )
 
 
-def clean_batch(dirty: str | None = None, *, nulls: bool = False) -> pa.RecordBatch:
-    """Three text columns of ROWS rows with nothing to do, bar ``dirty`` as the middle column's last value."""
-    middle: list[str | None] = [f"item {i % 7}" for i in range(ROWS)]
+def clean_batch(dirty: str | None = None, *, nulls: bool = False, rows: int = ROWS) -> pa.RecordBatch:
+    """Three text columns with nothing to do, bar ``dirty`` as the middle column's last value."""
+    middle: list[str | None] = [f"item {i % 7}" for i in range(rows)]
     if nulls:
         middle[::10] = [None] * len(middle[::10])
     if dirty is not None:
         middle[-1] = dirty
     return pa.record_batch(
         {
-            "region": pa.array(["EMEA"] * ROWS),
+            "region": pa.array(["EMEA"] * rows),
             "middle": pa.array(middle, pa.string()),
-            "unique": pa.array([f"Customer {i}" for i in range(ROWS)]),
-            "n": pa.array(range(ROWS), pa.int64()),
+            "unique": pa.array([f"Customer {i}" for i in range(rows)]),
+            "n": pa.array(range(rows), pa.int64()),
         }
     )
 
@@ -105,6 +105,12 @@ def clean_batch(dirty: str | None = None, *, nulls: bool = False) -> pa.RecordBa
 def test_mixed_batch_rows_are_what_the_general_path_writes(first_row: int, monkeypatch: pytest.MonkeyPatch) -> None:
     batch = mixed_batch()
     assert fast_rows(batch, first_row) == general_rows(batch, first_row, monkeypatch)
+
+
+@pytest.mark.parametrize("rows", [1, 1_024, 1_025, 8_192])
+def test_cached_row_numbers_of_every_size(rows: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    for batch in (clean_batch(rows=rows), clean_batch(rows=rows).slice(rows // 2)):
+        assert fast_rows(batch, 2) == general_rows(batch, 2, monkeypatch)
 
 
 @pytest.mark.parametrize("nulls", [False, True], ids=["no-nulls", "nulls"])
