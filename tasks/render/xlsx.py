@@ -55,6 +55,7 @@ MAX_COLUMNS = 16_384
 _SLICE_ROWS = 8_192  # rows turned into XML at once: bounds the transient strings whatever the batch size
 _COUNTING = pa.array(range(_SLICE_ROWS), pa.int64())
 _NOTHING = pa.scalar("", pa.string())
+_CONCAT_LIMIT = 1 << 30  # bytes of text columns checked together: a string array's offsets stop at 2 GiB
 _FIRST_ROWS = pc.add(_COUNTING, 2).cast(pa.string())
 _SERIAL_EPOCH = 25_569  # Excel serial day of 1970-01-01
 _FIRST_SERIAL, _LAST_SERIAL = 61, 2_958_465  # 1900-03-01 (before it Excel invents 1900-02-29) .. 9999-12-31
@@ -164,19 +165,18 @@ def _text_pieces(text: pa.Array, rows: pa.Array, ref: str) -> Pieces:
 
 
 def _text_columns(columns: list[pa.Array]) -> list[pa.Array]:
-    """Text columns sanitised and escaped, the work done once per distinct value and the check once per batch.
+    """Text columns sanitised and escaped, the work done once per distinct value.
 
-    Columns of reports repeat values (regions, products, names), so the check and any rewriting run on each
-    column's dictionary, and ``take`` spreads the result back: every value is still rewritten exactly as
-    :func:`_escaped` would rewrite it, since each rule acts on one value at a time. One check over all the
-    dictionaries at once compiles the regex once, not once per column; only if it finds something is each
-    column checked on its own.
+    Columns of reports repeat values (regions, products, names), so the check runs once over the distinct values
+    of all the batch's text columns together (one hash, one regex), and only when it finds something is each
+    column checked and rewritten on its own dictionary, ``take`` spreading the result back: every value is still
+    rewritten exactly as :func:`_escaped` would rewrite it, since each rule acts on one value at a time.
     """
     if not columns:
         return []
-    encoded = [column.dictionary_encode() for column in columns]
-    if _untouched(pa.concat_arrays([e.dictionary for e in encoded])):
+    if sum(c.nbytes for c in columns) < _CONCAT_LIMIT and _untouched(pc.unique(pa.concat_arrays(columns))):
         return columns
+    encoded = [column.dictionary_encode() for column in columns]
     return [
         column if _untouched(e.dictionary) else _escaped(e.dictionary).take(e.indices)
         for column, e in zip(columns, encoded, strict=True)

@@ -107,6 +107,14 @@ def test_mixed_batch_rows_are_what_the_general_path_writes(first_row: int, monke
     assert fast_rows(batch, first_row) == general_rows(batch, first_row, monkeypatch)
 
 
+def test_text_columns_too_big_to_check_together_are_checked_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    checks = count_calls(monkeypatch, xlsx, "_untouched")
+    monkeypatch.setattr(xlsx, "_CONCAT_LIMIT", 0)
+    for batch in (mixed_batch(), clean_batch()):
+        assert fast_rows(batch, 2) == general_rows(batch, 2, monkeypatch)
+    assert checks == [7 + 3]  # each text column of both batches alone, none together
+
+
 @pytest.mark.parametrize("rows", [1, 1_024, 1_025, 8_192])
 def test_cached_row_numbers_of_every_size(rows: int, monkeypatch: pytest.MonkeyPatch) -> None:
     for batch in (clean_batch(rows=rows), clean_batch(rows=rows).slice(rows // 2)):
