@@ -18,7 +18,6 @@ text), strings are inline strings, sanitised by :mod:`tasks.render.sanitize`, ne
 
 from __future__ import annotations
 
-import functools
 from dataclasses import replace
 from pathlib import Path
 
@@ -47,16 +46,13 @@ from tasks.render.xlsx_parts import (
     workbook_template,
     xml_escape,
 )
+from tasks.render.xlsx_pieces import SLICE_ROWS, Pieces, join_pieces, row_numbers
 
 __all__ = ["MAX_DATA_ROWS", "Styles", "XlsxWriter", "cell_xml", "column_letters", "rows_xml", "xml_text_array"]
 
 MAX_DATA_ROWS = 1_048_575  # Excel's 1,048,576 rows less the header
 MAX_COLUMNS = 16_384
-_SLICE_ROWS = 8_192  # rows turned into XML at once: bounds the transient strings whatever the batch size
-_COUNTING = pa.array(range(_SLICE_ROWS), pa.int64())
-_NOTHING = pa.scalar("", pa.string())
 _CONCAT_LIMIT = 1 << 30  # bytes of text columns checked together: a string array's offsets stop at 2 GiB
-_FIRST_ROWS = pc.add(_COUNTING, 2).cast(pa.string())
 _SERIAL_EPOCH = 25_569  # Excel serial day of 1970-01-01
 _FIRST_SERIAL, _LAST_SERIAL = 61, 2_958_465  # 1900-03-01 (before it Excel invents 1900-02-29) .. 9999-12-31
 _DAY_UNITS = {"s": 86_400.0, "ms": 86_400e3, "us": 86_400e6, "ns": 86_400e9}
@@ -104,49 +100,6 @@ def _serials(column: pa.Array, kind: Kind) -> pa.Array:
     ticks = column.cast(pa.int64()).cast(pa.float64(), safe=False)
     days = pc.divide(ticks, _DAY_UNITS[column.type.unit])
     return pc.add(days, float(_SERIAL_EPOCH))
-
-
-Pieces = list[str | pa.Array]  # literal text and arrays whose row-wise concatenation is each row's XML
-
-
-def join_pieces(pieces: Pieces, length: int, first_rows: pa.Array | None = None) -> pa.Array:
-    """One string per row: ``pieces`` concatenated row by row.
-
-    A join costs about the same per argument per row whatever the argument, so there are as few as can be:
-    adjacent literals are merged, and where ``first_rows`` (the row numbers among ``pieces``) are the process's
-    first rows, each "row numbers, literal" pair becomes one array made once per process (:func:`_rows_then`).
-    """
-    merged: Pieces = []
-    for piece in pieces:
-        if isinstance(piece, str) and merged and isinstance(merged[-1], str):
-            merged[-1] += piece
-        elif isinstance(piece, str) and merged and first_rows is not None and merged[-1] is first_rows:
-            merged[-1] = _rows_then(piece, _size_class(len(first_rows))).slice(0, len(first_rows))
-        else:
-            merged.append(piece)
-    arrays = [p for p in merged if not isinstance(p, str)]
-    if not arrays:
-        return pa.array([merged[0] if merged else ""] * length, pa.string())
-    if len(merged) == 1:
-        return arrays[0]
-    return pc.binary_join_element_wise(*(_literal(p) if isinstance(p, str) else p for p in merged), _NOTHING)
-
-
-@functools.lru_cache(maxsize=32)  # a handful in use (one per kind of cell and size): at most about 13 MB
-def _rows_then(text: str, size: int) -> pa.Array:
-    """The first ``size`` rows' numbers each followed by ``text``."""
-    return pc.binary_join_element_wise(_FIRST_ROWS.slice(0, size), _literal(text), _NOTHING)
-
-
-def _size_class(rows: int) -> int:
-    """A power of two from 1,024 up: a process writing small files makes small cached arrays."""
-    return min(max(1_024, 1 << (rows - 1).bit_length()), _SLICE_ROWS)
-
-
-@functools.lru_cache(maxsize=4_096)
-def _literal(text: str) -> pa.Scalar:
-    """A literal piece as an Arrow scalar, made once: converting each one on every call cost 15 % of a join."""
-    return pa.scalar(text, pa.string())
 
 
 def _whole(pieces: Pieces, column: pa.Array) -> Pieces:
@@ -240,14 +193,6 @@ def _untouched(column: pa.Array) -> bool:
     return column.nbytes <= XLSX_CELL_LIMIT or not pc.any(pc.greater(pc.binary_length(column), XLSX_CELL_LIMIT)).as_py()
 
 
-def row_numbers(first_row: int, count: int) -> pa.Array:
-    """Sheet row numbers ``first_row`` .. as strings; the first slice's are made once per process (most files
-    have no more rows than that)."""
-    if first_row == 2 and count <= _SLICE_ROWS:
-        return _FIRST_ROWS.slice(0, count)
-    return pc.add(_COUNTING.slice(0, count), first_row).cast(pa.string())
-
-
 def rows_xml(batch: pa.RecordBatch, kinds: list[Kind], first_row: int, styles: Styles) -> memoryview:
     """The ``<row>`` elements of ``batch``, whose first row is sheet row ``first_row`` (1-based)."""
     rows = row_numbers(first_row, batch.num_rows)
@@ -259,7 +204,8 @@ def rows_xml(batch: pa.RecordBatch, kinds: list[Kind], first_row: int, styles: S
             pieces += _whole(_text_pieces(next(texts), rows, column_letters(i)), column)
         else:
             pieces += cell_pieces(column, kind, rows, column_letters(i), styles)
-    joined = join_pieces([*pieces, "</row>"], batch.num_rows, rows if first_row == 2 else None)
+    first_rows = rows if first_row == 2 and batch.num_rows <= SLICE_ROWS else None  # the cached copy
+    joined = join_pieces([*pieces, "</row>"], batch.num_rows, first_rows)
     # A string array's values lie end to end in its data buffer: hand that to zlib as one block, uncopied.
     offsets = memoryview(joined.buffers()[1]).cast("i")  # int32, as a string array's offsets are
     start, end = offsets[joined.offset], offsets[joined.offset + len(joined)]
@@ -343,8 +289,8 @@ class XlsxWriter:
             )
         if not self._started:
             self._start_sheet(batch.slice(0, _WIDTH_SAMPLE_ROWS))
-        for start in range(0, batch.num_rows, _SLICE_ROWS):
-            part = batch.slice(start, _SLICE_ROWS)
+        for start in range(0, batch.num_rows, SLICE_ROWS):
+            part = batch.slice(start, SLICE_ROWS)
             self._zip.write(rows_xml(part, self._kinds, self._rows + 2, self._styles))
             self._rows += part.num_rows
 

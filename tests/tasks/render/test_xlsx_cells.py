@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pytest
 from python_calamine import CalamineWorkbook
 
-from tasks.render import RenderContext, open_writer, xlsx
+from tasks.render import RenderContext, open_writer, xlsx, xlsx_pieces
 from tasks.render.sanitize import Kind, column_kind
 
 STYLES = xlsx.Styles(1, 2, 3)
@@ -113,6 +113,12 @@ def test_text_columns_too_big_to_check_together_are_checked_alone(monkeypatch: p
     for batch in (mixed_batch(), clean_batch()):
         assert fast_rows(batch, 2) == general_rows(batch, 2, monkeypatch)
     assert checks == [7 + 3]  # each text column of both batches alone, none together
+
+
+def test_with_no_room_for_cached_row_pieces_the_rows_are_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(xlsx_pieces, "_ROW_PIECES", xlsx_pieces.RowPieces(0))
+    for batch in (mixed_batch(), clean_batch()):
+        assert fast_rows(batch, 2) == general_rows(batch, 2, monkeypatch)
 
 
 @pytest.mark.parametrize("rows", [1, 1_024, 1_025, 8_192])
