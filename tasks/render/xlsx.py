@@ -44,22 +44,24 @@ from tasks.render.xlsx_parts import (
     column_letters,
     fill_parts,
     workbook_template,
+    xml_escape,
 )
+from tasks.render.xlsx_pieces import SLICE_ROWS, Pieces, join_pieces, row_numbers
 
 __all__ = ["MAX_DATA_ROWS", "Styles", "XlsxWriter", "cell_xml", "column_letters", "rows_xml", "xml_text_array"]
 
 MAX_DATA_ROWS = 1_048_575  # Excel's 1,048,576 rows less the header
 MAX_COLUMNS = 16_384
-_SLICE_ROWS = 8_192  # rows turned into XML at once: bounds the transient strings whatever the batch size
-_COUNTING = pa.array(range(_SLICE_ROWS), pa.int64())
+_FEW_VALUES = 64  # at most this many text values are rewritten in Python, not in kernels
+_CONCAT_LIMIT = 1 << 30  # bytes of text columns checked together: a string array's offsets stop at 2 GiB
 _SERIAL_EPOCH = 25_569  # Excel serial day of 1970-01-01
 _FIRST_SERIAL, _LAST_SERIAL = 61, 2_958_465  # 1900-03-01 (before it Excel invents 1900-02-29) .. 9999-12-31
 _DAY_UNITS = {"s": 86_400.0, "ms": 86_400e3, "us": 86_400e6, "ns": 86_400e9}
 _WIDTH_SAMPLE_ROWS, _MIN_WIDTH, _MAX_WIDTH = 200, 8, 60
 _EXCEL_ESCAPE_RE2 = r"_x[0-9A-Fa-f]{4}_"
-# Anything xml_text_array or remove_xlsx_illegal_array would change.
-_NEEDS_WORK_RE2 = rf"[&<>\r]|{_EXCEL_ESCAPE_RE2}|{XLSX_ILLEGAL_RE2}"
-_TRIGGERS = pa.array(list(FORMULA_TRIGGERS), pa.string())
+_FIRST_CHARACTER_RE2 = "^[" + "".join(f"\\x{{{ord(c):02X}}}" for c in FORMULA_TRIGGERS) + "]"
+# Anything xml_text_array or sanitize_xlsx_text_array would change, bar length: one regex, one kernel.
+_NEEDS_WORK_RE2 = rf"[&<>\r]|{_EXCEL_ESCAPE_RE2}|{XLSX_ILLEGAL_RE2}|{_FIRST_CHARACTER_RE2}"
 _NS = (
     'xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
     'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"'
@@ -101,61 +103,120 @@ def _serials(column: pa.Array, kind: Kind) -> pa.Array:
     return pc.add(days, float(_SERIAL_EPOCH))
 
 
-def _text_cells(text: pa.Array, rows: pa.Array, ref: str) -> pa.Array:
-    return pc.binary_join_element_wise(
-        f'<c r="{ref}', rows, '" t="inlineStr"><is><t xml:space="preserve">', text, "</t></is></c>", ""
-    )
+def _whole(pieces: Pieces, column: pa.Array) -> Pieces:
+    """``pieces`` as they are where ``column`` has no nulls; else one array of whole cells, "" where null.
+
+    Any null piece makes binary_join_element_wise's result null, so a column with nulls is joined on its own and
+    its nulls become empty strings before it joins the row.
+    """
+    if not column.null_count:
+        return pieces
+    return [pc.fill_null(join_pieces(pieces, len(column)), "")]
+
+
+def _text_pieces(text: pa.Array, rows: pa.Array, ref: str) -> Pieces:
+    return [f'<c r="{ref}', rows, '" t="inlineStr"><is><t xml:space="preserve">', text, "</t></is></c>"]
+
+
+def _text_columns(columns: list[pa.Array]) -> list[pa.Array]:
+    """Text columns sanitised and escaped, the work done once per distinct value.
+
+    Columns of reports repeat values (regions, products, names), so the check runs once over the distinct values
+    of all the batch's text columns together (one hash, one regex), and only when it finds something is each
+    column checked and rewritten on its own dictionary, ``take`` spreading the result back: every value is still
+    rewritten exactly as :func:`_escaped` would rewrite it, since each rule acts on one value at a time.
+    """
+    if not columns:
+        return []
+    if sum(c.nbytes for c in columns) < _CONCAT_LIMIT and _untouched(pc.unique(pa.concat_arrays(columns))):
+        return columns
+    encoded = [column.dictionary_encode() for column in columns]
+    return [
+        column if _untouched(e.dictionary) else _rewritten(e.dictionary).take(e.indices)
+        for column, e in zip(columns, encoded, strict=True)
+    ]
+
+
+def _rewritten(values: pa.Array) -> pa.Array:
+    """:func:`_escaped`; a few values (a column's dictionary, most often) through the one-string forms of the same
+    rules, as the header's labels are: each kernel costs about 15 us however few its values, and there are about
+    fifteen."""
+    if len(values) > _FEW_VALUES:
+        return _escaped(values)
+    texts = [None if v is None else xml_escape(sanitize_xlsx_text(v), excel=True) for v in values.to_pylist()]
+    return pa.array(texts, pa.string())
+
+
+def _escaped(values: pa.Array) -> pa.Array:
+    """Every rule a text cell needs, applied to every value: the general path the shortcuts must agree with."""
+    return xml_text_array(sanitize_xlsx_text_array(values))
+
+
+def cell_pieces(column: pa.Array, kind: Kind, rows: pa.Array, ref: str, styles: Styles) -> Pieces:
+    """The ``<c>`` elements of a column (row numbers as strings in ``rows``, column letters ``ref``) as pieces
+    for :func:`join_pieces`; a null value is no element at all.
+
+    ``rows_xml`` joins the pieces of every column in one kernel: joining each column's cells and then the row
+    again cost three times as much (docs/benchmarks.md, "XLSX cell building").
+    """
+    column = _plain(column)
+    if kind == "text":
+        return _whole(_text_pieces(_text_columns([column])[0], rows, ref), column)
+    if kind in ("number", "float"):
+        if kind == "float":
+            column = column.cast(pa.float64())
+            finite = pc.is_finite(column)
+            if not pc.all(finite).as_py():  # NaN and infinities: Excel cannot hold them, so no cell
+                column = pc.if_else(finite, column, None)
+        return _whole([f'<c r="{ref}', rows, '"><v>', column.cast(pa.string()), "</v></c>"], column)
+    if kind == "bool":
+        flags = pc.if_else(column, "1", "0")
+        return _whole([f'<c r="{ref}', rows, '" t="b"><v>', flags, "</v></c>"], column)
+    if kind in ("date", "datetime"):
+        serials = _serials(column, kind)
+        style = styles.date if kind == "date" else styles.datetime
+        pieces: Pieces = [f'<c r="{ref}', rows, f'" s="{style}"><v>', serials.cast(pa.string()), "</v></c>"]
+        low, high = pc.min_max(serials).values()
+        if low.as_py() is None or (low.as_py() >= _FIRST_SERIAL and high.as_py() < _LAST_SERIAL + 1):
+            return _whole(pieces, column)
+        in_range = pc.and_(pc.greater_equal(serials, _FIRST_SERIAL), pc.less(serials, _LAST_SERIAL + 1))
+        cells = join_pieces(pieces, len(column))
+        text = join_pieces(_text_pieces(column.cast(pa.string()), rows, ref), len(column))
+        return [pc.fill_null(pc.if_else(in_range, cells, text), "")]
+    return []
 
 
 def cell_xml(column: pa.Array, kind: Kind, rows: pa.Array, ref: str, styles: Styles) -> pa.Array:
     """One ``<c>`` element per value (row numbers as strings in ``rows``, column letters ``ref``); "" for null."""
-    column = _plain(column)
-    if kind == "text":
-        text = column if _untouched(column) else xml_text_array(sanitize_xlsx_text_array(column))
-        cells = _text_cells(text, rows, ref)
-    elif kind in ("number", "float"):
-        if kind == "float":
-            column = column.cast(pa.float64())
-            column = pc.if_else(pc.is_finite(column), column, None)
-        cells = pc.binary_join_element_wise(f'<c r="{ref}', rows, '"><v>', column.cast(pa.string()), "</v></c>", "")
-    elif kind == "bool":
-        flags = pc.if_else(column, "1", "0")
-        cells = pc.binary_join_element_wise(f'<c r="{ref}', rows, '" t="b"><v>', flags, "</v></c>", "")
-    elif kind in ("date", "datetime"):
-        serials = _serials(column, kind)
-        style = styles.date if kind == "date" else styles.datetime
-        cells = pc.binary_join_element_wise(
-            f'<c r="{ref}', rows, f'" s="{style}"><v>', serials.cast(pa.string()), "</v></c>", ""
-        )
-        in_range = pc.and_(pc.greater_equal(serials, _FIRST_SERIAL), pc.less(serials, _LAST_SERIAL + 1))
-        if not pc.all(in_range).as_py():
-            cells = pc.if_else(in_range, cells, _text_cells(column.cast(pa.string()), rows, ref))
-    else:
-        return pa.nulls(len(column), pa.string()).fill_null("")
-    return pc.fill_null(cells, "")
+    return pc.fill_null(join_pieces(cell_pieces(column, kind, rows, ref, styles), len(column)), "")
 
 
 def _untouched(column: pa.Array) -> bool:
     """Whether sanitising and escaping would leave every value of this text column as it is: no character an XLSX
     cannot hold, no formula trigger first, nothing over a cell's limit, nothing XML or Excel would decode.
 
-    Most columns of real data need nothing: three kernels then replace about ten (docs/benchmarks.md).
+    Most columns of real data need nothing: one regex (and a length check that a short column skips) then
+    replaces about ten kernels (docs/benchmarks.md).
     """
     if pc.any(pc.match_substring_regex(column, _NEEDS_WORK_RE2)).as_py():
         return False
-    if pc.any(pc.is_in(pc.utf8_slice_codeunits(column, 0, 1), value_set=_TRIGGERS)).as_py():
-        return False
-    return not pc.any(pc.greater(pc.binary_length(column), XLSX_CELL_LIMIT)).as_py()
+    # A column holding fewer bytes in all than one cell's limit cannot have a value over it.
+    return column.nbytes <= XLSX_CELL_LIMIT or not pc.any(pc.greater(pc.binary_length(column), XLSX_CELL_LIMIT)).as_py()
 
 
 def rows_xml(batch: pa.RecordBatch, kinds: list[Kind], first_row: int, styles: Styles) -> memoryview:
     """The ``<row>`` elements of ``batch``, whose first row is sheet row ``first_row`` (1-based)."""
-    rows = pc.add(_COUNTING.slice(0, batch.num_rows), first_row).cast(pa.string())
-    cells = [
-        cell_xml(column, kind, rows, column_letters(i), styles)
-        for i, (column, kind) in enumerate(zip(batch.columns, kinds, strict=True))
-    ]
-    joined = pc.binary_join_element_wise('<row r="', rows, '">', *cells, "</row>", "")
+    rows = row_numbers(first_row, batch.num_rows)
+    columns = [_plain(column) for column in batch.columns]
+    texts = iter(_text_columns([column for column, kind in zip(columns, kinds, strict=True) if kind == "text"]))
+    pieces: Pieces = ['<row r="', rows, '">']
+    for i, (column, kind) in enumerate(zip(columns, kinds, strict=True)):
+        if kind == "text":
+            pieces += _whole(_text_pieces(next(texts), rows, column_letters(i)), column)
+        else:
+            pieces += cell_pieces(column, kind, rows, column_letters(i), styles)
+    first_rows = rows if first_row == 2 and batch.num_rows <= SLICE_ROWS else None  # the cached copy
+    joined = join_pieces([*pieces, "</row>"], batch.num_rows, first_rows)
     # A string array's values lie end to end in its data buffer: hand that to zlib as one block, uncopied.
     offsets = memoryview(joined.buffers()[1]).cast("i")  # int32, as a string array's offsets are
     start, end = offsets[joined.offset], offsets[joined.offset + len(joined)]
@@ -220,7 +281,7 @@ class XlsxWriter:
 
     def _start_sheet(self, sample: pa.RecordBatch | None) -> None:
         widths = column_widths(self._labels, sample, self._kinds)
-        texts = xml_text_array(pa.array(self._labels, pa.string())).to_pylist()
+        texts = [xml_escape(label, excel=True) for label in self._labels]  # as xml_text_array would
         header = "".join(
             f'<c r="{column_letters(i)}1" s="{self._styles.header}" t="inlineStr">'
             f'<is><t xml:space="preserve">{text}</t></is></c>'
@@ -239,8 +300,8 @@ class XlsxWriter:
             )
         if not self._started:
             self._start_sheet(batch.slice(0, _WIDTH_SAMPLE_ROWS))
-        for start in range(0, batch.num_rows, _SLICE_ROWS):
-            part = batch.slice(start, _SLICE_ROWS)
+        for start in range(0, batch.num_rows, SLICE_ROWS):
+            part = batch.slice(start, SLICE_ROWS)
             self._zip.write(rows_xml(part, self._kinds, self._rows + 2, self._styles))
             self._rows += part.num_rows
 

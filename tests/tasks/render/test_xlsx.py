@@ -244,5 +244,5 @@ def test_the_clean_column_shortcut_writes_what_the_full_path_writes(
     rows = pa.array([str(i + 2) for i in range(len(values))])
     styles = xlsx.Styles(1, 2, 3)
     fast = xlsx.cell_xml(column, "text", rows, "C", styles).to_pylist()
-    monkeypatch.setattr(xlsx, "_untouched", lambda _column: False)
+    monkeypatch.setattr(xlsx, "_text_columns", lambda columns: [xlsx._escaped(c) for c in columns])
     assert fast == xlsx.cell_xml(column, "text", rows, "C", styles).to_pylist()
