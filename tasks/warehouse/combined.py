@@ -92,14 +92,43 @@ def build_combined(spec: DatasetSpec, shape: Shape, conditions: list[_Condition]
     if shape.order_sql:
         sql += f" ORDER BY {shape.order_sql}"
     columns = [c.name for c in shape.columns] + [f"{prefix}{i}" for i in range(len(conditions))]
-    types = [c.type for c in shape.columns] + ["integer"] * len(conditions)
+    types: list[str | None] = [c.type for c in shape.columns]
+    types += ["integer"] * len(conditions)
     return CompiledQuery(sql, params, columns, types, None)
+
+
+class _Rebatch:
+    """A member's rows in batches of ``size`` rows (the last one shorter), as its single query streams them.
+
+    The writers' output depends on where batches start: the XLSX column widths come from the first batch's rows. Cut
+    this way, a member's file is byte for byte the one its single query would make, and its writers see a few large
+    batches rather than many slivers. At most ``size`` rows wait per member: memory stays flat."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.parts: list[pa.RecordBatch] = []
+        self.rows = 0
+
+    def add(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
+        self.parts.append(batch)
+        self.rows += batch.num_rows
+        if self.rows < self.size:
+            return []
+        whole = pa.concat_batches(self.parts) if len(self.parts) > 1 else batch
+        full = whole.num_rows // self.size * self.size
+        rest = whole.slice(full)
+        self.parts, self.rows = ([rest], rest.num_rows) if rest.num_rows else ([], 0)
+        return [whole.slice(start, self.size) for start in range(0, full, self.size)]
+
+    def flush(self) -> list[pa.RecordBatch]:
+        parts, self.parts, self.rows = self.parts, [], 0
+        return [pa.concat_batches(parts)] if parts else []
 
 
 @dataclass
 class CombinedResult:
-    """The rows of several members from one stream. Iterate once: each step is one warehouse batch, split into
-    ``(member position, its rows)`` pairs (members with no rows in that batch left out), flag columns dropped.
+    """The rows of several members from one stream. Iterate once: each step is a list of ``(member position, its
+    rows)`` pairs (a member's rows in batches of ``batch_rows``, as its single query gives them), flags dropped.
 
     ``errors``: the members refused before the query ran (their position: the error), each as its single query
     would have been. After iteration ``rows`` and ``truncated`` hold, per member position, what ``StreamResult``
@@ -109,6 +138,7 @@ class CombinedResult:
     errors: dict[int, BulletinError]
     positions: list[int]
     limit: int | None
+    batch_rows: int = 1
     result: StreamResult | None = None
     schema: pa.Schema = field(default_factory=lambda: pa.schema([]))
     rows: dict[int, int] = field(default_factory=dict)
@@ -120,20 +150,23 @@ class CombinedResult:
         width = len(self.schema)
         # member position -> its flag column, while the member still takes rows
         taking = {position: width + k for k, position in enumerate(self.positions)}
+        waiting = {position: _Rebatch(self.batch_rows) for position in self.positions}
         self.rows = dict.fromkeys(self.positions, 0)
         self.truncated = dict.fromkeys(self.positions, False)
         try:
             for batch in self.result:
                 rows = batch.select(list(range(width)))
-                yield [part for position in list(taking) if (part := self._part(position, batch, rows, taking))]
+                parts = [(p, mine) for p in list(taking) if (mine := self._part(p, batch, rows, taking)) is not None]
+                yield [(p, full) for p, mine in parts for full in waiting[p].add(mine)]
                 if not taking:  # every member is cut at its limit: the rest of the scan serves no one
-                    return
+                    break
+            yield [(p, last) for p in self.positions for last in waiting[p].flush()]
         finally:
             self.close()
 
     def _part(
         self, position: int, batch: pa.RecordBatch, rows: pa.RecordBatch, taking: dict[int, int]
-    ) -> tuple[int, pa.RecordBatch] | None:
+    ) -> pa.RecordBatch | None:
         mine = rows.filter(pc.equal(batch.column(taking[position]), 1))
         if mine.num_rows == 0:
             return None
@@ -145,7 +178,7 @@ class CombinedResult:
                 return None
             mine = mine.slice(0, keep)
         self.rows[position] += mine.num_rows
-        return position, mine
+        return mine
 
     def close(self) -> None:
         if self.result is not None:
@@ -176,4 +209,4 @@ def run_combined(
     compiled = build_combined(spec, shape, [c for *_, c in parts])
     result = warehouse.stream(compiled, batch_rows)
     schema = pa.schema(list(result.schema)[: len(shape.columns)])
-    return CombinedResult(errors, [p for p, *_ in parts], shape.limit, result, schema)
+    return CombinedResult(errors, [p for p, *_ in parts], shape.limit, batch_rows, result, schema)

@@ -16,6 +16,7 @@ from bulletin.errors import QueryError, ScopeError
 from bulletin.models import Filter, OrderBy, QuerySpec
 from bulletin.settings import PROJECT_ROOT
 from tasks.warehouse import Warehouse, run_query
+from tasks.warehouse.base import CompiledQuery
 from tasks.warehouse.combined import Member, run_combined
 from tests.tasks.warehouse.test_query import INJECTIONS, claims
 from tests.tasks.warehouse.test_warehouse import lite, warehouses  # noqa: F401 - fixtures: the SQLite copy
@@ -54,10 +55,14 @@ def single(wh: Warehouse, member: Member) -> tuple[list[dict[str, Any]], bool]:
 def combined(wh: Warehouse, members: list[Member]) -> tuple[dict[int, list[dict[str, Any]]], Any]:
     result = run_combined(members, REGISTRY, wh, batch_rows=BATCH)
     rows: dict[int, list[dict[str, Any]]] = {p: [] for p in result.positions}
+    sizes: dict[int, list[int]] = {p: [] for p in result.positions}
     for parts in result:
         for position, batch in parts:
             assert batch.schema == result.schema  # the flags never reach a writer
             rows[position].extend(batch.to_pylist())
+            sizes[position].append(batch.num_rows)
+    # Cut as a single query's stream is (its writers' output depends on it): full batches, the last one shorter.
+    assert all(set(s[:-1]) <= {BATCH} and (not s or 0 < s[-1] <= BATCH) for s in sizes.values())
     return rows, result
 
 
@@ -127,7 +132,7 @@ def test_the_query_filters_apply_to_each_member_as_to_its_single_query(duck):
 
 def test_an_empty_scope_is_refused_alone(duck):
     members = [Member(DISJOINT[0], sales()), Member(claims({}), sales()), Member(DISJOINT[1], sales())]
-    rows, result = combined(duck, members)
+    _, result = combined(duck, members)
     assert isinstance(result.errors[1], ScopeError)
     assert result.positions == [0, 2]
     assert_same_as_single(duck, members)
@@ -143,7 +148,14 @@ def test_a_member_whose_token_does_not_grant_the_dataset_is_refused_alone(duck):
 @pytest.mark.parametrize("value", INJECTIONS)
 def test_values_are_bound_never_in_the_sql(duck, value):
     members = [Member(DISJOINT[0], sales()), Member(scope([("region", "=", value)]), sales())]
-    rows, result = combined(duck, members)
+    seen: list[CompiledQuery] = []
+    stream = duck.stream
+    duck.stream = lambda compiled, batch_rows: seen.append(compiled) or stream(compiled, batch_rows)
+    try:
+        rows, _ = combined(duck, members)
+    finally:
+        del duck.stream
+    assert len(seen) == 1 and value not in seen[0].sql and seen[0].params.count(value) == 2  # the flag, the WHERE
     assert rows[1] == []
     assert_same_as_single(duck, members)
 
