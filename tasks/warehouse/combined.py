@@ -1,19 +1,25 @@
-"""One query for several recipients of the same report: each recipient's rows, tagged with its number, split apart.
+"""One scan for several recipients of the same query: each recipient's rows, from one SELECT, split by a flag per row.
 
-Why: the recipients a lane holds (tasks/delivery/chunk.py) share the report's query and differ only in scope, and
-each query pays a fixed cost (planning, a cursor, an Arrow stream: about a third of the benchmark's 4.6 ms per query)
-besides its rows. One query per lane chunk pays it once (docs/benchmarks.md, "One scan per lane chunk").
+Why: the recipients a lane holds (tasks/delivery/chunk.py) share the report's query and differ only in scope. Eight
+single queries of the benchmark cost 32-34 ms of CPU, this one query for the eight 26 ms (docs/benchmarks.md, "One
+scan per lane chunk"): each query pays planning, a cursor and an Arrow stream besides its rows, and DuckDB still prunes
+row groups for the OR (it derives ``account_id = a OR account_id = b`` from the scopes: 6 of 10 row groups read for
+four recipients). A UNION ALL of each recipient's single query, tagged, was measured too and dropped: no cheaper than
+the single queries it joins (32 ms per eight), its per-branch sorts and the outer sort cost what the shared plan saves.
 
-The query is a UNION ALL of each member's single query, tagged (``build_combined``), so the rules of
-``tasks.warehouse.query`` hold member by member as they do for one recipient (``notes/security.md``):
+The rules of ``tasks.warehouse.query`` still hold, member by member (``notes/security.md``):
 
-- each branch's WHERE is built from that member's own verified token only (``scope_for``, ``row_conditions``: the
-  same code and the same SQL as its single query), ANDed with the query's filters, never ORed with another's;
-- every value is a bound parameter; the SQL text holds quoted identifiers, generated names and the members' numbers;
-- a row reaches member k only from branch k: the split keeps the rows tagged k, and drops the tag before any writer;
+- each member's condition is built from its own verified token only (``scope_for``, ``row_conditions``: the same
+  code as its single query), ANDed with the query's filters exactly as its single query's WHERE is;
+- every value is a bound parameter; the SQL text holds quoted identifiers and generated flag names only;
+- a row reaches member i only if its flag says so: ``CASE WHEN (cond_i) THEN 1 ELSE 0 END``, so a condition that is
+  NULL (a comparison with a NULL column) counts as no match, as it does in a WHERE. The combined WHERE
+  (``cond_0 OR cond_1 ...``) only spares the scan rows no member may see; it grants nothing by itself;
 - a member whose token or condition is refused is refused alone (``CombinedResult.errors``); the others go on;
-- each branch keeps its single query's ORDER BY and ``LIMIT max+1``: at most ``limit`` rows reach the member, and
-  ``truncated`` says when one more matched.
+- each member's row limit is applied as its single query's ``LIMIT max+1`` is: at most ``limit`` rows, and
+  ``truncated`` when one more matched. The combined SELECT has no LIMIT; the scan stops once every member is cut.
+  So a member whose scope matches far more rows than its limit makes the warehouse sort all of them, where its single
+  query would keep the top rows only: a cost, never a leak.
 
 A member gets the rows of its single query in the same order when the ORDER BY is total; with ties, the order of
 tied rows (and which of them a limit cuts) is the warehouse's choice in either query.
@@ -36,10 +42,10 @@ from tasks.warehouse.base import CompiledQuery, StreamResult
 from tasks.warehouse.embedded import Warehouse
 from tasks.warehouse.query import Shape, granted_dataset, query_shape, quote, quote_source, row_conditions, scope_for
 
-#: Bound values a combined query may carry. Beyond it the caller queries the members one by one: PostgreSQL takes at
-#: most 65,535 binds, and huge IN lists gain nothing from sharing a query.
+#: Bound values a combined query may carry (each member's appear twice: in its flag and in the WHERE). Beyond it the
+#: caller queries the members one by one: PostgreSQL takes at most 65,535 binds, and a huge IN list gains nothing.
 MAX_COMBINED_PARAMS = 20_000
-_MEMBER = "bulletin_member"
+_FLAG = "bulletin_row_of_"
 
 
 @dataclass(frozen=True)
@@ -67,45 +73,33 @@ def _member_condition(member: Member, registry: dict[str, DatasetSpec]) -> tuple
     return spec, shape, _Condition(" AND ".join(clauses) if clauses else "1 = 1", params)
 
 
-def _member_column(spec: DatasetSpec) -> str:
-    name = _MEMBER
-    while name in spec.column_names:
-        name = "_" + name
-    return name
-
-
-def _branch(spec: DatasetSpec, shape: Shape, k: int, condition: _Condition, member: str) -> str:
-    """Member k's single query (``query.build_query``'s SQL) with its number as one more column."""
-    # S608: every identifier went through quote(), every value is a bound parameter; k is the member's number.
-    sql = f"SELECT {shape.select_sql}, {int(k)} AS {quote(member)} FROM {quote_source(spec.source)}"  # noqa: S608
-    sql += f" WHERE {condition.sql}"
-    if shape.limit is not None:  # as the single query: one row more than the limit tells that it was cut
-        sql += f" ORDER BY {shape.order_sql}" if shape.order_sql else ""
-        sql += f" LIMIT {int(shape.limit) + 1}"
-    return f"SELECT * FROM ({sql}) AS {quote(f'b{k}')}"  # noqa: S608
+def _flag_prefix(spec: DatasetSpec) -> str:
+    prefix = _FLAG
+    while any(name.startswith(prefix) for name in spec.column_names):
+        prefix = "_" + prefix
+    return prefix
 
 
 def build_combined(spec: DatasetSpec, shape: Shape, conditions: list[_Condition]) -> CompiledQuery:
-    """Each member's single query as one branch of a UNION ALL, tagged with the member's number, ordered by member
-    then by the query's order: ``SELECT * FROM (SELECT cols, k AS member FROM src WHERE cond_k ORDER BY o LIMIT n+1)
-    AS b_k UNION ALL ... ORDER BY member, o``.
+    """The report's columns plus one 0/1 flag per member, over the rows any member may see, in the query's order.
 
-    Branches rather than one ``WHERE cond_0 OR cond_1 ...`` with a flag per member: DuckDB prunes row groups for a
-    plain AND of comparisons but evaluates an OR of them on every row (a count over 8 recipients' scopes OR-ed took
-    7 ms against 1 ms for one), so on a large table the OR would read it all; each branch keeps its own pruning and
-    its own LIMIT. The subquery wrapping is what SQLite needs to take an ORDER BY and LIMIT per branch.
+    An integer flag rather than a boolean column: every dialect can select it (Oracle and SQL Server have no boolean
+    in a select list).
     """
-    member = _member_column(spec)
-    branches = [_branch(spec, shape, k, c, member) for k, c in enumerate(conditions)]
-    sql = " UNION ALL ".join(branches) + f" ORDER BY {quote(member)}"
-    if shape.order_sql:
-        sql += f", {shape.order_sql}"
-    params = [p for c in conditions for p in c.params]
+    prefix = _flag_prefix(spec)
+    flags = [f"CASE WHEN {c.sql} THEN 1 ELSE 0 END AS {quote(f'{prefix}{i}')}" for i, c in enumerate(conditions)]
+    where = " OR ".join(f"({c.sql})" for c in conditions)
+    params = [p for c in conditions for p in c.params] * 2  # the flags' values, then the WHERE's
     if len(params) > MAX_COMBINED_PARAMS:
         raise QueryError(f"a combined query would bind {len(params)} values (at most {MAX_COMBINED_PARAMS})")
-    columns = [c.name for c in shape.columns] + [member]
+    # S608: every identifier went through quote(), every value is a bound parameter.
+    sql = f"SELECT {shape.select_sql}, {', '.join(flags)} FROM {quote_source(spec.source)} WHERE {where}"  # noqa: S608
+    if shape.order_sql:
+        sql += f" ORDER BY {shape.order_sql}"
+    columns = [c.name for c in shape.columns] + [f"{prefix}{i}" for i in range(len(conditions))]
     types: list[str | None] = [c.type for c in shape.columns]
-    return CompiledQuery(sql, params, columns, [*types, "integer"], None)
+    types += ["integer"] * len(conditions)
+    return CompiledQuery(sql, params, columns, types, None)
 
 
 class _Rebatch:
@@ -139,8 +133,7 @@ class _Rebatch:
 @dataclass
 class CombinedResult:
     """The rows of several members from one stream. Iterate once: each step is a list of ``(member position, its
-    rows)`` pairs (a member's rows in batches of ``batch_rows``, as its single query gives them), the member column
-    dropped.
+    rows)`` pairs (a member's rows in batches of ``batch_rows``, as its single query gives them), flags dropped.
 
     ``errors``: the members refused before the query ran (their position: the error), each as its single query
     would have been. After iteration ``rows`` and ``truncated`` hold, per member position, what ``StreamResult``
@@ -160,28 +153,26 @@ class CombinedResult:
         if self.result is None:
             return
         width = len(self.schema)
-        # member position -> its number in the query, while the member still takes rows
-        taking = {position: k for k, position in enumerate(self.positions)}
+        # member position -> its flag column, while the member still takes rows
+        taking = {position: width + k for k, position in enumerate(self.positions)}
         waiting = {position: _Rebatch(self.batch_rows) for position in self.positions}
         self.rows = dict.fromkeys(self.positions, 0)
         self.truncated = dict.fromkeys(self.positions, False)
         try:
             for batch in self.result:
-                rows, members = batch.select(list(range(width))), batch.column(width)
-                present = set(pc.unique(members).to_pylist())  # rows come member by member: one or two per batch
-                here = [p for p in list(taking) if taking[p] in present]
-                parts = [(p, mine) for p in here if (mine := self._part(p, members, rows, taking)) is not None]
+                rows = batch.select(list(range(width)))
+                parts = [(p, mine) for p in list(taking) if (mine := self._part(p, batch, rows, taking)) is not None]
                 yield [(p, full) for p, mine in parts for full in waiting[p].add(mine)]
-                if not taking:  # every member is cut at its limit: nothing more is for anyone
+                if not taking:  # every member is cut at its limit: the rest of the scan serves no one
                     break
             yield [(p, last) for p in self.positions for last in waiting[p].flush()]
         finally:
             self.close()
 
     def _part(
-        self, position: int, members: pa.Array, rows: pa.RecordBatch, taking: dict[int, int]
+        self, position: int, batch: pa.RecordBatch, rows: pa.RecordBatch, taking: dict[int, int]
     ) -> pa.RecordBatch | None:
-        mine = rows.filter(pc.equal(members, taking[position]))
+        mine = rows.filter(pc.equal(batch.column(taking[position]), 1))
         if mine.num_rows == 0:
             return None
         if self.limit is not None and self.rows[position] + mine.num_rows > self.limit:

@@ -43,14 +43,14 @@ AUDIENCE = [
 
 
 class CountingWarehouse:
-    """The real warehouse, counting the queries it streams; ``fail`` makes the combined one (a UNION ALL) fail."""
+    """The real warehouse, counting the queries it streams; ``fail`` makes the combined one (flags) fail."""
 
     def __init__(self, real: Warehouse, *, fail: bool = False) -> None:
         self.real, self.fail, self.streamed = real, fail, [0]
 
     def stream(self, compiled: CompiledQuery, batch_rows: int) -> StreamResult:
         self.streamed[0] += 1
-        if self.fail and "UNION ALL" in compiled.sql:
+        if self.fail and "CASE WHEN" in compiled.sql:
             raise TransientError("the warehouse did not answer")
         return self.real.stream(compiled, batch_rows)
 
