@@ -4,11 +4,13 @@ when BULLETIN_TEST_POSTGRES_URL is set)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
+import sqlalchemy as sa
 
 from bulletin.datasets import load_datasets
 from bulletin.demo_data import DEMO_END_DATE, build_demo_warehouse
@@ -18,6 +20,7 @@ from bulletin.settings import PROJECT_ROOT
 from tasks.warehouse import Warehouse, run_query
 from tasks.warehouse.base import CompiledQuery
 from tasks.warehouse.combined import Member, run_combined
+from tests.fixtures.database import POSTGRES_URL, postgres_schema, requires_postgres
 from tests.tasks.warehouse.test_query import INJECTIONS, claims
 from tests.tasks.warehouse.test_warehouse import lite, warehouses  # noqa: F401 - fixtures: the SQLite copy
 
@@ -26,15 +29,42 @@ BATCH = 97  # small batches: a member's rows and its limit fall across many of t
 
 
 @pytest.fixture(scope="module")
-def duck(tmp_path_factory: pytest.TempPathFactory):
+def duck_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo warehouse with some NULL regions and countries: a NULL comparison must count as no match."""
     path: Path = tmp_path_factory.mktemp("combined") / "warehouse.duckdb"
     build_demo_warehouse(path, rows=6_000, end_date=DEMO_END_DATE)
     with duckdb.connect(str(path)) as con:
         con.execute("UPDATE sales SET region = NULL WHERE order_id % 11 = 0")
         con.execute("UPDATE sales SET country = NULL WHERE order_id % 13 = 0")
-    with Warehouse(str(path)) as warehouse:
+    return path
+
+
+@pytest.fixture(scope="module")
+def duck(duck_path: Path) -> Iterator[Warehouse]:
+    with Warehouse(str(duck_path)) as warehouse:
         yield warehouse
+
+
+_PG_SALES = (
+    "CREATE TABLE sales (order_id BIGINT PRIMARY KEY, order_date DATE, region TEXT, country TEXT, product TEXT,"
+    " category TEXT, customer_id BIGINT, customer_name TEXT, account_id TEXT, quantity BIGINT,"
+    " unit_price NUMERIC(10, 2), amount NUMERIC(12, 2))"
+)
+
+
+@pytest.fixture(scope="module")
+def pg(duck_path: Path) -> Iterator[Warehouse]:
+    """The same rows (NULLs included) in a fresh PostgreSQL schema, read through the SQLAlchemy back-end."""
+    with duckdb.connect(str(duck_path), read_only=True) as src:
+        rows = src.execute("SELECT * FROM sales ORDER BY order_id").fetchall()
+    with postgres_schema(POSTGRES_URL) as url:
+        engine = sa.create_engine(url)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(_PG_SALES)
+            conn.exec_driver_sql(f"INSERT INTO sales VALUES ({', '.join(['%s'] * 12)})", rows)
+        engine.dispose()
+        with Warehouse(url) as warehouse:
+            yield warehouse
 
 
 def scope(*groups: list[tuple[str, str, Any]]) -> Any:
@@ -169,3 +199,14 @@ def test_members_of_different_queries_are_not_combined(duck):
 def test_the_sqlalchemy_path_splits_the_same_way(lite):  # noqa: F811 - the imported fixture
     members = [Member(c, sales(limit=120)) for c in [*DISJOINT, *OR_OF_AND]]
     assert_same_as_single(lite, members)
+
+
+@requires_postgres
+def test_postgresql_splits_the_same_way_nulls_and_limits_included(pg):
+    q = sales(limit=120)
+    members = [Member(c, q) for c in [*DISJOINT, *OVERLAPPING, *OR_OF_AND]]
+    members.append(Member(scope([("region", "!=", "APAC")]), q))  # NULL regions: no match
+    members.append(Member(claims({}), q))  # no scope: refused alone
+    rows = assert_same_as_single(pg, members)
+    assert all(r["region"] is not None for r in rows[len(members) - 2])
+    assert len(rows[0]) == 120
