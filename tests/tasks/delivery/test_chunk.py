@@ -5,11 +5,13 @@ warehouse (DuckDB), the local bucket and a SQLite ledger."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
 from bulletin.errors import DefinitionError, TransientError
@@ -45,14 +47,25 @@ AUDIENCE = [
 class CountingWarehouse:
     """The real warehouse, counting the queries it streams; ``fail`` makes the combined one (flags) fail."""
 
-    def __init__(self, real: Warehouse, *, fail: bool = False) -> None:
-        self.real, self.fail, self.streamed = real, fail, [0]
+    def __init__(self, real: Warehouse, *, fail: bool = False, midway: bool = False) -> None:
+        self.real, self.fail, self.midway, self.streamed = real, fail, midway, [0]
 
     def stream(self, compiled: CompiledQuery, batch_rows: int) -> StreamResult:
         self.streamed[0] += 1
-        if self.fail and "CASE WHEN" in compiled.sql:
+        combined = "CASE WHEN" in compiled.sql
+        if self.fail and combined:
             raise TransientError("the warehouse did not answer")
-        return self.real.stream(compiled, batch_rows)
+        result = self.real.stream(compiled, batch_rows)
+        if not (self.midway and combined):
+            return result
+
+        def broken() -> Iterator[pa.RecordBatch]:  # the connection drops after a few batches
+            for n, batch in enumerate(result):
+                if n == 3:
+                    raise TransientError("the warehouse went away")
+                yield batch
+
+        return StreamResult(result.schema, broken(), limit=None, on_close=result.close)
 
     def fetch_all(self, compiled: CompiledQuery, **kwargs: Any) -> Any:
         return self.real.fetch_all(compiled, **kwargs)
@@ -71,8 +84,10 @@ def plan(settings: Settings) -> DeliveryPlan:
     return replace(base, report=report, formats=["csv", "xlsx"], batch_rows=17)
 
 
-def counted(services: DeliveryServices, *, fail: bool = False) -> tuple[DeliveryServices, list[int]]:
-    wrapper = CountingWarehouse(services.warehouse, fail=fail)
+def counted(
+    services: DeliveryServices, *, fail: bool = False, midway: bool = False
+) -> tuple[DeliveryServices, list[int]]:
+    wrapper = CountingWarehouse(services.warehouse, fail=fail, midway=midway)
     return replace(services, warehouse=wrapper, clock=lambda: NOW), wrapper.streamed  # type: ignore[arg-type]
 
 
@@ -134,6 +149,18 @@ def test_a_failed_combined_query_leaves_each_recipient_to_its_own_query(
     ]
     deliveries = run_lane(p, failing, AUDIENCE)
     assert streamed == [1 + 1 + len(AUDIENCE) - 1], "one failed combined query, then one query per recipient"
+    assert [d.status for d in deliveries].count(DeliveryStatus.DELIVERED) == len(AUDIENCE) - 1
+
+
+def test_a_combined_query_failing_midway_leaves_each_recipient_to_its_own_query(
+    settings: Settings, services: DeliveryServices
+) -> None:
+    p = plan(settings)
+    breaking, streamed = counted(services, midway=True)
+    chunk = render_chunk(p, breaking, [(r, p.formats) for r in AUDIENCE])
+    assert streamed == [1] and [r is None for r in chunk] == [True, True, True, False, True, True]
+    assert not any(services.workdir.iterdir()), "the half-written files are gone"
+    deliveries = run_lane(p, breaking, AUDIENCE)
     assert [d.status for d in deliveries].count(DeliveryStatus.DELIVERED) == len(AUDIENCE) - 1
 
 
