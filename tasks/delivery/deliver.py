@@ -62,29 +62,37 @@ def deliver_attempt(
     channels: OpenChannels,
     keeper: LeaseKeeper | None = None,
     claimed: Attempt | None = None,
+    rendered: Produced | BulletinError | None = None,
 ) -> tuple[Delivery, bool]:
     """``deliver_recipient``, and whether a retry may help: some file failed for a transient reason.
 
     ``keeper`` renews the claims while they are worked on (a batch's or lane's, shared by its recipients); None
     starts one for this recipient alone. ``claimed``: the attempt a lane claimed ahead, in one transaction with its
-    other recipients (``claim_requests``, ``attempt_from``); None claims here.
+    other recipients (``claim_requests``, ``attempt_from``); None claims here. ``rendered``: the files of ``claimed``
+    (or why they could not be made) when the lane rendered its chunk from one scan (tasks/delivery/chunk.py); None
+    renders here.
     """
     if plan.dry_run or services.store is None:
         return _dry_run(plan, services, recipient), False
     if keeper is None:
         with LeaseKeeper(services.store, lease_seconds=plan.lease_seconds, clock=services.clock) as own:
-            return deliver_attempt(plan, services, recipient, channels, own, claimed)
+            return deliver_attempt(plan, services, recipient, channels, own, claimed, rendered)
     attempt = claimed if claimed is not None else _claim(plan, services, recipient)
     if not attempt.todo:
         return attempt.delivery(recipient), False
     attempt.keeper = keeper
     with keeper.holding(attempt.todo.values()):
-        _work(plan, services, recipient, channels, attempt)
+        _work(plan, services, recipient, channels, attempt, rendered)
     return attempt.delivery(recipient), attempt.transient
 
 
 def _work(
-    plan: DeliveryPlan, services: DeliveryServices, recipient: Recipient, channels: OpenChannels, attempt: Attempt
+    plan: DeliveryPlan,
+    services: DeliveryServices,
+    recipient: Recipient,
+    channels: OpenChannels,
+    attempt: Attempt,
+    rendered: Produced | BulletinError | None = None,
 ) -> None:
     """Render what the attempt claimed, apply the report's rules, send; every claim ends sent, skipped or failed.
 
@@ -95,7 +103,9 @@ def _work(
     produced: Produced | None = None
     try:
         try:
-            produced = render_for(plan, services, recipient, sorted({f for f, _ in attempt.todo}))
+            if isinstance(rendered, BulletinError):
+                raise rendered
+            produced = rendered or render_for(plan, services, recipient, sorted({f for f, _ in attempt.todo}))
             attempt.token_id, attempt.scope = produced.jti, produced.claims.secure_filters
             _apply_rules(plan, services, attempt, recipient, produced.files)
         except BulletinError as exc:  # nothing to send: every file of this attempt failed, for one reason
@@ -106,7 +116,7 @@ def _work(
         attempt.abandon(exc)
         raise
     finally:
-        if produced is not None:
+        if produced is not None and produced.folder is not None:
             shutil.rmtree(produced.folder, ignore_errors=True)
 
 

@@ -21,6 +21,7 @@ from prefect.runtime.task_run import get_run_count
 
 from bulletin.errors import BulletinError, TransientError
 from bulletin.models import Delivery, Recipient
+from tasks.delivery.chunk import Rendered, render_claimed
 from tasks.delivery.deliver import attempt_from, claim_requests, deliver_attempt
 from tasks.delivery.leases import LeaseKeeper
 from tasks.delivery.marks import LaneLedger
@@ -71,6 +72,7 @@ def _attempt(
     channels: OpenChannels,
     keeper: LeaseKeeper | None,
     claimed: Attempt | None = None,
+    rendered: Rendered | None = None,
 ) -> tuple[Delivery, bool]:
     """One recipient's delivery, or its failure as a Delivery; and whether a retry may help (some file, or the
     whole delivery, failed with a TransientError).
@@ -78,7 +80,7 @@ def _attempt(
     Anything other than a BulletinError is raised: a bug, which the caller decides how to record.
     """
     try:
-        return deliver_attempt(plan, services, recipient, channels, keeper, claimed)
+        return deliver_attempt(plan, services, recipient, channels, keeper, claimed, rendered)
     except TransientError as exc:
         return failed_delivery(recipient, exc), True
     except BulletinError as exc:
@@ -131,9 +133,10 @@ def deliver_from(
     None.
 
     The recipients the lane holds are claimed together, in one ledger transaction with the sent marks it kept back
-    (tasks/delivery/marks.py). Every recipient gets a result, whatever fails: a transient failure is marked so the
-    dispatcher retries it, and an unexpected error is logged here (with its traceback, for the operator) and recorded
-    as an internal error. Returns how many deliveries this lane made.
+    (tasks/delivery/marks.py), then rendered together from one warehouse scan (tasks/delivery/chunk.py). Every
+    recipient gets a result, whatever fails: a transient failure is marked so the dispatcher retries it, and an
+    unexpected error is logged here (with its traceback, for the operator) and recorded as an internal error. Returns
+    how many deliveries this lane made.
     """
     channels = services.channels.open()
     made = 0
@@ -143,10 +146,13 @@ def deliver_from(
             stop = False
             while not stop:
                 chunk, stop = next_chunk(todo, ledger)
-                for index, claimed in claim_chunk(plan, services, audience, chunk, ledger):
+                attempts = claim_chunk(plan, services, audience, chunk, ledger)
+                rendered = render_claimed(plan, services, audience, attempts, logger)  # one scan for the chunk
+                for index, claimed in attempts:
                     recipient = audience[index]
                     try:
-                        delivery, transient = _attempt(plan, services, recipient, channels, keeper, claimed)
+                        args = (plan, services, recipient, channels, keeper, claimed, rendered.get(index))
+                        delivery, transient = _attempt(*args)
                     except Exception as exc:  # the edge: one recipient's bug must not stop the lane
                         logger.exception("delivery to %s failed unexpectedly", recipient.ref)
                         delivery, transient = failed_delivery(recipient, exc), False

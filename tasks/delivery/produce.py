@@ -1,5 +1,8 @@
 """One recipient's files: mint its scoped token, query through it once, and stream the rows through every format's
-writer. What the channels then send (tasks/delivery/channels.py)."""
+writer. What the channels then send (tasks/delivery/channels.py).
+
+``prepare`` (the token, the query, the render context) and ``file_paths`` are apart from the query so that a lane's
+chunk of recipients can share one scan (tasks/delivery/chunk.py) and still be prepared exactly as one alone."""
 
 from __future__ import annotations
 
@@ -30,11 +33,44 @@ class Produced:
     claims: TokenClaims
     ctx: RenderContext
     files: dict[str, RenderedFile]
-    folder: Path
+
+    @property
+    def folder(self) -> Path | None:
+        """The folder ``file_paths`` made for these files (and only them); None when there are none."""
+        return next(iter(self.files.values())).path.parent if self.files else None
 
 
-def render_for(plan: DeliveryPlan, services: DeliveryServices, recipient: Recipient, formats: list[str]) -> Produced:
-    """Mint, verify, query once, and stream the result through every needed format's writer."""
+@dataclass(frozen=True)
+class Prepared:
+    """What a recipient's files are made from, before any row is read: its token (id and verified claims), its query,
+    and the context the renderers are given."""
+
+    jti: str
+    claims: TokenClaims
+    query: QuerySpec
+    ctx: RenderContext
+
+
+def render_for(
+    plan: DeliveryPlan,
+    services: DeliveryServices,
+    recipient: Recipient,
+    formats: list[str],
+    *,
+    prepared: Prepared | None = None,
+) -> Produced:
+    """Mint, verify, query once, and stream the result through every needed format's writer. ``prepared``: the
+    recipient's token and context when already made (``prepare``)."""
+    if prepared is None:
+        prepared = prepare(plan, services, recipient)
+    paths = file_paths(plan, services, recipient, formats)
+    files = _write(plan, services, prepared.claims, prepared.query, prepared.ctx, paths)
+    return Produced(prepared.jti, prepared.claims, prepared.ctx, files)
+
+
+def prepare(plan: DeliveryPlan, services: DeliveryServices, recipient: Recipient) -> Prepared:
+    """Mint the recipient's token and verify it; its query, and its render context (with its chart, queried through
+    the verified token). Raises BulletinError for this recipient alone."""
     report = plan.report
     scope = scope_for_recipient(report, recipient, plan.params)
     minted = mint_token(
@@ -63,9 +99,15 @@ def render_for(plan: DeliveryPlan, services: DeliveryServices, recipient: Recipi
         column_labels=dict(report.column_labels),
         chart=_chart(plan, services, claims_tok, query),
     )
+    return Prepared(minted.jti, claims_tok, query, ctx)
+
+
+def file_paths(
+    plan: DeliveryPlan, services: DeliveryServices, recipient: Recipient, formats: list[str]
+) -> dict[str, Path]:
+    """Where the recipient's file of each format is written: a fresh folder of the run's workdir."""
     folder = Path(tempfile.mkdtemp(prefix=f"{recipient.ref}-", dir=services.workdir))
-    paths = {fmt: folder / f"{report.id}-{recipient.ref}{EXTENSIONS[fmt]}" for fmt in formats}
-    return Produced(minted.jti, claims_tok, ctx, _write(plan, services, claims_tok, query, ctx, paths), folder)
+    return {fmt: folder / f"{plan.report.id}-{recipient.ref}{EXTENSIONS[fmt]}" for fmt in formats}
 
 
 def _write(
@@ -86,6 +128,11 @@ def _write(
                 writer.write_batch(batch)
         truncated_at = result.rows if result.truncated else None
         rows = {fmt: writer.close(truncated_at=truncated_at) for fmt, writer in writers.items()}
+    return rendered_files(paths, rows)
+
+
+def rendered_files(paths: dict[str, Path], rows: dict[str, int]) -> dict[str, RenderedFile]:
+    """The written files as the channels take them: rows, size and checksum."""
     return {
         fmt: RenderedFile(format=fmt, path=p, rows=rows[fmt], bytes=p.stat().st_size, sha256=sha256_file(p))
         for fmt, p in paths.items()

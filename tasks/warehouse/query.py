@@ -14,6 +14,7 @@ The builders are pure; ``tasks.warehouse`` runs what they build.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Literal
 
@@ -145,6 +146,13 @@ def _check_scope(spec: DatasetSpec, scope: FilterGroups) -> None:
 
 
 def _where(spec: DatasetSpec, scope: FilterGroups, filters: list[Filter], params: list[Any]) -> str:
+    clauses = row_conditions(spec, scope, filters, params)
+    return f" WHERE {' AND '.join(clauses)}" if clauses else ""
+
+
+def row_conditions(spec: DatasetSpec, scope: FilterGroups, filters: list[Filter], params: list[Any]) -> list[str]:
+    """The conditions a row must meet, each parenthesised, to be ANDed: the scope's OR-of-AND groups, then each
+    filter. Empty when neither narrows (a dataset that requires a secure filter refuses an empty scope here)."""
     _check_scope(spec, scope)
     clauses = []
     if scope:
@@ -153,7 +161,7 @@ def _where(spec: DatasetSpec, scope: FilterGroups, filters: list[Filter], params
         clauses.append("(" + " OR ".join(f"({g})" for g in groups) + ")")
     for f in filters:
         clauses.append(f"({_condition(f, _allowed(spec, f, 'filter'), params)})")
-    return f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    return clauses
 
 
 def _column(spec: DatasetSpec, name: str, what: str) -> ColumnSpec:
@@ -168,26 +176,45 @@ def _check_dataset(spec: DatasetSpec, query: QuerySpec) -> None:
         raise QueryError(f"the query is for dataset {query.dataset!r}, not {spec.id!r}")
 
 
-def build_query(spec: DatasetSpec, query: QuerySpec, scope: FilterGroups) -> CompiledQuery:
-    """The SELECT for ``query`` within ``scope`` (the token's secure filter groups for this dataset)."""
+@dataclass(frozen=True)
+class Shape:
+    """What a query returns, apart from which rows: its columns, their order, and its row limit (None: no limit)."""
+
+    columns: list[ColumnSpec]
+    order_sql: str
+    limit: int | None
+
+    @property
+    def select_sql(self) -> str:
+        return ", ".join(quote(c.name) for c in self.columns)
+
+
+def query_shape(spec: DatasetSpec, query: QuerySpec) -> Shape:
+    """The columns, ORDER BY and limit of ``query``, each checked against the dataset's allowlist."""
     _check_dataset(spec, query)
     names = query.columns or spec.column_names
     if len(set(names)) != len(names):
         raise QueryError("a column is requested twice")
     columns = [_column(spec, name, "column") for name in names]
-    params: list[Any] = []
-    where = _where(spec, scope, query.filters, params)
     order = query.order or spec.default_order
     order_sql = ", ".join(f"{quote(_column(spec, o.field, 'order field').name)} {o.direction.upper()}" for o in order)
     limits = [n for n in (query.limit, spec.max_limit) if n is not None]
-    limit = min(limits) if limits else None
+    return Shape(columns, order_sql, min(limits) if limits else None)
+
+
+def build_query(spec: DatasetSpec, query: QuerySpec, scope: FilterGroups) -> CompiledQuery:
+    """The SELECT for ``query`` within ``scope`` (the token's secure filter groups for this dataset)."""
+    shape = query_shape(spec, query)
+    params: list[Any] = []
+    where = _where(spec, scope, query.filters, params)
     # S608: every identifier here went through quote(), every value is a bound parameter.
-    sql = f"SELECT {', '.join(quote(c.name) for c in columns)} FROM {quote_source(spec.source)}{where}"  # noqa: S608
-    if order_sql:
-        sql += f" ORDER BY {order_sql}"
-    if limit is not None:
-        sql += f" LIMIT {int(limit) + 1}"  # one more than asked: the stream reports truncation
-    return CompiledQuery(sql, params, [c.name for c in columns], [c.type for c in columns], limit)
+    sql = f"SELECT {shape.select_sql} FROM {quote_source(spec.source)}{where}"  # noqa: S608
+    if shape.order_sql:
+        sql += f" ORDER BY {shape.order_sql}"
+    if shape.limit is not None:
+        sql += f" LIMIT {int(shape.limit) + 1}"  # one more than asked: the stream reports truncation
+    names = [c.name for c in shape.columns]
+    return CompiledQuery(sql, params, names, [c.type for c in shape.columns], shape.limit)
 
 
 def build_aggregate(
@@ -225,7 +252,8 @@ def scope_for(claims: TokenClaims, spec: DatasetSpec) -> FilterGroups:
     return scope
 
 
-def _dataset(claims: TokenClaims, dataset_id: str, registry: dict[str, DatasetSpec]) -> DatasetSpec:
+def granted_dataset(claims: TokenClaims, dataset_id: str, registry: dict[str, DatasetSpec]) -> DatasetSpec:
+    """The dataset ``dataset_id`` if ``claims`` grant it (ScopeError) and it exists (NotFoundError)."""
     # The grant is checked first: a token cannot learn which datasets exist beyond those it names.
     if not claims.allows(dataset_id):
         raise ScopeError(f"the token does not grant dataset {dataset_id!r}")
@@ -244,7 +272,7 @@ def run_query(
     batch_rows: int,
 ) -> StreamResult:
     """THE entry point: the rows ``claims`` may see that ``query`` asks for, streamed in Arrow batches."""
-    spec = _dataset(claims, query.dataset, registry)
+    spec = granted_dataset(claims, query.dataset, registry)
     return warehouse.stream(build_query(spec, query, scope_for(claims, spec)), batch_rows)
 
 
@@ -259,7 +287,7 @@ def run_aggregate(
     agg: Literal["sum", "count", "avg"],
 ) -> list[tuple[Any, Any]]:
     """The chart series for ``query`` in the token's scope: ``(category, value)`` pairs ordered by category."""
-    spec = _dataset(claims, query.dataset, registry)
+    spec = granted_dataset(claims, query.dataset, registry)
     compiled = build_aggregate(spec, query, scope_for(claims, spec), category=category, measure=measure, agg=agg)
     label, value = compiled.columns
     return [(row[label], row[value]) for row in warehouse.fetch_all(compiled)]

@@ -21,7 +21,13 @@ def test_every_recipient_is_reported_and_only_transient_failures_are_marked(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     def pipeline(
-        plan: Any, services: Any, recipient: Recipient, email: Any, keeper: Any, claimed: Any = None
+        plan: Any,
+        services: Any,
+        recipient: Recipient,
+        email: Any,
+        keeper: Any,
+        claimed: Any = None,
+        rendered: Any = None,
     ) -> tuple[Delivery, bool]:
         if recipient.ref == "bug":
             raise KeyError("secret-looking detail")

@@ -28,6 +28,18 @@ def test_nothing_goes_to_a_lane_before_it_is_ready_and_each_holds_at_most_ahead(
     assert d.per_lane == [2, 3]
 
 
+def test_a_lane_holds_no_more_than_its_share_of_what_is_left_so_the_lanes_end_together() -> None:
+    # With ahead=8 and nothing else, the first lanes ready would take 8, 8 and 4 of 20 and the last none: the run would
+    # wait on a lane eight deliveries behind. Each lane's share of what is left keeps them even.
+    d: Dispatcher[str] = Dispatcher(count=20, lanes=4, ahead=8)
+    for lane in range(4):
+        d.ready(lane, now=0.0)
+    assert [len(held) for held in d._held] == [5, 5, 5, 5]
+    big: Dispatcher[str] = Dispatcher(count=1000, lanes=4, ahead=8)
+    for lane in range(4):
+        assert len(big.ready(lane, now=0.0)) == 8  # plenty left: whole chunks of 8
+
+
 def test_a_transient_failure_is_retried_after_each_delay_then_final() -> None:
     d: Dispatcher[str] = Dispatcher(count=1, lanes=1, ahead=1, retry_delays=(2.0, 10.0))
     assert d.ready(0, now=0.0) == [(0, 0)]
