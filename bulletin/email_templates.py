@@ -27,6 +27,7 @@ CONTEXT_NAMES = frozenset(
         "links",
         "generated",
         "generated_date",
+        "period",
         "chart_title",
         "chart_cid",
     }

@@ -338,6 +338,7 @@ class EmailChannel:
                 files=[(f.filename, f.bytes, f.rows) for f in files],
                 links=links,
                 generated_at=ctx.generated_at,
+                period=ctx.period,
                 chart_title=ctx.chart.title if chart_png and ctx.chart else None,
                 subject_template=templates.subject if templates else None,
                 text_template=templates.text if templates else None,

@@ -10,6 +10,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from bulletin.models import QuerySpec, Recipient, describe_scope
+from bulletin.period import period_label
 from tasks.audience import scope_for_recipient
 from tasks.delivery.channels import RenderedFile
 from tasks.delivery.plan import DeliveryPlan, build_query
@@ -61,6 +62,7 @@ def render_for(plan: DeliveryPlan, services: DeliveryServices, recipient: Recipi
         timezone=report.display_timezone,
         column_labels=dict(report.column_labels),
         chart=_chart(plan, services, claims_tok, query),
+        period=period_label(plan.period) if plan.period else None,
     )
     folder = Path(tempfile.mkdtemp(prefix=f"{recipient.ref}-", dir=services.workdir))
     paths = {fmt: folder / f"{report.id}-{recipient.ref}{EXTENSIONS[fmt]}" for fmt in formats}

@@ -29,12 +29,17 @@ from tasks.email.message import (
     check_header_value,
 )
 
-DEFAULT_SUBJECT_TEMPLATE = "{{ title }} ({{ generated_date }})"
+#: The period the data covers when the report states one ("Weekly regional sales, 25 – 31 Oct 2026"); the send
+#: date only when it does not: a reader files the email under the days it is about.
+DEFAULT_SUBJECT_TEMPLATE = "{{ title }}{% if period %}, {{ period }}{% else %} ({{ generated_date }}){% endif %}"
 
 DEFAULT_TEXT_TEMPLATE = """\
 Hello {{ recipient.name or recipient.email }},
 
 {{ title }}
+{% if period %}
+Period: {{ period }}
+{% endif %}
 {% if description %}
 {{ description }}
 {% endif %}
@@ -74,7 +79,10 @@ DEFAULT_HTML_TEMPLATE = """\
 <head><meta charset="utf-8"><title>{{ title }}</title></head>
 <body style="font-family: Arial, Helvetica, sans-serif; color: #333333; max-width: 640px;">
 <p>Hello {{ recipient.name or recipient.email }},</p>
-<h1 style="font-size: 20px;">{{ title }}</h1>
+<h1 style="font-size: 20px; margin-bottom: 4px;">{{ title }}</h1>
+{% if period %}
+<p style="font-size: 16px; margin-top: 0;">{{ period }}</p>
+{% endif %}
 {% if description %}
 <p>{{ description }}</p>
 {% endif %}
@@ -145,6 +153,7 @@ def render_bodies(
     files: list[tuple[str, int, int]],
     links: list[DownloadLink],
     generated_at: datetime,
+    period: str | None = None,
     chart_title: str | None = None,
     subject_template: str | None = None,
     text_template: str | None = None,
@@ -179,6 +188,7 @@ def render_bodies(
         ],
         "generated": _when(generated_at),
         "generated_date": f"{generated_at:%Y-%m-%d}",
+        "period": period,
         "chart_title": chart_title,
         "chart_cid": CHART_CID,
     }

@@ -43,6 +43,7 @@ class RenderContext:
     column_labels: dict[str, str] = field(default_factory=dict)  # column name -> header label; default: the name
     chart: ChartData | None = None
     truncated_at: int | None = None  # set when the row limit cut the result: the file must say so
+    period: str | None = None  # the days the data covers, for the reader ("25 – 31 Oct 2026"); None: not stated
 
 
 class ReportWriter(Protocol):

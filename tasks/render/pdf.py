@@ -139,6 +139,8 @@ class PdfWriter:
         self._labels = [plain_line(ctx.column_labels.get(n, n)) for n in schema.names]
         self._right = [kind in ("number", "float") for kind in self._kinds]
         self._title = plain_line(ctx.title)
+        # Every page's running title says which days it covers: a page printed alone still says what it is.
+        self._running = f"{self._title}, {plain_line(ctx.period)}" if ctx.period else self._title
         # invariant=1 fixes the document ID and dates; the date formatter then shows generated_at instead.
         self._canvas = Canvas(str(path), pagesize=(PAGE_WIDTH, PAGE_HEIGHT), invariant=1, pageCompression=1)
         stamp = ctx.generated_at.strftime("D:%Y%m%d%H%M%S") + _pdf_offset(ctx.generated_at.strftime("%z"))
@@ -219,7 +221,7 @@ class PdfWriter:
         canvas, (regular, bold) = self._canvas, self._fonts
         canvas.setFillColor(_RULE)
         canvas.setFont(regular, 7)
-        canvas.drawString(MARGIN, PAGE_HEIGHT - MARGIN, clip_text(self._title, PAGE_WIDTH / 2, regular, 7))
+        canvas.drawString(MARGIN, PAGE_HEIGHT - MARGIN, clip_text(self._running, PAGE_WIDTH / 2, regular, 7))
         canvas.setFillColorRGB(0, 0, 0)
         top = self._draw_cover() if self._page == 1 else _TABLE_TOP
         x = MARGIN
@@ -245,6 +247,10 @@ class PdfWriter:
             canvas.setFont(bold, 16)
             canvas.drawString(MARGIN, y, line)
             y -= 19
+        if ctx.period:
+            canvas.setFont(regular, 13)
+            canvas.drawString(MARGIN, y + 1, clip_text(plain_line(ctx.period), width, regular, 13))
+            y -= 18
         facts = [
             ("", ctx.description, 5),
             ("Prepared for: ", ctx.recipient, 1),

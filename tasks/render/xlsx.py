@@ -213,7 +213,7 @@ class XlsxWriter:
         self._labels = [sanitize_xlsx_text(ctx.column_labels.get(n, n)) for n in schema.names]
         self._rows = 0
         # The sheet XML names style indices before any workbook exists: every workbook numbers them alike.
-        self._styles = workbook_template(len(schema), False).styles
+        self._styles = workbook_template(len(schema), False, False).styles
         self._file = path.open("wb")
         self._zip = Archive(self._file, ctx.generated_at.timetuple()[:6])
         self._started = False  # the data sheet's part is open, started by the first batch
@@ -254,7 +254,7 @@ class XlsxWriter:
         self._zip.close_stream()
         columns, ctx = len(self._kinds), self._ctx
         if ctx.chart is None:
-            template = workbook_template(columns, ctx.truncated_at is not None)
+            template = workbook_template(columns, ctx.truncated_at is not None, ctx.period is not None)
             for part in template.fixed:
                 self._zip.add_packed(part)
             parts = fill_parts(template, ctx, self._rows)

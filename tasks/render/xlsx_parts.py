@@ -67,7 +67,9 @@ def new_book(out: io.BytesIO) -> tuple[Any, Styles]:
 
 
 def summary_values(ctx: RenderContext) -> Iterator[tuple[str, str]]:
-    """The Summary sheet's (label, text) rows, in order."""
+    """The Summary sheet's (label, text) rows, in order: the period first, when the report states one."""
+    if ctx.period is not None:
+        yield "Period", ctx.period
     values = (ctx.description, ctx.recipient, ctx.scope, generated_label(ctx.generated_at, ctx.timezone), ctx.report_id)
     yield from zip(_LABELS, values, strict=True)
     if ctx.truncated_at is not None:
@@ -125,14 +127,15 @@ def _slot(n: int) -> str:
 
 
 @lru_cache(maxsize=64)
-def workbook_template(columns: int, truncated: bool) -> Template:
-    """The parts of every workbook with ``columns`` data columns and a truncation note or not (chartless)."""
+def workbook_template(columns: int, truncated: bool, period: bool) -> Template:
+    """The parts of every workbook with ``columns`` data columns, a truncation note or not and a period or not
+    (chartless)."""
     out = io.BytesIO()
     book, styles = new_book(out)
     book.set_properties(_properties(_slot(0), _slot(1), _slot(2), _CREATED_SLOT))
     summary = book.add_worksheet(SUMMARY_SHEET)
     data = book.add_worksheet(DATA_SHEET)
-    labels = _LABELS + (("Truncated",) if truncated else ())
+    labels = (("Period",) if period else ()) + _LABELS + (("Truncated",) if truncated else ())
     facts = [(label, _slot(10 + i)) for i, label in enumerate(labels)]
     _write_summary(book, summary, _slot(3), facts, _ROWS_SLOT)
     data.autofilter(0, 0, _FILTER_SLOT, columns - 1)

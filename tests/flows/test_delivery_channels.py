@@ -240,3 +240,14 @@ def test_per_report_email_templates(bulletin_env: Path, reports_dir: Path) -> No
     assert attachment.get_content_type() == "text/csv"
     (artifact,) = manifest.deliveries[0].artifacts
     assert hashlib.sha256(attachment.get_payload(decode=True)).hexdigest() == artifact.sha256
+
+
+def test_a_run_states_the_period_its_filters_cover(bulletin_env: Path, reports_dir: Path) -> None:
+    # The daily report declares no period: the run reads it from its own order_date filter, and the email is filed
+    # under the day it covers, not under the day it was sent.
+    write_report(reports_dir, "daily-account-orders", channels=["email"], audience={"recipients": RECIPIENTS[:1]})
+    assert run_report("daily-account-orders", parameters={"as_of": "2026-10-31"}).status is not RunStatus.FAILED
+    (eml,) = outbox(bulletin_env)
+    message = email.message_from_bytes(eml.read_bytes(), policy=default_policy)
+    assert message["Subject"] == "Daily account orders, 31 Oct 2026"
+    assert "Period: 31 Oct 2026" in message.get_body(preferencelist=("plain",)).get_content()

@@ -683,3 +683,23 @@ def test_make_sender_picks_the_outbox_or_smtp(tmp_path: Path) -> None:
         make_sender(Settings(smtp_host="smtp.example.com", smtp_security="none"))
     with pytest.raises(ConfigError, match="no SMTP password"):
         make_sender(Settings(smtp_host="smtp.example.com", smtp_username="u"))
+
+
+def test_the_period_leads_the_subject_and_both_bodies_and_templates_get_it() -> None:
+    rcpt = Recipient(ref="ana", email="ana@example.com", name="Ana")
+    common: dict[str, Any] = {
+        "title": "Weekly regional sales",
+        "description": "",
+        "recipient": rcpt,
+        "key_figures": [],
+        "files": [],
+        "links": [],
+        "generated_at": NOW,
+    }
+    subject, text, html = render_bodies(**common, period="25 – 31 Oct 2026")
+    assert subject == "Weekly regional sales, 25 – 31 Oct 2026", "the days covered, not the send date"
+    assert "Period: 25 – 31 Oct 2026" in text and ">25 – 31 Oct 2026</p>" in html
+    assert f"Generated {NOW:%Y-%m-%d}" in text, "the generation time stays, below"
+    assert render_bodies(**common)[0] == f"Weekly regional sales ({NOW:%Y-%m-%d})", "no period: the date, as before"
+    own = render_bodies(**common, period="31 Oct 2026", subject_template="{{ title }} for {{ period }}")
+    assert own[0] == "Weekly regional sales for 31 Oct 2026"
