@@ -28,6 +28,7 @@ CONTEXT_NAMES = frozenset(
         "generated",
         "generated_date",
         "period",
+        "no_rows",
         "chart_title",
         "chart_cid",
     }

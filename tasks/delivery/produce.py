@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import tempfile
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from bulletin.models import QuerySpec, Recipient, describe_scope
+from bulletin.models import QuerySpec, Recipient, describe_scope, no_rows_sentence
 from bulletin.period import period_label
 from tasks.audience import scope_for_recipient
 from tasks.delivery.channels import RenderedFile
@@ -64,6 +64,8 @@ def render_for(plan: DeliveryPlan, services: DeliveryServices, recipient: Recipi
         chart=_chart(plan, services, claims_tok, query),
         period=period_label(plan.period) if plan.period else None,
     )
+    what = services.datasets[report.dataset].title if report.dataset in services.datasets else "rows"
+    ctx = replace(ctx, no_rows=no_rows_sentence(what, claims_tok.filters_for(report.dataset), ctx.period))
     folder = Path(tempfile.mkdtemp(prefix=f"{recipient.ref}-", dir=services.workdir))
     paths = {fmt: folder / f"{report.id}-{recipient.ref}{EXTENSIONS[fmt]}" for fmt in formats}
     return Produced(minted.jti, claims_tok, ctx, _write(plan, services, claims_tok, query, ctx, paths))

@@ -44,6 +44,10 @@ Period: {{ period }}
 {{ description }}
 {% endif %}
 Generated {{ generated }}.
+{% if no_rows %}
+
+{{ no_rows }}
+{% endif %}
 {% if key_figures %}
 
 Key figures:
@@ -87,6 +91,9 @@ DEFAULT_HTML_TEMPLATE = """\
 <p>{{ description }}</p>
 {% endif %}
 <p style="color: #666666; font-size: 12px;">Generated {{ generated }}.</p>
+{% if no_rows %}
+<p style="font-size: 16px;">{{ no_rows }}</p>
+{% endif %}
 {% if key_figures %}
 <table role="presentation" style="border-collapse: collapse; margin: 12px 0;">
 {% for label, value in key_figures %}
@@ -154,6 +161,7 @@ def render_bodies(
     links: list[DownloadLink],
     generated_at: datetime,
     period: str | None = None,
+    no_rows: str | None = None,
     chart_title: str | None = None,
     subject_template: str | None = None,
     text_template: str | None = None,
@@ -163,6 +171,8 @@ def render_bodies(
 
     ``files`` are (file name, bytes, rows) of what is attached; ``links`` replace them when the files go by link.
     With ``chart_title`` the HTML shows the inline chart (``cid:`` ``CHART_CID``) and the text says where it is.
+    ``period`` (the days the data covers) leads the default subject; ``no_rows`` is the sentence of a report whose
+    files have no rows, said in both bodies instead of leaving the reader to open an empty file.
     The subject is one line: a title or template that yields a line break is refused (``UnsafeEmailError``).
     """
     context: dict[str, object] = {
@@ -189,6 +199,7 @@ def render_bodies(
         "generated": _when(generated_at),
         "generated_date": f"{generated_at:%Y-%m-%d}",
         "period": period,
+        "no_rows": no_rows,
         "chart_title": chart_title,
         "chart_cid": CHART_CID,
     }

@@ -44,6 +44,7 @@ class RenderContext:
     chart: ChartData | None = None
     truncated_at: int | None = None  # set when the row limit cut the result: the file must say so
     period: str | None = None  # the days the data covers, for the reader ("25 – 31 Oct 2026"); None: not stated
+    no_rows: str = "No rows."  # what a file with no rows says instead of an empty table (no_rows_sentence)
 
 
 class ReportWriter(Protocol):

@@ -154,10 +154,13 @@ class PdfWriter:
         self._y = 0.0  # baseline of the next row
         self._rows = 0
         self._drawn = 0  # rows of the current chunk already drawn
+        self._header = True  # False for a file with no rows: its sentence takes the table's place
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
         if batch.schema.names != self._names:
             raise DefinitionError(f"batch columns {batch.schema.names} differ from {self._names}")
+        if batch.num_rows == 0:
+            return
         if not self._widths:
             self._begin(batch.slice(0, _SAMPLE_ROWS))
         for start in range(0, batch.num_rows, _CHUNK_ROWS):
@@ -177,10 +180,13 @@ class PdfWriter:
 
     def close(self, *, truncated_at: int | None = None) -> int:
         if not self._widths:
+            self._header = self._rows > 0
             self._begin(None)
         if self._rows == 0:
-            self._canvas.setFont(self._fonts[0], 9)
-            self._canvas.drawString(MARGIN, self._y, "No rows.")
+            self._canvas.setFont(self._fonts[0], 12)
+            for line in wrap_text(self._ctx.no_rows, PAGE_WIDTH - 2 * MARGIN, self._fonts[0], 12, 3):
+                self._canvas.drawString(MARGIN, self._y, line)
+                self._y -= 15
         if truncated_at is not None and self._ctx.truncated_at is None:
             # Only known now that the rows are read: say it under the table's last row.
             if self._y < _TABLE_BOTTOM:
@@ -224,6 +230,9 @@ class PdfWriter:
         canvas.drawString(MARGIN, PAGE_HEIGHT - MARGIN, clip_text(self._running, PAGE_WIDTH / 2, regular, 7))
         canvas.setFillColorRGB(0, 0, 0)
         top = self._draw_cover() if self._page == 1 else _TABLE_TOP
+        if not self._header:
+            self._y = top
+            return
         x = MARGIN
         canvas.setFont(bold, FONT_SIZE)
         for label, width, right in zip(self._labels, self._widths, self._right, strict=True):
@@ -272,7 +281,7 @@ class PdfWriter:
         canvas.drawString(MARGIN, y, "Rows: ")
         self._draw_total(_ROW_TOTAL, MARGIN + stringWidth("Rows: ", bold, 9), y)
         y -= 8
-        if ctx.chart is not None:
+        if ctx.chart is not None and ctx.chart.categories:  # an empty chart would be an empty frame
             draw_pdf_chart(canvas, chart_points(ctx.chart), MARGIN, y - CHART_HEIGHT, 560, CHART_HEIGHT, regular)
             y -= CHART_HEIGHT + 4
         return y - 14

@@ -92,3 +92,17 @@ def test_bad_periods_are_refused_with_the_reason(tmp_path: Path) -> None:
         path.write_text(text.replace(declared, bad))
         with pytest.raises(DefinitionError, match=f"period.*{reason}"):
             load_report_file(path)
+
+
+def test_a_file_with_no_rows_says_so_naming_the_scope_and_the_period() -> None:
+    from bulletin.models import no_rows_sentence
+
+    region = [[Filter(field="region", op="=", value="EMEA-North")]]
+    assert no_rows_sentence("Sales lines", region, "25 – 31 Oct 2026") == (
+        "No sales lines for EMEA-North (25 – 31 Oct 2026)."
+    )
+    either = [[Filter(field="region", op="is_one_of", value=["EU", "UK"]), Filter(field="team", op="=", value="N")]]
+    assert no_rows_sentence("Orders", either, None) == "No orders for EU or UK, N."
+    ranged = [[Filter(field="amount", op=">", value=5)], [Filter(field="region", op="=", value="EU")]]
+    assert no_rows_sentence("Orders", ranged, None) == "No orders for (amount > 5) OR (region = 'EU')."
+    assert no_rows_sentence("Orders", [], "31 Oct 2026") == "No orders (31 Oct 2026)."

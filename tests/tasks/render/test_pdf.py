@@ -197,3 +197,14 @@ def render_plain(tmp_path: Path) -> Path:
     path = tmp_path / "plain.pdf"
     render(path, [make_batch(["a", "b"])], make_ctx())
     return path
+
+
+def test_no_rows_is_a_sentence_with_no_table_header_and_no_empty_chart(tmp_path: Path) -> None:
+    path = tmp_path / "empty.pdf"
+    empty_chart = ChartData("Amount by city", "City", "Amount", [], [])
+    ctx = make_ctx(chart=empty_chart, no_rows="No sales lines for EU (25 – 31 Oct 2026).")
+    assert render(path, [make_batch(["x", "y"]).slice(0, 0)], ctx) == 0
+    (page,) = pypdf.PdfReader(path).pages
+    text = page.extract_text()
+    assert "No sales lines for EU (25 – 31 Oct 2026)." in text
+    assert "Quantity" not in text and "Amount by city" not in text, "no header of an empty table, no empty chart"
