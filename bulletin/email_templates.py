@@ -31,6 +31,8 @@ CONTEXT_NAMES = frozenset(
         "no_rows",
         "chart_title",
         "chart_cid",
+        "chart_rows",
+        "chart_alt",
     }
 )
 #: What ``recipient`` always has in a template, besides the recipient's attributes.

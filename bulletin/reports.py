@@ -93,6 +93,9 @@ class Chart(_Strict):
     measure: ColumnName
     agg: Literal["sum", "count", "avg"] = "sum"
     title: str | None = None
+    top: int = Field(
+        default=10, ge=1, le=50, description="Bars shown, largest first; the rest are one 'Other' bar (sum, count)."
+    )
 
 
 class EmailTemplates(_Strict):

@@ -27,6 +27,12 @@ class ChartData:
     value_label: str
     categories: list[str]
     values: list[float]
+    #: Categories are points in time, in time order: drawn as a line. Else bars, largest first (shape_chart).
+    time: bool = False
+    #: Categories left out of the bars (folded into the last "Other" bar for a sum or count), said under the chart.
+    omitted: int = 0
+    #: The measure over every category (a sum or a count adds up; an average does not: None).
+    total: float | None = None
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,8 @@ from reportlab.pdfgen.canvas import Canvas
 
 from bulletin.errors import DefinitionError
 from tasks.render.base import RenderContext
-from tasks.render.chart import chart_points, draw_pdf_chart
+from tasks.render.chart import chart_points
+from tasks.render.chart_pdf import chart_height, draw_pdf_chart
 from tasks.render.sanitize import Kind, column_kind, generated_label, plain_line, plain_line_array
 
 PAGE_WIDTH, PAGE_HEIGHT = (float(side) for side in landscape(A4))
@@ -282,8 +283,10 @@ class PdfWriter:
         self._draw_total(_ROW_TOTAL, MARGIN + stringWidth("Rows: ", bold, 9), y)
         y -= 8
         if ctx.chart is not None and ctx.chart.categories:  # an empty chart would be an empty frame
-            draw_pdf_chart(canvas, chart_points(ctx.chart), MARGIN, y - CHART_HEIGHT, 560, CHART_HEIGHT, regular)
-            y -= CHART_HEIGHT + 4
+            points = chart_points(ctx.chart)
+            height = chart_height(points, CHART_HEIGHT)
+            draw_pdf_chart(canvas, points, MARGIN, y - height, 560, height, regular)
+            y -= height + 4
         return y - 14
 
     def _draw_rows(self, columns: list[list[str]]) -> None:
