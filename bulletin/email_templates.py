@@ -27,8 +27,12 @@ CONTEXT_NAMES = frozenset(
         "links",
         "generated",
         "generated_date",
+        "period",
+        "no_rows",
         "chart_title",
         "chart_cid",
+        "chart_rows",
+        "chart_alt",
     }
 )
 #: What ``recipient`` always has in a template, besides the recipient's attributes.

@@ -108,6 +108,23 @@ def describe_scope(groups: FilterGroups) -> str:
     return parts[0] if len(parts) == 1 else " OR ".join(f"({p})" for p in parts)
 
 
+def scope_words(groups: FilterGroups) -> str:
+    """The scope as a reader names it: the values of a scope made of equalities (``EMEA-North``; ``ACC-0001, EUR``),
+    or ``describe_scope``'s text for anything else."""
+    if len(groups) == 1 and groups[0] and all(f.op in ("=", "is_one_of") for f in groups[0]):
+        return ", ".join(
+            " or ".join(map(str, f.value)) if isinstance(f.value, list) else str(f.value) for f in groups[0]
+        )
+    return describe_scope(groups)
+
+
+def no_rows_sentence(what: str, groups: FilterGroups, period: str | None) -> str:
+    """What a file with no rows says instead of an empty table: ``No sales lines for EMEA-North (25 – 31 Oct
+    2026).`` ``what`` is the dataset's title; the scope and the period are the recipient's and the run's."""
+    sentence = f"No {what[:1].lower()}{what[1:]} for {scope_words(groups)}" if groups else f"No {what.lower()}"
+    return f"{sentence} ({period})." if period else f"{sentence}."
+
+
 class OrderBy(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 

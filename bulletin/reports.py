@@ -26,7 +26,7 @@ from bulletin.models import (
     normalise_filters,
 )
 from bulletin.schedules import check_cron, check_timezone, preset_to_cron
-from bulletin.templating import TemplateError, is_template, render_value, resolve_date
+from bulletin.templating import TemplateError, is_template, render_value, resolve_date, template_path
 
 
 def _default_channels() -> list[ChannelName]:
@@ -93,6 +93,9 @@ class Chart(_Strict):
     measure: ColumnName
     agg: Literal["sum", "count", "avg"] = "sum"
     title: str | None = None
+    top: int = Field(
+        default=10, ge=1, le=50, description="Bars shown, largest first; the rest are one 'Other' bar (sum, count)."
+    )
 
 
 class EmailTemplates(_Strict):
@@ -107,6 +110,15 @@ class Parameter(_Strict):
     type: Literal["date", "string", "integer"] = "string"
     default: Any = None
     description: str | None = None
+
+
+class PeriodSpec(_Strict):
+    """The days a run covers, both included (bulletin/period.py): ISO dates or ``{{ params.<date> - Nd }}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    from_: str = Field(alias="from", description="The first day covered.")
+    to: str = Field(description="The last day covered.")
 
 
 class ReportDefinition(_Strict):
@@ -124,6 +136,9 @@ class ReportDefinition(_Strict):
     limit: int | None = Field(default=None, ge=1)
     formats: list[Format] = Field(min_length=1)
     chart: Chart | None = None
+    period: PeriodSpec | None = Field(
+        default=None, description="The days each run covers; unset: read from the filters' date bounds, if any."
+    )
     parameters: dict[ColumnName, Parameter] = Field(default_factory=dict)
     audience: Audience
     secure_filters: dict[Identifier, list[Filter] | list[list[Filter]]] = Field(
@@ -179,6 +194,9 @@ class ReportDefinition(_Strict):
                 _check_template_names(flt.value, self)
         for flt in self.filters:
             _check_template_names(flt.value, self)
+        if self.period is not None:
+            for value in (self.period.from_, self.period.to):
+                _check_period_value(value, self)
         return self
 
     @property
@@ -204,6 +222,22 @@ def _check_template_names(value: object, report: ReportDefinition) -> None:
             name = item.split("params.", 1)[1].split()[0].rstrip("}")
             if name not in report.parameters:
                 raise ValueError(f"filter value {item!r} names parameter {name!r}, which is not declared")
+
+
+def _check_period_value(value: str, report: ReportDefinition) -> None:
+    if not is_template(value):
+        try:
+            date.fromisoformat(value.strip())
+        except ValueError as exc:
+            raise ValueError(f"period value {value!r} is neither a date (YYYY-MM-DD) nor a template") from exc
+        return
+    try:
+        path = template_path(value)
+    except TemplateError as exc:
+        raise ValueError(f"period: {exc}") from exc
+    spec = report.parameters.get(path[1]) if len(path) == 2 and path[0] == "params" else None
+    if spec is None or spec.type != "date":
+        raise ValueError(f"period value {value!r} must name a date parameter: '{{{{ params.<name> }}}}'")
 
 
 def load_report_file(path: Path) -> ReportDefinition:

@@ -27,6 +27,7 @@ from prefect.utilities.annotations import quote
 
 from bulletin import progress
 from bulletin.models import Delivery, Recipient
+from bulletin.period import report_period
 from bulletin.reports import ReportDefinition, resolve_parameters
 from bulletin.requests import DeliveryRequest, requested_formats
 from bulletin.settings import Settings
@@ -62,10 +63,12 @@ def plan_delivery(
 ) -> DeliveryPlan:
     """The plan every task of the run is given, in this process or a worker's: what to deliver, and the settings
     the tasks need (a worker process reads none itself)."""
+    params = resolve_parameters(report, request.parameters or {}, started.astimezone().date())
     return DeliveryPlan(
         report=report,
         formats=requested_formats(report.formats, request.formats),
-        params=resolve_parameters(report, request.parameters or {}, started.astimezone().date()),
+        params=params,
+        period=report_period(report, params),
         channels=list(report.channels),
         run_id=run_id,
         run_key=run_key,

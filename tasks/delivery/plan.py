@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from bulletin.models import QuerySpec, Recipient
+from bulletin.period import Period
 from bulletin.reports import ReportDefinition, recipient_context, template_filters
 from bulletin.store.channel_preferences import RunPreferences
 
@@ -37,6 +38,8 @@ class DeliveryPlan:
     #: The communication-channel preferences for this run's event type, loaded once by the flow
     #: (``load_run_preferences``). None: every recipient gets ``channels``.
     channel_preferences: RunPreferences | None = None
+    #: The days this run's data covers (bulletin/period.py), the same for every recipient; None: not stated.
+    period: Period | None = None
 
 
 def build_query(plan: DeliveryPlan, recipient: Recipient) -> QuerySpec:

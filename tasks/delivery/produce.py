@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import tempfile
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from bulletin.models import QuerySpec, Recipient, describe_scope
+from bulletin.models import QuerySpec, Recipient, describe_scope, no_rows_sentence
+from bulletin.period import period_label
 from tasks.audience import scope_for_recipient
 from tasks.delivery.channels import RenderedFile
 from tasks.delivery.plan import DeliveryPlan, build_query
 from tasks.delivery.services import DeliveryServices
 from tasks.render import EXTENSIONS, open_writer
 from tasks.render.base import ChartData, RenderContext
+from tasks.render.chart import shape_chart
 from tasks.storage import sha256_file
 from tasks.tokens import TokenClaims, mint_token, verify_token
 from tasks.warehouse import run_aggregate, run_query
@@ -98,7 +100,10 @@ def prepare(plan: DeliveryPlan, services: DeliveryServices, recipient: Recipient
         timezone=report.display_timezone,
         column_labels=dict(report.column_labels),
         chart=_chart(plan, services, claims_tok, query),
+        period=period_label(plan.period) if plan.period else None,
     )
+    what = services.datasets[report.dataset].title if report.dataset in services.datasets else "rows"
+    ctx = replace(ctx, no_rows=no_rows_sentence(what, claims_tok.filters_for(report.dataset), ctx.period))
     return Prepared(minted.jti, claims_tok, query, ctx)
 
 
@@ -147,12 +152,14 @@ def _chart(plan: DeliveryPlan, services: DeliveryServices, claims: TokenClaims, 
         claims, query, services.datasets, services.warehouse, category=spec.category, measure=spec.measure, agg=spec.agg
     )
     labels = plan.report.column_labels
-    return ChartData(
-        title=spec.title or f"{spec.agg} of {labels.get(spec.measure, spec.measure)}",
-        category_label=labels.get(spec.category, spec.category),
-        value_label=labels.get(spec.measure, spec.measure),
-        categories=[str(category) for category, _ in rows],
-        values=[float(value or 0) for _, value in rows],
+    measure, category = labels.get(spec.measure, spec.measure), labels.get(spec.category, spec.category)
+    return shape_chart(
+        rows,
+        top=spec.top,
+        agg=spec.agg,
+        title=spec.title or f"{'Count' if spec.agg == 'count' else spec.agg.capitalize()} of {measure} by {category}",
+        category_label=category,
+        value_label=measure,
     )
 
 
@@ -160,8 +167,9 @@ def key_figures(ctx: RenderContext, files: dict[str, RenderedFile]) -> list[tupl
     """The few figures a message's body leads with: rows, the chart's total and top category, the scope."""
     rows = max((f.rows for f in files.values()), default=0)
     figures = [("Rows", f"{rows:,}"), ("Scope", ctx.scope)]
-    if ctx.chart and ctx.chart.values:
-        figures.insert(1, (f"Total {ctx.chart.value_label}", f"{sum(ctx.chart.values):,.2f}"))
-        top = max(range(len(ctx.chart.values)), key=ctx.chart.values.__getitem__)
-        figures.insert(2, (f"Top {ctx.chart.category_label}", ctx.chart.categories[top]))
+    chart = ctx.chart
+    if chart and chart.values and not chart.time:  # bars come largest first, "Other" last
+        figures.insert(1, (f"Top {chart.category_label}", chart.categories[0]))
+    if chart and chart.values and chart.total is not None:
+        figures.insert(1, (f"Total {chart.value_label}", f"{chart.total:,.2f}"))
     return figures

@@ -8,7 +8,8 @@ imported from their own module, so importing this package stays cheap.
 from __future__ import annotations
 
 from tasks.email.bodies import render_bodies
-from tasks.email.message import DownloadLink, EmailAttachment, build_message, plan_attachments, render_chart_png
+from tasks.email.chart_png import render_chart_png
+from tasks.email.message import DownloadLink, EmailAttachment, build_message, plan_attachments
 from tasks.email.send import OutboxSender, SmtpSender, make_sender
 
 __all__ = [

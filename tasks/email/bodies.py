@@ -3,7 +3,7 @@
 One report email is made in four pure steps and sent in one adapter::
 
     render_bodies(...)        subject, text and HTML from Jinja2 templates (HTML autoescaped)
-    render_chart_png(chart)   the inline chart                                      (tasks.email.message)
+    render_chart_png(chart)   the inline chart                                      (tasks.email.chart_png)
     plan_attachments(...)     attachments if the encoded message fits, else links   (tasks.email.message)
     build_message(...)        one MIME message for one recipient                    (tasks.email.message)
     make_sender(settings)     SmtpSender or OutboxSender: .send(msg)                (tasks.email.send)
@@ -29,16 +29,25 @@ from tasks.email.message import (
     check_header_value,
 )
 
-DEFAULT_SUBJECT_TEMPLATE = "{{ title }} ({{ generated_date }})"
+#: The period the data covers when the report states one ("Weekly regional sales, 25 – 31 Oct 2026"); the send
+#: date only when it does not: a reader files the email under the days it is about.
+DEFAULT_SUBJECT_TEMPLATE = "{{ title }}{% if period %}, {{ period }}{% else %} ({{ generated_date }}){% endif %}"
 
 DEFAULT_TEXT_TEMPLATE = """\
 Hello {{ recipient.name or recipient.email }},
 
 {{ title }}
+{% if period %}
+Period: {{ period }}
+{% endif %}
 {% if description %}
 {{ description }}
 {% endif %}
 Generated {{ generated }}.
+{% if no_rows %}
+
+{{ no_rows }}
+{% endif %}
 {% if key_figures %}
 
 Key figures:
@@ -48,7 +57,10 @@ Key figures:
 {% endif %}
 {% if chart_title %}
 
-The chart "{{ chart_title }}" is in the HTML version of this email.
+{{ chart_title }}:
+{% for label, value in chart_rows %}
+  {{ label }}: {{ value }}
+{% endfor %}
 {% endif %}
 {% if links %}
 
@@ -74,11 +86,17 @@ DEFAULT_HTML_TEMPLATE = """\
 <head><meta charset="utf-8"><title>{{ title }}</title></head>
 <body style="font-family: Arial, Helvetica, sans-serif; color: #333333; max-width: 640px;">
 <p>Hello {{ recipient.name or recipient.email }},</p>
-<h1 style="font-size: 20px;">{{ title }}</h1>
+<h1 style="font-size: 20px; margin-bottom: 4px;">{{ title }}</h1>
+{% if period %}
+<p style="font-size: 16px; margin-top: 0;">{{ period }}</p>
+{% endif %}
 {% if description %}
 <p>{{ description }}</p>
 {% endif %}
 <p style="color: #666666; font-size: 12px;">Generated {{ generated }}.</p>
+{% if no_rows %}
+<p style="font-size: 16px;">{{ no_rows }}</p>
+{% endif %}
 {% if key_figures %}
 <table role="presentation" style="border-collapse: collapse; margin: 12px 0;">
 {% for label, value in key_figures %}
@@ -88,7 +106,14 @@ DEFAULT_HTML_TEMPLATE = """\
 </table>
 {% endif %}
 {% if chart_title %}
-<p><img src="cid:{{ chart_cid }}" alt="{{ chart_title }}" style="max-width: 100%;"></p>
+<p><img src="cid:{{ chart_cid }}" alt="{{ chart_alt }}" width="600" style="max-width: 100%; height: auto;"></p>
+{% if chart_rows %}
+<table role="presentation" style="border-collapse: collapse; font-size: 12px; color: #666666; margin: 0 0 12px 0;">
+{% for label, value in chart_rows %}
+<tr><td style="padding: 1px 16px 1px 0;">{{ label }}</td><td align="right" style="padding: 1px 0;">{{ value }}</td></tr>
+{% endfor %}
+</table>
+{% endif %}
 {% endif %}
 {% if links %}
 <p>The files were too large to attach; download them here:</p>
@@ -136,6 +161,11 @@ def _when(moment: datetime) -> str:
     return f"{moment:%Y-%m-%d %H:%M} {moment.tzname() or moment.strftime('%z')}"
 
 
+def _link(link: DownloadLink) -> dict[str, object]:
+    expires = _when(link.expires_at) if link.expires_at else None
+    return {"filename": link.filename, "url": link.url, "size": human_size(link.size), "expires": expires}
+
+
 def render_bodies(
     *,
     title: str,
@@ -145,7 +175,10 @@ def render_bodies(
     files: list[tuple[str, int, int]],
     links: list[DownloadLink],
     generated_at: datetime,
+    period: str | None = None,
+    no_rows: str | None = None,
     chart_title: str | None = None,
+    chart_rows: list[tuple[str, str]] | None = None,
     subject_template: str | None = None,
     text_template: str | None = None,
     html_template: str | None = None,
@@ -153,7 +186,11 @@ def render_bodies(
     """The default subject, the text body and the HTML body of one report email.
 
     ``files`` are (file name, bytes, rows) of what is attached; ``links`` replace them when the files go by link.
-    With ``chart_title`` the HTML shows the inline chart (``cid:`` ``CHART_CID``) and the text says where it is.
+    With ``chart_title`` the HTML shows the inline chart (``cid:`` ``CHART_CID``); ``chart_rows`` are its bars'
+    (label, value), written under it and in its alt text for a reader whose client blocks images, and in the text
+    body instead of it.
+    ``period`` (the days the data covers) leads the default subject; ``no_rows`` is the sentence of a report whose
+    files have no rows, said in both bodies instead of leaving the reader to open an empty file.
     The subject is one line: a title or template that yields a line break is refused (``UnsafeEmailError``).
     """
     context: dict[str, object] = {
@@ -168,18 +205,14 @@ def render_bodies(
         },
         "key_figures": [(str(label), str(value)) for label, value in key_figures],
         "files": [{"name": name, "size": human_size(size), "rows": f"{rows:,}"} for name, size, rows in files],
-        "links": [
-            {
-                "filename": link.filename,
-                "url": link.url,
-                "size": human_size(link.size),
-                "expires": _when(link.expires_at) if link.expires_at else None,
-            }
-            for link in links
-        ],
+        "links": [_link(link) for link in links],
         "generated": _when(generated_at),
         "generated_date": f"{generated_at:%Y-%m-%d}",
+        "period": period,
+        "no_rows": no_rows,
         "chart_title": chart_title,
+        "chart_rows": list(chart_rows or []),
+        "chart_alt": f"{chart_title}: " + "; ".join(f"{c} {v}" for c, v in chart_rows or []) if chart_title else "",
         "chart_cid": CHART_CID,
     }
     subject = _render("subject", subject_template or DEFAULT_SUBJECT_TEMPLATE, context).strip()

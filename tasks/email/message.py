@@ -1,4 +1,5 @@
-"""Report emails as pure functions: address and header checks, the inline chart, and the MIME message itself.
+"""Report emails as pure functions: address and header checks, and the MIME message itself (the inline chart is
+tasks/email/chart_png.py).
 
 Nothing here opens a socket. ``build_message`` turns checked inputs into one ``EmailMessage`` for one recipient;
 ``plan_attachments`` measures that message to decide between attachments and download links. Sending is the job
@@ -11,7 +12,6 @@ message nobody asked for, and a refusal is recorded against the recipient.
 from __future__ import annotations
 
 import hashlib
-import io
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -20,17 +20,13 @@ from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, getaddresses
-from functools import lru_cache
 from pathlib import Path
 
 from markupsafe import escape
-from PIL import Image, ImageDraw, ImageFont
 
 from bulletin.clock import require_aware
 from bulletin.errors import DefinitionError, StorageError
 from bulletin.models import Recipient
-from tasks.render.base import ChartData
-from tasks.render.chart import chart_points, short_label
 
 #: SMTP line endings, and 7-bit transfer encodings so no relay needs 8BITMIME: non-ASCII text goes out as
 #: quoted-printable or base64, whichever is shorter.
@@ -51,8 +47,6 @@ _ADDRESS_RE = re.compile(rf"^{_ATEXT}(?:\.{_ATEXT})*@{_LABEL}(?:\.{_LABEL})*$")
 _DOMAIN_RE = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
 _CONTENT_TYPE_RE = re.compile(r"^([a-z0-9][a-z0-9.+-]*)/([a-z0-9][a-z0-9.+-]*)((?:;\s*[a-z0-9-]+=[A-Za-z0-9._-]+)*)$")
 _LINK_SCHEMES = ("https://", "http://", "file://")
-_BAR_COLOUR = (0x44, 0x72, 0xC4)  # the PDF and XLSX charts' colour, so all formats look alike
-_INK = (0x33, 0x33, 0x33)
 
 
 class UnsafeEmailError(DefinitionError):
@@ -173,63 +167,6 @@ def envelope_of(msg: EmailMessage) -> tuple[str, str]:
     if len(senders) != 1 or len(recipients) != 1:
         raise UnsafeEmailError("the message's From and To must each hold exactly one address")
     return check_address(senders[0][1]), check_address(recipients[0][1])
-
-
-# --- the inline chart -------------------------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=4)
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    # Pillow's bundled font: the same glyphs, hence the same bytes, on every machine with this Pillow version.
-    return ImageFont.load_default(size=size)
-
-
-def _compact(value: float) -> str:
-    for limit, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= limit:
-            return f"{value / limit:.1f}{suffix}"
-    return f"{value:g}"
-
-
-def render_chart_png(chart: ChartData, *, width: int = 560, height: int = 220) -> bytes:
-    """A bar chart PNG for the HTML body. The same chart gives the same bytes (no timestamps, fixed font)."""
-    if not (200 <= width <= 2000 and 120 <= height <= 2000):
-        raise DefinitionError(f"chart size {width}x{height} is out of range", field="chart")
-    points = chart_points(chart)
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    draw.text((width / 2, 4), short_label(points.title, 90), fill=_INK, font=_font(12), anchor="ma")
-    left, right, top, bottom = 52, width - 12, 24, height - 34
-    plotted = [v for v in points.values if v is not None]
-    if not plotted:
-        draw.text((width / 2, height / 2), "No data", fill=_INK, font=_font(11), anchor="mm")
-    else:
-        low, high = min(0.0, *plotted), max(0.0, *plotted)  # bars start at zero, or their heights mislead
-        high = high if high > low else low + 1.0
-
-        def y_of(value: float) -> float:
-            return bottom - (value - low) / (high - low) * (bottom - top)
-
-        zero = y_of(0.0)
-        slot = (right - left) / len(points.categories)
-        label_chars = max(3, int(slot / 6))
-        for i, (category, value) in enumerate(zip(points.categories, points.values, strict=True)):
-            x0 = left + i * slot + slot * 0.15
-            if value is not None:
-                draw.rectangle((x0, min(y_of(value), zero), x0 + slot * 0.7, max(y_of(value), zero)), fill=_BAR_COLOUR)
-            if slot >= 14:  # narrower slots would print labels over each other
-                label = short_label(category, label_chars)
-                draw.text((x0 + slot * 0.35, bottom + 3), label, fill=_INK, font=_font(9), anchor="ma")
-        draw.line((left, zero, right, zero), fill=_INK)
-        draw.text((left - 4, top), _compact(high), fill=_INK, font=_font(9), anchor="ra")
-        draw.text((left - 4, bottom), _compact(low), fill=_INK, font=_font(9), anchor="rd")
-    footer = short_label(f"{points.value_label} by {points.category_label}", 80)
-    if points.omitted:
-        footer += f" ({points.omitted} more categories not shown)"
-    draw.text((4, height - 4), footer, fill=_INK, font=_font(9), anchor="ld")
-    out = io.BytesIO()
-    image.save(out, format="PNG", optimize=False, compress_level=6)
-    return out.getvalue()
 
 
 # --- the message ------------------------------------------------------------------------------------------------

@@ -27,6 +27,12 @@ class ChartData:
     value_label: str
     categories: list[str]
     values: list[float]
+    #: Categories are points in time, in time order: drawn as a line. Else bars, largest first (shape_chart).
+    time: bool = False
+    #: Categories left out of the bars (folded into the last "Other" bar for a sum or count), said under the chart.
+    omitted: int = 0
+    #: The measure over every category (a sum or a count adds up; an average does not: None).
+    total: float | None = None
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,8 @@ class RenderContext:
     column_labels: dict[str, str] = field(default_factory=dict)  # column name -> header label; default: the name
     chart: ChartData | None = None
     truncated_at: int | None = None  # set when the row limit cut the result: the file must say so
+    period: str | None = None  # the days the data covers, for the reader ("25 – 31 Oct 2026"); None: not stated
+    no_rows: str = "No rows."  # what a file with no rows says instead of an empty table (no_rows_sentence)
 
 
 class ReportWriter(Protocol):

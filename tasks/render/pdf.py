@@ -32,7 +32,8 @@ from reportlab.pdfgen.canvas import Canvas
 
 from bulletin.errors import DefinitionError
 from tasks.render.base import RenderContext
-from tasks.render.chart import chart_points, draw_pdf_chart
+from tasks.render.chart import chart_points
+from tasks.render.chart_pdf import chart_height, draw_pdf_chart
 from tasks.render.sanitize import Kind, column_kind, generated_label, plain_line, plain_line_array
 
 PAGE_WIDTH, PAGE_HEIGHT = (float(side) for side in landscape(A4))
@@ -139,6 +140,8 @@ class PdfWriter:
         self._labels = [plain_line(ctx.column_labels.get(n, n)) for n in schema.names]
         self._right = [kind in ("number", "float") for kind in self._kinds]
         self._title = plain_line(ctx.title)
+        # Every page's running title says which days it covers: a page printed alone still says what it is.
+        self._running = f"{self._title}, {plain_line(ctx.period)}" if ctx.period else self._title
         # invariant=1 fixes the document ID and dates; the date formatter then shows generated_at instead.
         self._canvas = Canvas(str(path), pagesize=(PAGE_WIDTH, PAGE_HEIGHT), invariant=1, pageCompression=1)
         stamp = ctx.generated_at.strftime("D:%Y%m%d%H%M%S") + _pdf_offset(ctx.generated_at.strftime("%z"))
@@ -152,10 +155,13 @@ class PdfWriter:
         self._y = 0.0  # baseline of the next row
         self._rows = 0
         self._drawn = 0  # rows of the current chunk already drawn
+        self._header = True  # False for a file with no rows: its sentence takes the table's place
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
         if batch.schema.names != self._names:
             raise DefinitionError(f"batch columns {batch.schema.names} differ from {self._names}")
+        if batch.num_rows == 0:
+            return
         if not self._widths:
             self._begin(batch.slice(0, _SAMPLE_ROWS))
         for start in range(0, batch.num_rows, _CHUNK_ROWS):
@@ -175,10 +181,13 @@ class PdfWriter:
 
     def close(self, *, truncated_at: int | None = None) -> int:
         if not self._widths:
+            self._header = self._rows > 0
             self._begin(None)
         if self._rows == 0:
-            self._canvas.setFont(self._fonts[0], 9)
-            self._canvas.drawString(MARGIN, self._y, "No rows.")
+            self._canvas.setFont(self._fonts[0], 12)
+            for line in wrap_text(self._ctx.no_rows, PAGE_WIDTH - 2 * MARGIN, self._fonts[0], 12, 3):
+                self._canvas.drawString(MARGIN, self._y, line)
+                self._y -= 15
         if truncated_at is not None and self._ctx.truncated_at is None:
             # Only known now that the rows are read: say it under the table's last row.
             if self._y < _TABLE_BOTTOM:
@@ -219,9 +228,12 @@ class PdfWriter:
         canvas, (regular, bold) = self._canvas, self._fonts
         canvas.setFillColor(_RULE)
         canvas.setFont(regular, 7)
-        canvas.drawString(MARGIN, PAGE_HEIGHT - MARGIN, clip_text(self._title, PAGE_WIDTH / 2, regular, 7))
+        canvas.drawString(MARGIN, PAGE_HEIGHT - MARGIN, clip_text(self._running, PAGE_WIDTH / 2, regular, 7))
         canvas.setFillColorRGB(0, 0, 0)
         top = self._draw_cover() if self._page == 1 else _TABLE_TOP
+        if not self._header:
+            self._y = top
+            return
         x = MARGIN
         canvas.setFont(bold, FONT_SIZE)
         for label, width, right in zip(self._labels, self._widths, self._right, strict=True):
@@ -245,6 +257,10 @@ class PdfWriter:
             canvas.setFont(bold, 16)
             canvas.drawString(MARGIN, y, line)
             y -= 19
+        if ctx.period:
+            canvas.setFont(regular, 13)
+            canvas.drawString(MARGIN, y + 1, clip_text(plain_line(ctx.period), width, regular, 13))
+            y -= 18
         facts = [
             ("", ctx.description, 5),
             ("Prepared for: ", ctx.recipient, 1),
@@ -266,9 +282,11 @@ class PdfWriter:
         canvas.drawString(MARGIN, y, "Rows: ")
         self._draw_total(_ROW_TOTAL, MARGIN + stringWidth("Rows: ", bold, 9), y)
         y -= 8
-        if ctx.chart is not None:
-            draw_pdf_chart(canvas, chart_points(ctx.chart), MARGIN, y - CHART_HEIGHT, 560, CHART_HEIGHT, regular)
-            y -= CHART_HEIGHT + 4
+        if ctx.chart is not None and ctx.chart.categories:  # an empty chart would be an empty frame
+            points = chart_points(ctx.chart)
+            height = chart_height(points, CHART_HEIGHT)
+            draw_pdf_chart(canvas, points, MARGIN, y - height, 560, height, regular)
+            y -= height + 4
         return y - 14
 
     def _draw_rows(self, columns: list[list[str]]) -> None:

@@ -38,11 +38,13 @@ from tasks.render.sanitize import (
 )
 from tasks.render.xlsx_parts import (
     DATA_PART,
+    DEFAULT_LABELS,
     EXCEL_ESCAPE_RE,
     Styles,
     book_parts,
     column_letters,
     fill_parts,
+    summary_values,
     workbook_template,
     xml_escape,
 )
@@ -274,7 +276,7 @@ class XlsxWriter:
         self._labels = [sanitize_xlsx_text(ctx.column_labels.get(n, n)) for n in schema.names]
         self._rows = 0
         # The sheet XML names style indices before any workbook exists: every workbook numbers them alike.
-        self._styles = workbook_template(len(schema), False).styles
+        self._styles = workbook_template(len(schema), DEFAULT_LABELS).styles
         self._file = path.open("wb")
         self._zip = Archive(self._file, ctx.generated_at.timetuple()[:6])
         self._started = False  # the data sheet's part is open, started by the first batch
@@ -315,7 +317,8 @@ class XlsxWriter:
         self._zip.close_stream()
         columns, ctx = len(self._kinds), self._ctx
         if ctx.chart is None:
-            template = workbook_template(columns, ctx.truncated_at is not None)
+            labels = tuple(label for label, _ in summary_values(ctx, self._rows))
+            template = workbook_template(columns, labels)
             for part in template.fixed:
                 self._zip.add_packed(part)
             parts = fill_parts(template, ctx, self._rows)

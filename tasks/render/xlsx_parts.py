@@ -2,11 +2,12 @@
 
 Why: XlsxWriter took about 40 % of a small file's time (a 1,000-row report) building the same workbook, styles,
 theme and relationships for every recipient, then zipping them, which the renderer unzipped and zipped again.
-Now XlsxWriter makes each shape of workbook once (``workbook_template``: the data sheet's column count, whether
-the Summary says the rows were cut), with unique slot words where a file's own values go; the parts without
-slots are compressed once (``Packed``) and copied into every file, and the few with slots (the Summary's strings
-and row count, document properties, the autofilter's range) are filled by string replacement. A report with a
-chart still has its whole workbook made per file (``book_parts``): the chart's XML is the recipient's data.
+Now XlsxWriter makes each shape of workbook once (``workbook_template``: the data sheet's column count and which
+facts the Summary lists: a period, a sentence for a file with no rows, a note that the rows were cut), with unique
+slot words where a file's own values go; the parts without slots are compressed once (``Packed``) and copied into
+every file, and the few with slots (the Summary's strings and row count, document properties, the autofilter's
+range) are filled by string replacement. A report with a chart still has its whole workbook made per file
+(``book_parts``): the chart's XML is the recipient's data.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ _CREATED_SLOT = datetime(2001, 2, 3, 4, 5, 6, tzinfo=UTC)
 _SLOT_RE = re.compile(r">(bulletinslot\d{4}x)<")
 EXCEL_ESCAPE_RE = re.compile(r"_(?=x[0-9A-Fa-f]{4}_)")
 _LABELS = ("Description", "Prepared for", "Scope", "Generated", "Report")
+DEFAULT_LABELS = _LABELS  # a shape every writer may ask for its styles
 
 
 @dataclass(frozen=True)
@@ -66,8 +68,13 @@ def new_book(out: io.BytesIO) -> tuple[Any, Styles]:
     return book, Styles(*(book.add_format(f)._get_xf_index() for f in formats))
 
 
-def summary_values(ctx: RenderContext) -> Iterator[tuple[str, str]]:
-    """The Summary sheet's (label, text) rows, in order."""
+def summary_values(ctx: RenderContext, rows: int) -> Iterator[tuple[str, str]]:
+    """The Summary sheet's (label, text) rows, in order: the period first, when the report states one, and for a
+    file of ``rows`` 0 the sentence that says so."""
+    if ctx.period is not None:
+        yield "Period", ctx.period
+    if rows == 0:
+        yield "Note", ctx.no_rows
     values = (ctx.description, ctx.recipient, ctx.scope, generated_label(ctx.generated_at, ctx.timezone), ctx.report_id)
     yield from zip(_LABELS, values, strict=True)
     if ctx.truncated_at is not None:
@@ -81,7 +88,7 @@ def book_parts(ctx: RenderContext, rows: int, columns: int) -> list[tuple[str, b
     book.set_properties(_properties(ctx.title, ctx.description[:255], f"report {ctx.report_id}", ctx.generated_at))
     summary = book.add_worksheet(SUMMARY_SHEET)
     data = book.add_worksheet(DATA_SHEET)
-    facts = [(label, sanitize_xlsx_text(text)) for label, text in summary_values(ctx)]
+    facts = [(label, sanitize_xlsx_text(text)) for label, text in summary_values(ctx, rows)]
     last_row = _write_summary(book, summary, sanitize_xlsx_text(ctx.title), facts, rows)
     if ctx.chart is not None:
         chart_row = last_row + 2
@@ -125,14 +132,13 @@ def _slot(n: int) -> str:
 
 
 @lru_cache(maxsize=64)
-def workbook_template(columns: int, truncated: bool) -> Template:
-    """The parts of every workbook with ``columns`` data columns and a truncation note or not (chartless)."""
+def workbook_template(columns: int, labels: tuple[str, ...]) -> Template:
+    """The parts of every workbook with ``columns`` data columns and the Summary facts ``labels`` (chartless)."""
     out = io.BytesIO()
     book, styles = new_book(out)
     book.set_properties(_properties(_slot(0), _slot(1), _slot(2), _CREATED_SLOT))
     summary = book.add_worksheet(SUMMARY_SHEET)
     data = book.add_worksheet(DATA_SHEET)
-    labels = _LABELS + (("Truncated",) if truncated else ())
     facts = [(label, _slot(10 + i)) for i, label in enumerate(labels)]
     _write_summary(book, summary, _slot(3), facts, _ROWS_SLOT)
     data.autofilter(0, 0, _FILTER_SLOT, columns - 1)
@@ -168,7 +174,7 @@ def xml_escape(text: str, *, excel: bool = False) -> str:
 
 def fill_parts(template: Template, ctx: RenderContext, rows: int) -> list[tuple[str, bytes]]:
     """The slotted parts of ``template`` with this file's values."""
-    strings = [sanitize_xlsx_text(ctx.title)] + [sanitize_xlsx_text(text) for _, text in summary_values(ctx)]
+    strings = [sanitize_xlsx_text(ctx.title)] + [sanitize_xlsx_text(text) for _, text in summary_values(ctx, rows)]
     cells = {_slot(3): strings[0], **{_slot(10 + i): text for i, text in enumerate(strings[1:])}}
     props = {
         _slot(0): remove_xlsx_illegal(ctx.title),

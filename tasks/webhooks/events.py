@@ -112,7 +112,7 @@ def prefect_events(manifest: Manifest) -> list[dict[str, Any]]:
     recipient, one per run. A PARTIAL recipient's is ``bulletin.report.delivered``, as its webhook event.
 
     The report is the resource and the recipient a related resource, so automations can match on either. Each file
-    is named by format, channel and outcome only (no uri: the event is for automations, the manifest has the rest).
+    is named by format, channel, outcome and rows (no uri: the event is for automations, the manifest has the rest).
     """
     report = {
         "prefect.resource.id": f"bulletin.report.{manifest.report_id}",
@@ -134,7 +134,10 @@ def prefect_events(manifest: Manifest) -> list[dict[str, Any]]:
             "recipient": delivery.recipient,
             "status": delivery.status.value,
             "formats": sorted({a.format for a in delivery.artifacts}),
-            "files": [{"format": a.format, "channel": a.channel, "outcome": a.outcome} for a in delivery.artifacts],
+            "files": [
+                {"format": a.format, "channel": a.channel, "outcome": a.outcome, "rows": a.rows}
+                for a in delivery.artifacts
+            ],
         }
         if delivery.error:
             payload["error"] = delivery.error[:ERROR_MAX]

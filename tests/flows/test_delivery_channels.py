@@ -240,3 +240,52 @@ def test_per_report_email_templates(bulletin_env: Path, reports_dir: Path) -> No
     assert attachment.get_content_type() == "text/csv"
     (artifact,) = manifest.deliveries[0].artifacts
     assert hashlib.sha256(attachment.get_payload(decode=True)).hexdigest() == artifact.sha256
+
+
+def test_a_run_states_the_period_its_filters_cover(bulletin_env: Path, reports_dir: Path) -> None:
+    # The daily report declares no period: the run reads it from its own order_date filter, and the email is filed
+    # under the day it covers, not under the day it was sent.
+    write_report(reports_dir, "daily-account-orders", channels=["email"], audience={"recipients": RECIPIENTS[:1]})
+    assert run_report("daily-account-orders", parameters={"as_of": "2026-10-31"}).status is not RunStatus.FAILED
+    (eml,) = outbox(bulletin_env)
+    message = email.message_from_bytes(eml.read_bytes(), policy=default_policy)
+    assert message["Subject"] == "Daily account orders, 31 Oct 2026"
+    assert "Period: 31 Oct 2026" in message.get_body(preferencelist=("plain",)).get_content()
+
+
+def test_a_recipient_with_no_rows_is_told_so_in_a_sentence_not_an_empty_table(
+    bulletin_env: Path, reports_dir: Path
+) -> None:
+    import pypdf
+    from python_calamine import CalamineWorkbook
+
+    nobody = {"ref": "am-0", "email": "am0@example.com", "attributes": {"account_id": "ACC-NONE"}}
+    write_report(
+        reports_dir,
+        "daily-account-orders",
+        channels=["s3", "email"],
+        formats=["pdf", "xlsx"],
+        audience={"recipients": [nobody]},
+        chart={"category": "product", "measure": "amount", "agg": "sum"},
+    )
+    manifest = run_report("daily-account-orders", parameters={"as_of": "2026-10-31"})
+    assert manifest.status is RunStatus.COMPLETED, "no rows is not a failure: the recipient is told so"
+    sentence = "No orders for ACC-NONE (31 Oct 2026)."  # the dataset is "Orders"
+    assert {a.format: a.rows for a in manifest.deliveries[0].artifacts if a.channel == "s3"} == {"pdf": 0, "xlsx": 0}
+    (pdf,) = (bulletin_env / "bucket").rglob("*.pdf")
+    (page,) = pypdf.PdfReader(pdf).pages
+    text = page.extract_text()
+    assert sentence in text and "Customer" not in text, "the sentence takes the empty table's place"
+    assert "sum of" not in text.lower(), "no empty chart frame"
+    (xlsx,) = (bulletin_env / "bucket").rglob("*.xlsx")
+    summary = {r[0]: r[1] for r in CalamineWorkbook.from_path(str(xlsx)).get_sheet_by_name("Summary").to_python()}
+    assert summary["Note"] == sentence and summary["Rows"] == 0
+    (eml,) = outbox(bulletin_env)
+    message = email.message_from_bytes(eml.read_bytes(), policy=default_policy)
+    assert sentence in message.get_body(preferencelist=("plain",)).get_content()
+    assert sentence in message.get_body(preferencelist=("html",)).get_content()
+
+    # skip_if_empty keeps its meaning: nothing is sent, the ledger says why.
+    write_report(reports_dir, "daily-account-orders", audience={"recipients": [nobody]}, skip_if_empty=True)
+    skipped = run_report("daily-account-orders", parameters={"as_of": "2026-10-30"})
+    assert {a.outcome for a in skipped.deliveries[0].artifacts} == {"skipped"}

@@ -243,14 +243,16 @@ def test_plaintext_is_refused_for_a_host_that_is_not_loopback(host: str) -> None
 # --- templates, chart and message ------------------------------------------------------------------------------
 
 
-def test_render_chart_png_is_a_deterministic_png(chart_png: bytes) -> None:
+def test_render_chart_png_is_a_deterministic_png_drawn_at_twice_its_shown_size(chart_png: bytes) -> None:
     image = Image.open(io.BytesIO(chart_png))
-    assert (image.format, image.size) == ("PNG", (560, 220))
+    assert image.format == "PNG" and image.size[0] == 1200, "600 CSS pixels wide, drawn at 2x for sharp screens"
     assert render_chart_png(CHART) == chart_png
-    empty = render_chart_png(ChartData("Nothing", "Region", "Amount", [], []), width=300, height=150)
-    assert Image.open(io.BytesIO(empty)).size == (300, 150)
+    empty = render_chart_png(ChartData("Nothing", "Region", "Amount", [], []), width=300)
+    assert Image.open(io.BytesIO(empty)).size[0] == 600
     with pytest.raises(DefinitionError):
         render_chart_png(ChartData("Bad", "Region", "Amount", ["a", "b"], [1.0]))
+    with pytest.raises(DefinitionError, match="out of range"):
+        render_chart_png(CHART, width=5000)
 
 
 def test_render_bodies_escapes_user_data_in_html_only() -> None:
@@ -264,6 +266,7 @@ def test_render_bodies_escapes_user_data_in_html_only() -> None:
         links=[],
         generated_at=NOW,
         chart_title="Sales <by> region",
+        chart_rows=[("<b>North</b>", "1,200")],
     )
     assert subject == "Sales <script>alert(1)</script> (2026-11-02)"
     assert "<script>" not in html
@@ -272,11 +275,12 @@ def test_render_bodies_escapes_user_data_in_html_only() -> None:
     assert "<i>" not in html
     assert "Sales &lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "Q&amp;A &#34;quoted&#34;" in html
-    assert f'<img src="cid:{CHART_CID}" alt="Sales &lt;by&gt; region"' in html
+    assert f'<img src="cid:{CHART_CID}" alt="Sales &lt;by&gt; region: &lt;b&gt;North&lt;/b&gt; 1,200"' in html
+    assert '<td style="padding: 1px 16px 1px 0;">&lt;b&gt;North&lt;/b&gt;</td>' in html, "the bars as a table too"
     assert "Sales <script>alert(1)</script>" in text
     assert "<img src=x onerror=alert(1)>" in text
     assert "weekly.pdf (12.3 kB, 1,234 rows)" in text
-    assert "HTML version" in text
+    assert "Sales <by> region:\n  <b>North</b>: 1,200" in text, "the text body has the chart's numbers"
 
 
 def test_render_bodies_uses_per_report_templates_in_a_sandbox() -> None:
@@ -683,3 +687,23 @@ def test_make_sender_picks_the_outbox_or_smtp(tmp_path: Path) -> None:
         make_sender(Settings(smtp_host="smtp.example.com", smtp_security="none"))
     with pytest.raises(ConfigError, match="no SMTP password"):
         make_sender(Settings(smtp_host="smtp.example.com", smtp_username="u"))
+
+
+def test_the_period_leads_the_subject_and_both_bodies_and_templates_get_it() -> None:
+    rcpt = Recipient(ref="ana", email="ana@example.com", name="Ana")
+    common: dict[str, Any] = {
+        "title": "Weekly regional sales",
+        "description": "",
+        "recipient": rcpt,
+        "key_figures": [],
+        "files": [],
+        "links": [],
+        "generated_at": NOW,
+    }
+    subject, text, html = render_bodies(**common, period="25 – 31 Oct 2026")
+    assert subject == "Weekly regional sales, 25 – 31 Oct 2026", "the days covered, not the send date"
+    assert "Period: 25 – 31 Oct 2026" in text and ">25 – 31 Oct 2026</p>" in html
+    assert f"Generated {NOW:%Y-%m-%d}" in text, "the generation time stays, below"
+    assert render_bodies(**common)[0] == f"Weekly regional sales ({NOW:%Y-%m-%d})", "no period: the date, as before"
+    own = render_bodies(**common, period="31 Oct 2026", subject_template="{{ title }} for {{ period }}")
+    assert own[0] == "Weekly regional sales for 31 Oct 2026"

@@ -177,3 +177,34 @@ def test_numbers_too_wide_for_their_column_show_hashes(tmp_path: Path) -> None:
     last = pypdf.PdfReader(path).pages[-1].extract_text()
     assert "###" in last
     assert "1000000000" not in last
+
+
+def test_the_period_is_under_the_title_and_on_every_page(tmp_path: Path) -> None:
+    path = tmp_path / "period.pdf"
+    render(path, [make_batch([f"row {i}" for i in range(150)])], make_ctx(period="25 – 31 Oct 2026"))
+    pages = pypdf.PdfReader(path).pages
+    assert len(pages) >= 3
+    first = pages[0].extract_text()
+    assert "25 – 31 Oct 2026" in first and first.index("25 – 31 Oct 2026") < first.index("Prepared for")
+    for number, page in enumerate(pages, start=1):
+        text = page.extract_text()
+        assert "Sales <font size=99>x</font> & co, 25 – 31 Oct 2026" in text, f"page {number} lacks the period"
+        assert re.search(rf"Page {number} of\s*{len(pages)}\b", text)
+    assert "Oct 2026" not in pypdf.PdfReader(render_plain(tmp_path)).pages[0].extract_text(), "none made up"
+
+
+def render_plain(tmp_path: Path) -> Path:
+    path = tmp_path / "plain.pdf"
+    render(path, [make_batch(["a", "b"])], make_ctx())
+    return path
+
+
+def test_no_rows_is_a_sentence_with_no_table_header_and_no_empty_chart(tmp_path: Path) -> None:
+    path = tmp_path / "empty.pdf"
+    empty_chart = ChartData("Amount by city", "City", "Amount", [], [])
+    ctx = make_ctx(chart=empty_chart, no_rows="No sales lines for EU (25 – 31 Oct 2026).")
+    assert render(path, [make_batch(["x", "y"]).slice(0, 0)], ctx) == 0
+    (page,) = pypdf.PdfReader(path).pages
+    text = page.extract_text()
+    assert "No sales lines for EU (25 – 31 Oct 2026)." in text
+    assert "Quantity" not in text and "Amount by city" not in text, "no header of an empty table, no empty chart"

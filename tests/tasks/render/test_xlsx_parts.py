@@ -131,3 +131,29 @@ def test_archive_writes_zip64_records_a_reader_follows(monkeypatch: pytest.Monke
         assert made.read("big.xml") == b"".join(f"<row>{n}</row>".encode() * 20 for n in range(50))
         assert made.read("packed.xml") == b"<b/>" * 100
         assert made.getinfo("small.xml").date_time == (2024, 5, 1, 9, 0, 0)
+
+
+@pytest.mark.parametrize("chart", [False, True], ids=["shared-parts", "charted"])
+def test_the_period_is_the_summarys_first_fact(tmp_path: Path, chart: bool) -> None:
+    from tasks.render import ChartData
+
+    drawn = ChartData("Amount by city", "City", "Amount", ["London"], [3.0]) if chart else None
+    path = render(tmp_path / "p.xlsx", 2, make_ctx(period="25 – 31 Oct 2026", chart=drawn))
+    facts = summary_facts(path)
+    assert facts["Period"] == "25 – 31 Oct 2026"
+    assert next(iter(facts)) == "Weekly sales" and list(facts)[1] == "Period", "right under the title"
+    sheet = openpyxl.load_workbook(path)["Summary"]
+    assert (sheet["A3"].value, sheet["B3"].value) == ("Period", "25 – 31 Oct 2026")
+    assert "Period" not in summary_facts(render(tmp_path / "q.xlsx", 2, make_ctx(chart=drawn))), "none made up"
+
+
+@pytest.mark.parametrize("chart", [False, True], ids=["shared-parts", "charted"])
+def test_a_file_with_no_rows_says_so_on_its_summary_and_draws_no_chart(tmp_path: Path, chart: bool) -> None:
+    from tasks.render import ChartData
+
+    empty = ChartData("Amount by city", "City", "Amount", [], []) if chart else None
+    ctx = make_ctx(chart=empty, no_rows="No sales lines for EU.")
+    path = render(tmp_path / "e.xlsx", 0, ctx)
+    assert summary_facts(path)["Note"] == "No sales lines for EU."
+    assert openpyxl.load_workbook(path)["Summary"]._charts == []
+    assert "Note" not in summary_facts(render(tmp_path / "f.xlsx", 1, ctx)), "only when there are no rows"

@@ -204,8 +204,8 @@ def test_a_partial_recipient_is_report_delivered_with_its_sent_and_failed_files(
     assert recipient["event"] == "bulletin.report.delivered"
     assert recipient["payload"]["status"] == "PARTIAL" and recipient["payload"]["error"] == "email: 554"
     assert recipient["payload"]["files"] == [
-        {"format": "pdf", "channel": "s3", "outcome": "sent"},
-        {"format": "pdf", "channel": "email", "outcome": "failed"},
+        {"format": "pdf", "channel": "s3", "outcome": "sent", "rows": 10},
+        {"format": "pdf", "channel": "email", "outcome": "failed", "rows": 10},
     ]
 
 
