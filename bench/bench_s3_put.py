@@ -6,8 +6,8 @@
 
 What is timed: N PutObject calls of one ~75 KB incompressible file (an XLSX is a zip), each under a new key, with
 the same headers a delivery sends (If-None-Match: *, SSE, Content-Disposition, metadata), over one client built by
-``make_s3_client`` (the per-process client, kept across puts). The ways take turns, round by round, so that a load
-spike on the shared machine falls on all of them.
+``make_s3_client`` (the per-process client, kept across puts). The ways take turns, ten calls at a time, so that a
+load spike on the shared machine falls on all of them.
 
 - ``old``: what ``S3Destination.put`` did before issue 14: hash the file (sha256_file), then put_object with the
   open file as the body; botocore then reads it for its CRC32 checksum and, over plain HTTP, for the SigV4 payload
@@ -31,7 +31,6 @@ import hashlib
 import os
 import socket
 import ssl
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -46,6 +45,8 @@ METADATA = {"report": "bench", "recipient": "r-0001", "run": "run-1", "token-jti
 SSE = {"ServerSideEncryption": "AES256"}
 
 Put = Callable[[str], None]
+#: Calls of one way in a row before the next takes its turn.
+BLOCK = 10
 
 
 def self_signed(folder: Path) -> tuple[Path, Path]:
@@ -147,34 +148,42 @@ def clients(settings: Any, extra: bool) -> dict[str, Any]:
 
 
 def measure(ways: dict[str, Put], puts: int, rounds: int, moto_pid: int) -> dict[str, tuple[float, float]]:
-    """CPU seconds (this thread, moto) per call of each way, summed over the rounds, ways taking turns."""
+    """CPU seconds (this thread, moto) per call of each way. The ways take turns ``BLOCK`` calls at a time, each turn
+    starting with the next way, so that a load spike on the shared machine falls on all of them alike."""
     totals = {name: [0.0, 0.0] for name in ways}
-    slugs = {name: f"way-{n}" for n, name in enumerate(ways)}
-    for name, put in ways.items():
-        put(f"warm/{slugs[name]}/0.xlsx")  # the first call of a way builds botocore's caches
-    for round_ in range(rounds):
-        for name, put in ways.items():
-            slug = slugs[name]
+    names = list(ways)
+    for n, name in enumerate(names):
+        ways[name](f"warm/way-{n}/0.xlsx")  # the first call of a way builds botocore's caches
+    calls = 0
+    for turn in range(-(-puts * rounds // BLOCK)):
+        for n in range(len(names)):
+            name = names[(turn + n) % len(names)]
             thread0, moto0 = time.thread_time(), process_cpu_seconds(moto_pid)
-            for i in range(puts):
-                put(f"bench/{slug}/{round_}/r-{i:05d}/report.xlsx")
+            for i in range(BLOCK):
+                ways[name](f"bench/way-{names.index(name)}/r-{turn:05d}-{i:03d}/report.xlsx")
             totals[name][0] += time.thread_time() - thread0
             totals[name][1] += process_cpu_seconds(moto_pid) - moto0
-    return {name: (c / (puts * rounds), m / (puts * rounds)) for name, (c, m) in totals.items()}
+        calls += BLOCK
+    return {name: (c / calls, m / calls) for name, (c, m) in totals.items()}
+
+
+def ratio(value: float, base: float) -> str:
+    """``value / base``; "-" when the base is zero (moto's CPU is read in 10 ms ticks: a short run may see none)."""
+    return f"{value / base:6.2f}" if base else f"{'-':>6}"
 
 
 def report(results: dict[str, tuple[float, float]], args: argparse.Namespace, endpoint: str) -> None:
     base_client, base_moto = results["old"]
-    print(f"{args.puts} puts x {args.rounds} rounds per way, {args.size} bytes, {endpoint.split(':')[0]}")
+    print(f"{args.puts * args.rounds} puts per way, {args.size} bytes, {endpoint.split(':')[0]}")
     print(f"{'way':34} {'client ms':>10} {'x old':>6} {'moto ms':>8} {'x old':>6}")
     for name, (client, moto) in results.items():
-        print(f"{name:34} {client * 1e3:10.2f} {client / base_client:6.2f} {moto * 1e3:8.2f} {moto / base_moto:6.2f}")
+        print(f"{name:34} {client * 1e3:10.2f} {ratio(client, base_client)} {moto * 1e3:8.2f} {ratio(moto, base_moto)}")
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (2 cores, shared machine)")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--puts", type=int, default=300, help="puts per way per round")
+    parser.add_argument("--puts", type=int, default=300, help="puts per way per round (rounds x puts in all)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--size", type=int, default=75_000, help="bytes in the file uploaded")
     parser.add_argument("--https", action="store_true", help="moto serves TLS (a throwaway certificate)")
@@ -202,4 +211,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
