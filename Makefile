@@ -57,6 +57,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.bench_render
 	$(BIN)/python -m bench.bench_delivery
 	$(BIN)/python -m bench.bench_ledger
+	$(BIN)/python -m bench.bench_s3_put
 	$(BIN)/python -m bench.bench_webhooks
 	$(BIN)/python -m bench.bench_startup
 	$(BIN)/python -m bench.bench_scale

@@ -41,6 +41,7 @@ import platform
 import random
 import resource
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -198,13 +199,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def moto_server(env: dict[str, str], log: Path) -> Iterator[tuple[str, int]]:
-    """moto's S3 API in its own process on 127.0.0.1; yields (endpoint, pid). Always stopped on exit."""
+def moto_server(env: dict[str, str], log: Path, *, tls: tuple[Path, Path] | None = None) -> Iterator[tuple[str, int]]:
+    """moto's S3 API in its own process on 127.0.0.1; yields (endpoint, pid). Always stopped on exit.
+    ``tls``: (certificate, key) to serve HTTPS with; the readiness probe trusts that certificate only."""
     port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
+    endpoint = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    tls_args = ["--ssl-cert", str(tls[0]), "--ssl-key", str(tls[1])] if tls else []
+    probe_context = ssl.create_default_context(cafile=str(tls[0])) if tls else None
     with log.open("wb") as sink:
         server = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port), *tls_args],
             stdout=sink,
             stderr=subprocess.STDOUT,
             env=env,
@@ -215,7 +219,7 @@ def moto_server(env: dict[str, str], log: Path) -> Iterator[tuple[str, int]]:
                 if server.poll() is not None:
                     raise SystemExit(f"moto server exited with code {server.returncode}; see {log}")
                 try:
-                    with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2):  # loopback only
+                    with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2, context=probe_context):
                         break
                 except (urllib.error.URLError, OSError):
                     if time.monotonic() > deadline:

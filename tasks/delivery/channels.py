@@ -257,7 +257,7 @@ class BucketChannel:
     def store(self, parts: KeyParts, file: RenderedFile, metadata: dict[str, str]) -> StoredObject:
         key = self.key_for(parts, file)
         media = MEDIA_TYPES[file.format]
-        return self.destination.put(key, file.path, content_type=media, metadata={**metadata, "sha256": file.sha256})
+        return self.destination.put(key, file.path, content_type=media, metadata=metadata, sha256=file.sha256)
 
     def link(self, stored: StoredObject, file: RenderedFile) -> DownloadLink:
         """The destination's link: presigned SigV4 on S3, the file's own URI in the local bucket folder."""

@@ -168,7 +168,12 @@ class Destination(Protocol):
 
     name: str
 
-    def put(self, key: str, source: Path, *, content_type: str, metadata: dict[str, str]) -> StoredObject: ...
+    def put(
+        self, key: str, source: Path, *, content_type: str, metadata: dict[str, str], sha256: str | None = None
+    ) -> StoredObject:
+        """``sha256``: the file's digest if the caller has it; a store whose server can check it uses it rather than
+        hashing the file again (S3), the others hash the file themselves."""
+        ...
 
     def link(self, stored_or_uri: StoredObject | str, filename: str | None, expires_seconds: int) -> Link:
         """A download link valid for ``expires_seconds`` (clamped to ``MAX_LINK_SECONDS``); ``filename`` is the
@@ -268,8 +273,10 @@ class LocalBucket:
         except OSError as exc:
             raise TransientError(f"cannot read the local bucket at {self.root}: {exc.strerror}") from exc
 
-    def put(self, key: str, source: Path, *, content_type: str, metadata: dict[str, str]) -> StoredObject:
-        del content_type, metadata  # a plain folder has nowhere to keep them; S3 does
+    def put(
+        self, key: str, source: Path, *, content_type: str, metadata: dict[str, str], sha256: str | None = None
+    ) -> StoredObject:
+        del content_type, metadata, sha256  # a folder keeps no metadata, and nothing here checks a digest given
         size = source.stat().st_size
         digest = sha256_file(source)
         for attempt in range(_MAX_CONFLICT_SUFFIX + 1):

@@ -10,8 +10,10 @@ production).
 
 from __future__ import annotations
 
+import base64
 import itertools
 import logging
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -62,6 +64,9 @@ MIN_PART_SIZE = 5 * 1024 * 1024  # S3 refuses smaller parts, except the last one
 MAX_PUT_BYTES = 5 * 1024**3  # the largest single PutObject, and the largest part
 MAX_PARTS = 10_000
 _MAX_CONFLICTS = 100
+#: A single PutObject body up to this size is sent from memory, read once.
+IN_MEMORY_BYTES = 8 * 1024 * 1024
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
 _THROTTLING_CODES = frozenset(
     {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException"}
@@ -213,15 +218,23 @@ class S3Destination:
             raise classify_error(exc, uri=uri) from exc
         return bool(head.get("Metadata", {}).get("sha256") == sha256)
 
-    def put(self, key: str, source: Path, *, content_type: str, metadata: dict[str, str]) -> StoredObject:
+    def put(
+        self, key: str, source: Path, *, content_type: str, metadata: dict[str, str], sha256: str | None = None
+    ) -> StoredObject:
         """Upload ``source`` under ``<prefix>/<key>`` (or ``...-<n>.ext`` if taken); ``StoredObject.key`` is the full
-        object key in the bucket. Unsafe keys, headers or metadata are refused before any request."""
+        object key in the bucket. Unsafe keys, headers or metadata are refused before any request.
+
+        ``sha256``: the file's hex digest when the caller has it (the render computed it), so it is not computed
+        again. It becomes the ``sha256`` metadata and, on a single PutObject, ``x-amz-checksum-sha256``: S3 refuses a
+        body that does not hash to it (BadDigest), so the metadata is the stored object's digest."""
         full_key = join_key(self.prefix, key)
         check_content_type(content_type)
         check_metadata(metadata)
         size = source.stat().st_size
-        digest = sha256_file(source)
+        multipart = size > self.multipart_threshold
+        digest = _file_digest(source, sha256, verify=multipart)
         fields = {"ContentType": content_type, "Metadata": check_metadata({**metadata, "sha256": digest})}
+        body = None if multipart else _single_body(source, size)
         for attempt in range(_MAX_CONFLICTS + 1):
             candidate = full_key if attempt == 0 else conflict_key(full_key, attempt)
             uri = format_s3_uri(self.bucket, candidate)
@@ -233,11 +246,10 @@ class S3Destination:
                 **self.encryption,
             }
             try:
-                if size > self.multipart_threshold:
+                if body is None:
                     self._put_multipart(args, source, size)
                 else:
-                    with source.open("rb") as body:
-                        self.client.put_object(**args, Body=body, IfNoneMatch="*")
+                    self._put_single(args, body, digest)
             except ClientError as exc:
                 if _error_code(exc) in _CONFLICT_CODES:
                     logger.info("%s already exists; trying the next free key", uri)
@@ -248,6 +260,17 @@ class S3Destination:
             logger.info("stored %s (%d bytes)", uri, size)
             return StoredObject(uri=uri, key=candidate, bytes=size, sha256=digest)
         raise StorageError(f"object key {full_key!r} and {_MAX_CONFLICTS} alternatives already exist")
+
+    def _put_single(self, args: dict[str, Any], body: bytes | Path, digest: str) -> None:
+        # Our SHA-256 as the checksum: botocore then computes no CRC32 of its own (over HTTPS it would also wrap the
+        # body in aws-chunked encoding with a trailer), and S3 checks the body against the render's digest.
+        checksum = base64.b64encode(bytes.fromhex(digest)).decode("ascii")
+        checks = {"IfNoneMatch": "*", "ChecksumAlgorithm": "SHA256", "ChecksumSHA256": checksum}
+        if isinstance(body, bytes):
+            self.client.put_object(**args, Body=body, **checks)
+            return
+        with body.open("rb") as handle:
+            self.client.put_object(**args, Body=handle, **checks)
 
     def _put_multipart(self, args: dict[str, Any], source: Path, size: int) -> None:
         # Parts grow past part_size only for files that would otherwise need more than 10,000 of them.
@@ -287,6 +310,24 @@ class S3Destination:
                 format_s3_uri(where["Bucket"], where["Key"]),
                 type(exc).__name__,
             )
+
+
+def _file_digest(source: Path, sha256: str | None, *, verify: bool) -> str:
+    """``sha256`` if given (checked against the file when ``verify``: no server checks a multipart upload against
+    it), else the file's SHA-256."""
+    if sha256 is None:
+        return sha256_file(source)
+    if not _SHA256_HEX.fullmatch(sha256):
+        raise StorageError("the SHA-256 given for an upload is not 64 lowercase hex digits")
+    if verify and sha256_file(source) != sha256:
+        raise StorageError(f"{source.name} does not match the SHA-256 it was rendered with: it changed since")
+    return sha256
+
+
+def _single_body(source: Path, size: int) -> bytes | Path:
+    """A small file's bytes, read once (botocore reads and seeks a file object again for each hash and the send);
+    a larger one stays on disk and is streamed."""
+    return source.read_bytes() if size <= IN_MEMORY_BYTES else source
 
 
 def presign_download(

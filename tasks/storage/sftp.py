@@ -137,10 +137,12 @@ class SftpDestination:
 
         self.connection.call(remove, f"deleting {uri}")
 
-    def put(self, key: str, source: Path, *, content_type: str, metadata: dict[str, str]) -> StoredObject:
+    def put(
+        self, key: str, source: Path, *, content_type: str, metadata: dict[str, str], sha256: str | None = None
+    ) -> StoredObject:
         """Upload ``source`` to ``<directory>/<key>`` (or ``...-<n>.ext`` if taken); ``StoredObject.key`` is the key
         relative to the folder."""
-        del content_type, metadata  # a plain file has nowhere to keep them; S3 does
+        del content_type, metadata, sha256  # a plain file keeps no metadata, and no server checks a digest given
         check_key(key)
         size = source.stat().st_size
         digest = sha256_file(source)

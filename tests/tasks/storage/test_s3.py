@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
 import logging
 import os
 import socket
@@ -405,3 +407,87 @@ def test_logs_carry_no_credentials_or_signatures(
         if record.levelno >= logging.INFO or record.name.startswith("tasks."):
             for leak in (FAKE_ACCESS_KEY_ID, signature):
                 assert leak not in record.getMessage(), record.name
+
+
+# --- the digest the render computed (issue 14: no second hash, S3 checks the body against it) ---------------------
+
+
+def b64_of(hex_digest: str) -> str:
+    return base64.b64encode(bytes.fromhex(hex_digest)).decode()
+
+
+def test_put_uses_the_digest_given_as_metadata_and_checksum(
+    s3_bucket: S3TestBucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = b"region,total\nnorth,12\n"
+    digest = hashlib.sha256(data).hexdigest()
+    monkeypatch.setattr("tasks.storage.s3.sha256_file", lambda path: pytest.fail(f"{path} was hashed again"))
+    sent = record_requests(s3_bucket.client)
+    stored = S3Destination(s3_bucket.client, s3_bucket.name).put(
+        KEY, write(tmp_path / "r.csv", data), content_type="text/csv", metadata=META, sha256=digest
+    )
+    assert stored.sha256 == digest
+    head = s3_bucket.client.head_object(Bucket=s3_bucket.name, Key=KEY, ChecksumMode="ENABLED")
+    assert head["Metadata"]["sha256"] == digest
+    assert head["ChecksumSHA256"] == b64_of(digest)  # S3 keeps it and checked the body against it
+    [put] = [r for r in sent if r.method == "PUT"]
+    assert put.headers["x-amz-checksum-sha256"] == b64_of(digest).encode()
+    assert b"x-amz-checksum-sha256" in put.headers["Authorization"]  # signed: it cannot be swapped on the way
+    assert put.headers["X-Amz-Content-SHA256"] == digest.encode()  # over HTTP the signed payload hash is the body's
+    assert "x-amz-checksum-crc32" not in put.headers and b"aws-chunked" not in put.headers.get("Content-Encoding", b"")
+    assert put.headers["If-None-Match"] == b"*"
+
+
+def test_put_without_a_digest_hashes_the_file(s3_bucket: S3TestBucket, tmp_path: Path) -> None:
+    data = os.urandom(1000)
+    digest = hashlib.sha256(data).hexdigest()
+    stored = S3Destination(s3_bucket.client, s3_bucket.name).put(
+        KEY, write(tmp_path / "r.csv", data), content_type="text/csv", metadata=META
+    )
+    head = s3_bucket.client.head_object(Bucket=s3_bucket.name, Key=KEY, ChecksumMode="ENABLED")
+    assert stored.sha256 == head["Metadata"]["sha256"] == digest
+    assert head["ChecksumSHA256"] == b64_of(digest)
+
+
+@pytest.mark.parametrize("digest", ["", "abc", "A" * 64, "g" * 64, "0" * 63, "0" * 64 + "\n"])
+def test_a_malformed_digest_is_refused_before_any_request(s3_bucket: S3TestBucket, tmp_path: Path, digest: str) -> None:
+    sent = record_requests(s3_bucket.client)
+    with pytest.raises(StorageError, match="SHA-256"):
+        S3Destination(s3_bucket.client, s3_bucket.name).put(
+            KEY, write(tmp_path / "r.csv", b"x"), content_type="text/csv", metadata=META, sha256=digest
+        )
+    assert sent == []
+
+
+def test_a_multipart_upload_checks_the_digest_given_before_any_request(s3_bucket: S3TestBucket, tmp_path: Path) -> None:
+    """No server checks a multipart upload against a whole-file SHA-256, so the file is hashed and compared here."""
+    data = os.urandom(6 * MIB)
+    source = write(tmp_path / "big.csv", data)
+    sent = record_requests(s3_bucket.client)
+    destination = S3Destination(s3_bucket.client, s3_bucket.name, multipart_threshold=5 * MIB, part_size=5 * MIB)
+    with pytest.raises(StorageError, match="changed"):
+        destination.put(
+            KEY, source, content_type="text/csv", metadata=META, sha256=hashlib.sha256(b"other").hexdigest()
+        )
+    assert sent == []
+    digest = hashlib.sha256(data).hexdigest()
+    stored = destination.put(KEY, source, content_type="text/csv", metadata=META, sha256=digest)
+    assert stored.sha256 == s3_bucket.client.head_object(Bucket=s3_bucket.name, Key=KEY)["Metadata"]["sha256"] == digest
+    parts = [r for r in sent if r.method == "PUT" and "partNumber=" in r.url]
+    assert len(parts) == 2 and all("x-amz-checksum-crc32" in r.headers for r in parts)  # CRC32 per part, as before
+
+
+@pytest.mark.parametrize(("size", "in_memory"), [(100, True), (5000, False)])
+def test_a_small_body_is_sent_from_memory_and_a_larger_one_streamed(
+    s3_bucket: S3TestBucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int, in_memory: bool
+) -> None:
+    monkeypatch.setattr("tasks.storage.s3.IN_MEMORY_BYTES", 1000)
+    data = os.urandom(size)
+    sent = record_requests(s3_bucket.client)
+    S3Destination(s3_bucket.client, s3_bucket.name).put(
+        KEY, write(tmp_path / "r.csv", data), content_type="text/csv", metadata=META
+    )
+    [put] = [r for r in sent if r.method == "PUT"]
+    assert isinstance(put.body, io.BytesIO if in_memory else io.BufferedReader)  # botocore wraps bytes in BytesIO
+    assert read(s3_bucket, KEY) == data
+    assert put.headers["x-amz-checksum-sha256"] == b64_of(hashlib.sha256(data).hexdigest()).encode()
