@@ -10,7 +10,7 @@ export DO_NOT_TRACK ?= 1
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 export PREFECT_CLI_PROMPT ?= false
 
-.PHONY: demo serve scale-demo test lint format bench clean venv
+.PHONY: demo serve scale-demo gallery test lint format bench clean venv
 
 venv: $(STAMP)
 
@@ -39,6 +39,10 @@ SCALE_KILL ?= 1
 scale-demo: $(STAMP)
 	SCALE_RECIPIENTS=$(SCALE_RECIPIENTS) SCALE_WORKERS=$(SCALE_WORKERS) SCALE_KILL=$(SCALE_KILL) \
 		$(BIN)/python -m bench.scale_demo
+
+# What a recipient gets, as PNGs in docs/gallery/ (needs poppler-utils, chromium, libreoffice-calc-nogui).
+gallery: $(STAMP)
+	$(BIN)/python -m bench.gallery
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -24,7 +24,7 @@ MAX_TIME_POINTS = 400
 #: Category labels longer than this are cut (with an ellipsis).
 MAX_LABEL_CHARS = 28
 #: Excel's number format for the value axis and the bars' labels: the same human units as ``human_number``.
-XLSX_HUMAN_FORMAT = '[>=999500]0.0,,"M";[>=999.5]0.0,"k";0.#'
+XLSX_HUMAN_FORMAT = '[>=999500]0.0,,"M";[>=999.5]0,"k";0.#'
 #: The "Other" bar's colour, in every format: the rest added up is not one of the categories.
 OTHER_COLOUR = "#A5A5A5"
 #: Bars beside each other rather than stacked label under label: fewer bars, short labels.
@@ -150,14 +150,15 @@ def short_label(text: str, limit: int = MAX_LABEL_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def add_xlsx_chart(workbook: Any, sheet: Any, points: ChartPoints, first_row: int, anchor: str) -> int:
-    """Write the series as a two-column table at ``first_row`` of ``sheet`` and a native chart that plots it: bars
-    largest first (lying down when there are many or their labels are long), a line for a time series, the values
-    in human units on the bars. Returns the row after the table.
+def add_xlsx_chart(workbook: Any, sheet: Any, points: ChartPoints, chart_row: int) -> int:
+    """Put a native chart at ``chart_row`` of ``sheet`` and, below it, the two-column table it plots: bars largest
+    first (lying down when there are many or their labels are long), a line for a time series, the values in human
+    units on the bars. Returns the row after the table.
 
     XlsxWriter objects are typed ``Any`` because the library ships no type information. Every text is sanitised:
     XlsxWriter reads a chart title or series name that starts with ``=`` as a cell reference.
     """
+    first_row = chart_row + (math.ceil(xlsx_chart_height(points) / 20) + 1 if points.categories else 0)
     bold = workbook.add_format({"bold": True})
     sheet.write_string(first_row, 0, sanitize_xlsx_text(points.category_label), bold)
     sheet.write_string(first_row, 1, sanitize_xlsx_text(points.value_label), bold)
@@ -175,7 +176,7 @@ def add_xlsx_chart(workbook: Any, sheet: Any, points: ChartPoints, first_row: in
         last_row += 1
     if not points.categories:
         return last_row + 1
-    sheet.insert_chart(anchor, _xlsx_chart(workbook, sheet.get_name(), points, first_row))
+    sheet.insert_chart(chart_row, 0, _xlsx_chart(workbook, sheet.get_name(), points, first_row))
     return last_row + 1
 
 
@@ -201,12 +202,19 @@ def _xlsx_chart(workbook: Any, name: str, points: ChartPoints, first_row: int) -
         # Excel draws a bar chart's first category at the bottom: reversed, the largest is on top, and the value
         # axis, crossing at the last category, stays at the bottom.
         category_axis.update({"reverse": True, "crossing": "max"})
+    value_axis["name"] = sanitize_xlsx_text(points.value_label)
     chart.set_title({"name": sanitize_xlsx_text(points.title)})
-    chart.set_x_axis(category_axis)  # XlsxWriter's x axis is the category axis, upright in a bar chart
-    chart.set_y_axis({**value_axis, "name": sanitize_xlsx_text(points.value_label)})
+    # XlsxWriter names a bar chart's axes by where they lie: its x axis is the values, lying along the bottom.
+    chart.set_x_axis(value_axis if kind == "bar" else category_axis)
+    chart.set_y_axis(category_axis if kind == "bar" else value_axis)
     chart.set_legend({"none": True})
-    chart.set_size({"width": 720, "height": 120 + 26 * len(points.categories) if kind == "bar" else 360})
+    chart.set_size({"width": 720, "height": xlsx_chart_height(points)})
     return chart
+
+
+def xlsx_chart_height(points: ChartPoints) -> int:
+    """The Excel chart's height in pixels: a row of 26 per lying bar, else a fixed box."""
+    return 120 + 26 * len(points.categories) if points.horizontal else 360
 
 
 def _number(value: Any) -> float:

@@ -92,7 +92,7 @@ def book_parts(ctx: RenderContext, rows: int, columns: int) -> list[tuple[str, b
     last_row = _write_summary(book, summary, sanitize_xlsx_text(ctx.title), facts, rows)
     if ctx.chart is not None:
         chart_row = last_row + 2
-        add_xlsx_chart(book, summary, chart_points(ctx.chart), chart_row + 20, f"A{chart_row + 1}")
+        add_xlsx_chart(book, summary, chart_points(ctx.chart), chart_row)
     data.autofilter(0, 0, rows, columns - 1)  # gives the workbook its filter's defined name
     summary.activate()
     book.close()
@@ -116,6 +116,8 @@ def _write_summary(book: Any, sheet: Any, title: str, facts: list[tuple[str, str
     wrap = book.add_format({"text_wrap": True, "valign": "top"})
     sheet.set_column(0, 0, 18)
     sheet.set_column(1, 1, 90)
+    sheet.set_landscape()
+    sheet.fit_to_pages(1, 0)  # printed, the Summary and its chart are one page wide
     sheet.write_string(0, 0, title, book.add_format({"bold": True, "font_size": 14}))
     row = 2
     for label, value in facts:
