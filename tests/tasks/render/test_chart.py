@@ -16,13 +16,13 @@ from PIL import Image
 from python_calamine import CalamineWorkbook
 
 from tasks.email.chart_png import render_chart_png
-from tasks.render import RenderContext, open_writer
+from tasks.render import ChartData, RenderContext, open_writer
 from tasks.render.chart import chart_points, human_number, shape_chart
 
 PRODUCTS = [(f"Product {i:02d} with a long name", 1000.0 * (i + 1)) for i in range(40)]  # category order
 
 
-def shaped(rows: list[tuple[object, object]], agg: str = "sum", top: int = 10):  # type: ignore[no-untyped-def]
+def shaped(rows: list[tuple[object, object]], agg: str = "sum", top: int = 10) -> ChartData:
     return shape_chart(rows, top=top, agg=agg, title="Revenue", category_label="Product", value_label="Amount")
 
 
@@ -75,7 +75,7 @@ def test_many_or_long_labels_lie_down_and_few_short_ones_stand() -> None:
     assert not chart_points(shaped([(date(2026, 1, d), 1.0) for d in range(1, 29)])).horizontal
 
 
-def ctx(chart: object) -> RenderContext:
+def ctx(chart: ChartData | None) -> RenderContext:
     return RenderContext(
         report_id="weekly",
         title="Weekly regional sales",
@@ -84,7 +84,7 @@ def ctx(chart: object) -> RenderContext:
         scope="region = 'EU'",
         generated_at=datetime(2026, 11, 2, 7, 0, tzinfo=ZoneInfo("Europe/London")),
         timezone="Europe/London",
-        chart=chart,  # type: ignore[arg-type]
+        chart=chart,
     )
 
 
