@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tempfile
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -90,20 +90,22 @@ def prepare(plan: DeliveryPlan, services: DeliveryServices, recipient: Recipient
         minted.token, services.keyset, issuer=plan.token_issuer, audience=plan.token_audience, now=services.clock()
     )
     query = build_query(plan, recipient)
+    scope_filters = claims_tok.filters_for(report.dataset)
+    period = period_label(plan.period) if plan.period else None
+    what = services.datasets[report.dataset].title if report.dataset in services.datasets else "rows"
     ctx = RenderContext(
         report_id=report.id,
         title=report.title,
         description=report.description,
         recipient=recipient.label,
-        scope=describe_scope(claims_tok.filters_for(report.dataset)),
+        scope=describe_scope(scope_filters),
         generated_at=services.clock().astimezone(ZoneInfo(report.display_timezone)),
         timezone=report.display_timezone,
         column_labels=dict(report.column_labels),
         chart=_chart(plan, services, claims_tok, query),
-        period=period_label(plan.period) if plan.period else None,
+        period=period,
+        no_rows=no_rows_sentence(what, scope_filters, period),
     )
-    what = services.datasets[report.dataset].title if report.dataset in services.datasets else "rows"
-    ctx = replace(ctx, no_rows=no_rows_sentence(what, claims_tok.filters_for(report.dataset), ctx.period))
     return Prepared(minted.jti, claims_tok, query, ctx)
 
 

@@ -63,7 +63,7 @@ def shape_chart(
     """The chart of ``rows`` (category, value), as the warehouse returned them in category order."""
     values = [_number(v) for _, v in rows]
     total = sum(values) if agg in ("sum", "count") else None
-    if rows and all(isinstance(c, date | datetime) for c, _ in rows):
+    if rows and all(isinstance(c, date) for c, _ in rows):  # a datetime is a date too
         kept = list(zip(rows, values, strict=True))[-MAX_TIME_POINTS:]
         return ChartData(
             title=title,

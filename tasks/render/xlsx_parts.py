@@ -37,8 +37,8 @@ _FILTER_SLOT = 1_048_575  # the autofilter's last row in a template: Excel's las
 _CREATED_SLOT = datetime(2001, 2, 3, 4, 5, 6, tzinfo=UTC)
 _SLOT_RE = re.compile(r">(bulletinslot\d{4}x)<")
 EXCEL_ESCAPE_RE = re.compile(r"_(?=x[0-9A-Fa-f]{4}_)")
-_LABELS = ("Description", "Prepared for", "Scope", "Generated", "Report")
-DEFAULT_LABELS = _LABELS  # a shape every writer may ask for its styles
+#: The Summary's facts every file has, in order; also the shape any writer may ask for the styles.
+DEFAULT_LABELS = ("Description", "Prepared for", "Scope", "Generated", "Report")
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def summary_values(ctx: RenderContext, rows: int) -> Iterator[tuple[str, str]]:
     if rows == 0:
         yield "Note", ctx.no_rows
     values = (ctx.description, ctx.recipient, ctx.scope, generated_label(ctx.generated_at, ctx.timezone), ctx.report_id)
-    yield from zip(_LABELS, values, strict=True)
+    yield from zip(DEFAULT_LABELS, values, strict=True)
     if ctx.truncated_at is not None:
         yield "Truncated", f"Only the first {ctx.truncated_at:,} rows are included (row limit)."
 
