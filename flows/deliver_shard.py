@@ -9,12 +9,14 @@ the ledger.
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import State
-from prefect.states import Completed, Failed
+from prefect.runtime import flow_run
+from prefect.states import Cancelled, Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from bulletin.errors import BulletinError
@@ -26,6 +28,7 @@ from bulletin.store import check_run_key
 from tasks.audience import resolve_audience
 from tasks.delivery.fanout import DELIVERY_THREADS, deliver_audience, plan_delivery
 from tasks.delivery.session import open_session
+from tasks.delivery.sharding import crashed_before
 
 
 @flow(
@@ -51,8 +54,13 @@ def deliver_shard(
 
     Ends Completed (named "Partial" when some deliveries failed) or Failed when none succeeded; the parent run
     starts a Failed or Crashed shard again. A recipient no longer in the report's audience is left out, and the
-    parent's manifest says it was never reached.
+    parent's manifest says it was never reached. A flow run that was ever Crashed (its worker seemed dead, and the
+    parent has started another attempt) ends Cancelled without delivering anything.
     """
+    if flow_run.id and crashed_before(uuid.UUID(flow_run.id)):
+        message = f"shard {shard}/{shards}: this attempt was marked Crashed before it started; another attempt has it"
+        get_run_logger().warning("%s", message)
+        return Cancelled(message=message)
     try:
         return _deliver_shard(
             Settings(),

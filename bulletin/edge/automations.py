@@ -1,4 +1,5 @@
-"""The Prefect automation that marks a Bulletin flow run Crashed when its heartbeats stop.
+"""The Prefect automations that mark a Bulletin flow run Crashed when its process died: its heartbeats stopped, or
+it never started.
 
 A worker killed with SIGKILL (or a machine that dies) takes its flow-run process with it, and nothing tells the
 server: the run stays Running forever and a parent waiting on it never retries it. Prefect's documented answer
@@ -7,8 +8,17 @@ proactive automation: after a ``prefect.flow-run.heartbeat``, expect another hea
 seconds, else change the run to Crashed. The wait also starts when the run turns Running (an event the server itself
 emits): a process killed in its first second may not have got its first heartbeat out, and a wait that only a
 heartbeat starts would never start for it (measured: a worker killed 1.4 s into a shard left it Running for good).
-This module builds that automation for runs tagged ``bulletin`` (every deployment in the generated prefect.yaml
-carries the tag) and creates or updates it by name, so applying it twice leaves one automation.
+
+A run whose worker dies while the run is Pending (the worker took it; its process had not turned Running) sends no
+heartbeat and never turns Running, so that wait never starts. The second automation covers it: after
+``prefect.flow-run.Pending``, expect Running (or a final state) within N seconds, else Crashed. N must exceed the
+longest a healthy worker takes to start a run's process (seconds for a process worker, minutes for a container
+pulling its image). A run that this crashed and whose worker was alive after all turns Running late: Prefect lets
+a Crashed run do so, so the deliver-shard flow checks its own history first and stops when it was ever Crashed
+(its parent has started another attempt by then).
+
+This module builds both automations for runs tagged ``bulletin`` (every deployment in the generated prefect.yaml
+carries the tag) and creates or updates each by name, so applying them twice leaves one of each.
 """
 
 from __future__ import annotations
@@ -29,6 +39,11 @@ BULLETIN_TAG = "bulletin"
 STARTING_EVENTS = ("prefect.flow-run.heartbeat", "prefect.flow-run.Running")
 #: Events that end the wait: the next heartbeat, or a final state reached in the meantime.
 ENDING_EVENTS = ("heartbeat", "Completed", "Failed", "Cancelled", "Crashed")
+PENDING_AUTOMATION_NAME = "bulletin: crash flow runs whose process never started"
+#: Five minutes from Pending to Running: a process worker needs seconds, a container pulling its image minutes.
+DEFAULT_PENDING_SECONDS = 300
+#: Events that end a Pending run's wait: its process turned Running, or it ended without running.
+STARTED_EVENTS = ("Running", "Completed", "Failed", "Cancelled", "Crashed", "Cancelling")
 
 
 def check_within(within_seconds: int) -> int:
@@ -42,26 +57,30 @@ def check_within(within_seconds: int) -> int:
     return within_seconds
 
 
+#: The shortest Pending wait the command accepts: a loaded machine has taken over 30 s to start a healthy run.
+MIN_PENDING_SECONDS = 60
+
+
+def check_pending_within(within_seconds: int) -> int:
+    """``within_seconds`` if a healthy worker can start a run's process in that time; shorter would crash runs that
+    are only slow to start."""
+    if within_seconds < MIN_PENDING_SECONDS:
+        raise ConfigError(
+            f"--pending-within must be at least {MIN_PENDING_SECONDS} s (got {within_seconds}): a busy worker takes "
+            f"tens of seconds to start a run; {DEFAULT_PENDING_SECONDS} allows a container to pull its image",
+            field="pending_within",
+        )
+    return within_seconds
+
+
 def crash_silent_runs(within_seconds: int, *, name: str = AUTOMATION_NAME) -> Any:
     """The automation (a Prefect ``AutomationCore``): no I/O. ``within_seconds`` is not checked here, so a test can
     use a few seconds; the command checks it with ``check_within``."""
     from prefect.client.schemas.objects import StateType
     from prefect.events.actions import ChangeFlowRunState
-    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
-    from prefect.events.schemas.events import ResourceSpecification
+    from prefect.events.schemas.automations import AutomationCore
 
-    trigger = EventTrigger(
-        after=set(STARTING_EVENTS),
-        expect={f"prefect.flow-run.{event}" for event in ENDING_EVENTS},
-        match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
-        match_related=ResourceSpecification(
-            {"prefect.resource.role": "tag", "prefect.resource.id": f"prefect.tag.{BULLETIN_TAG}"}
-        ),
-        for_each={"prefect.resource.id"},
-        posture=Posture.Proactive,
-        threshold=1,
-        within=timedelta(seconds=within_seconds),
-    )
+    trigger = _proactive_trigger(STARTING_EVENTS, ENDING_EVENTS, within_seconds)
     return AutomationCore(
         name=name,
         description=(
@@ -76,6 +95,50 @@ def crash_silent_runs(within_seconds: int, *, name: str = AUTOMATION_NAME) -> An
                 message=f"No heartbeat for {within_seconds} s: the flow-run process or its machine died.",
             )
         ],
+    )
+
+
+def crash_unstarted_runs(within_seconds: int, *, name: str = PENDING_AUTOMATION_NAME) -> Any:
+    """The automation (a Prefect ``AutomationCore``) that crashes a run Pending for ``within_seconds`` without
+    turning Running: its worker took it and died before starting its process. No I/O."""
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import AutomationCore
+
+    return AutomationCore(
+        name=name,
+        description=(
+            f"Marks a flow run tagged '{BULLETIN_TAG}' Crashed when it stays Pending for {within_seconds} s (its "
+            "worker took it and died before starting it). Written by `bulletin deployments automations`."
+        ),
+        enabled=True,
+        trigger=_proactive_trigger(("prefect.flow-run.Pending",), STARTED_EVENTS, within_seconds),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message=f"Pending for {within_seconds} s without starting: its worker or its machine died.",
+            )
+        ],
+    )
+
+
+def _proactive_trigger(after: tuple[str, ...], ending: tuple[str, ...], within_seconds: int) -> Any:
+    """After one of ``after`` for a Bulletin flow run, expect one of ``ending`` within ``within_seconds``; fire for
+    that run when none came."""
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    return EventTrigger(
+        after=set(after),
+        expect={f"prefect.flow-run.{event}" for event in ending},
+        match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
+        match_related=ResourceSpecification(
+            {"prefect.resource.role": "tag", "prefect.resource.id": f"prefect.tag.{BULLETIN_TAG}"}
+        ),
+        for_each={"prefect.resource.id"},
+        posture=Posture.Proactive,
+        threshold=1,
+        within=timedelta(seconds=within_seconds),
     )
 
 

@@ -213,6 +213,15 @@ def _review(
         logger.warning("shard %d %s: starting it again in %.0f s", shard.number, why, delay)
 
 
+def crashed_before(flow_run_id: uuid.UUID) -> bool:
+    """Whether this shard's flow run was ever Crashed: Prefect's automation declared it dead (Pending too long, or
+    its heartbeats stopped), so its parent has started another attempt for its recipients and this late process
+    must not deliver beside it. Prefect lets a Crashed run turn Running again, so only the run can tell."""
+    with get_client(sync_client=True) as client:
+        states = client.read_flow_run_states(flow_run_id)
+    return any(state.type is StateType.CRASHED for state in states)
+
+
 def _final(run: FlowRun) -> bool:
     return run.state is not None and run.state.is_final()
 

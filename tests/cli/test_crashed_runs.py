@@ -1,9 +1,11 @@
-"""The automation that marks a Bulletin flow run Crashed when its heartbeats stop, on a real ``prefect server start``.
+"""The automations that mark a Bulletin flow run Crashed when its process died, on a real ``prefect server start``.
 
-``bulletin deployments automations`` is applied twice and leaves one automation, updated in place. Then a flow run
-in its own process, tagged ``bulletin`` as every deployed run is, sends its first heartbeat and is killed with
-SIGKILL: nothing tells the server, and only the automation can move it from Running to Crashed. A run of the same
-kind that ends normally stays Completed.
+``bulletin deployments automations`` is applied twice and leaves one automation of each kind, updated in place.
+Then a flow run in its own process, tagged ``bulletin`` as every deployed run is, sends its first heartbeat and is
+killed with SIGKILL: nothing tells the server, and only the automation can move it from Running to Crashed. A run of
+the same kind that ends normally stays Completed. A run left Pending (its worker died before starting it) is crashed
+by the second automation; one that turned Running in time is not; and a crashed run that turns Running late knows
+it was crashed (the deliver-shard flow then stands down).
 """
 
 from __future__ import annotations
@@ -20,8 +22,15 @@ from typing import Any
 
 import pytest
 
-from bulletin.edge.automations import AUTOMATION_NAME, apply_automation, crash_silent_runs
+from bulletin.edge.automations import (
+    AUTOMATION_NAME,
+    PENDING_AUTOMATION_NAME,
+    apply_automation,
+    crash_silent_runs,
+    crash_unstarted_runs,
+)
 from bulletin.settings import PROJECT_ROOT
+from tasks.delivery.sharding import crashed_before
 from tests.fixtures.prefect_server import prefect_env, wait_for_events
 
 BULLETIN = str(os.path.join(os.path.dirname(sys.executable), "bulletin"))
@@ -77,13 +86,20 @@ def apply_command(api_url: str, *args: str) -> str:
 
 def test_applying_the_automation_twice_leaves_one_updated_in_place(prefect_server: str, client: Any) -> None:
     try:
-        assert apply_command(prefect_server).startswith("created automation")
+        assert apply_command(prefect_server).count("created automation") == 2
         (first,) = client.read_automations_by_name(AUTOMATION_NAME)
-        assert apply_command(prefect_server, "--within", "120").startswith("updated automation")
+        (pending_first,) = client.read_automations_by_name(PENDING_AUTOMATION_NAME)
+        again = apply_command(prefect_server, "--within", "120", "--pending-within", "600")
+        assert again.count("updated automation") == 2
         (second,) = client.read_automations_by_name(AUTOMATION_NAME)
+        (pending,) = client.read_automations_by_name(PENDING_AUTOMATION_NAME)
     finally:
         delete_named(client, AUTOMATION_NAME)
+        delete_named(client, PENDING_AUTOMATION_NAME)
 
+    assert pending.id == pending_first.id and pending.trigger.within.total_seconds() == 600
+    assert pending.trigger.after == {"prefect.flow-run.Pending"}
+    assert {"prefect.flow-run.Running", "prefect.flow-run.Crashed"} <= pending.trigger.expect
     assert second.id == first.id
     assert first.trigger.within.total_seconds() == 90 and second.trigger.within.total_seconds() == 120
     trigger = second.trigger
@@ -153,3 +169,55 @@ def test_a_killed_flow_run_is_marked_crashed_when_its_heartbeats_stop(prefect_se
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=30)
+
+
+def test_the_command_refuses_waits_that_would_crash_live_runs(prefect_server: str) -> None:
+    for args, named in ((["--within", "30"], "--within"), (["--pending-within", "59"], "--pending-within")):
+        result = subprocess.run(
+            [BULLETIN, "deployments", "automations", *args],
+            capture_output=True,
+            text=True,
+            env={**prefect_env(prefect_server), "PYTHONPATH": str(PROJECT_ROOT)},
+            cwd=PROJECT_ROOT,
+            timeout=120,
+        )
+        assert result.returncode != 0 and named in result.stderr and "Traceback" not in result.stderr
+
+
+def pending_run(client: Any) -> Any:
+    """A flow run tagged as deployed runs are, taken by a worker (Pending) that will never start its process."""
+    from prefect import flow
+    from prefect.states import Pending
+
+    @flow(name="pending-probe")
+    def probe() -> None:  # never runs: only its flow runs are made
+        return None
+
+    run = client.create_flow_run(probe, tags=["bulletin"])
+    client.set_flow_run_state(run.id, Pending())
+    return run
+
+
+def test_a_run_whose_worker_never_started_it_is_marked_crashed(prefect_server: str, client: Any) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.states import Running
+
+    name = "test: crash unstarted bulletin runs"
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
+        asyncio.run(apply_automation(crash_unstarted_runs(WITHIN_SECONDS, name=name)))
+    try:
+        abandoned, started = pending_run(client), pending_run(client)
+        client.set_flow_run_state(started.id, Running())
+        state, seconds = wait_for_state(client, abandoned.id, "CRASHED", DETECTION_TIMEOUT_SECONDS)
+        assert state == "CRASHED", f"still {state} {seconds:.0f} s after Pending"
+        assert "Pending" in client.read_flow_run(abandoned.id).state.message
+        time.sleep(max(0.0, WITHIN_SECONDS + 2 - seconds))  # past the started run's wait too
+        assert client.read_flow_run(started.id).state.type.value == "RUNNING"
+
+        # Its worker was alive after all and starts it late: Prefect lets it turn Running, and the run can tell it
+        # was declared dead (deliver-shard then stands down: its parent has started another attempt).
+        assert client.set_flow_run_state(abandoned.id, Running()).status.value == "ACCEPT"
+        with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
+            assert crashed_before(abandoned.id) and not crashed_before(started.id)
+    finally:
+        delete_named(client, name)

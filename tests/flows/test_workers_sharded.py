@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from bulletin.demo_data import DEMO_END_DATE
-from bulletin.edge.automations import apply_automation, crash_silent_runs
+from bulletin.edge.automations import apply_automation, crash_silent_runs, crash_unstarted_runs
 from bulletin.models import Manifest
 from bulletin.settings import PROJECT_ROOT
 from bulletin.store import open_store, run_rows
@@ -48,6 +48,8 @@ AS_OF = {"as_of": DEMO_END_DATE.isoformat()}
 LEASE_SECONDS = 15
 #: The crashed-run automation's wait after a heartbeat: more than the 30 s heartbeat interval, as the command needs.
 CRASH_WITHIN_SECONDS = 45
+#: The unstarted-run automation's wait after Pending: well above what a loaded 2-core machine takes to start a shard.
+PENDING_WITHIN_SECONDS = 120
 FINAL_TIMEOUT_SECONDS = 420
 
 
@@ -85,7 +87,13 @@ def shard_workers(
         "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
     }
     with temporary_settings(updates={PREFECT_API_URL: prefect_postgres_server}):
-        _, automation_id = asyncio.run(apply_automation(crash_silent_runs(CRASH_WITHIN_SECONDS)))
+        automations = [
+            asyncio.run(apply_automation(automation))[1]
+            for automation in (
+                crash_silent_runs(CRASH_WITHIN_SECONDS),
+                crash_unstarted_runs(PENDING_WITHIN_SECONDS),
+            )
+        ]
         try:
             reports = sharded_reports(workdir / "reports")
             with running_workers(
@@ -94,7 +102,8 @@ def shard_workers(
                 yield workers
         finally:
             with get_client(sync_client=True) as client:
-                client.delete_automation(automation_id)
+                for automation_id in automations:
+                    client.delete_automation(automation_id)
 
 
 @pytest.fixture
@@ -227,10 +236,9 @@ def kill_a_shard_worker(client: Any, run_id: uuid.UUID, workers: PoolWorkers) ->
     deadline = time.monotonic() + FINAL_TIMEOUT_SECONDS
     while True:
         sent = sum(r.recipient in refs and r.status.value == "sent" for r in ledger(workers, run_id))
-        # Not while a shard is still Pending: a run whose worker dies before it turns Running sends no heartbeat,
-        # so the crashed-run automation never crashes it and the parent would wait for it for good (a gap this
-        # test does not cover: docs/delivery.md, "Sharded runs").
-        if sent and not any(s.state.type.value == "PENDING" for s in shard_runs(client, run_id)):
+        # At once, whatever the other shards are doing: one still Pending on the victim (taken, not yet started)
+        # sends no heartbeat, and it is the unstarted-run automation that crashes it.
+        if sent:
             kill_machine(process)
             return name, shard, sent
         assert time.monotonic() < deadline, workers.log_tail()

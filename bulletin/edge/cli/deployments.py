@@ -12,11 +12,15 @@ from rich.console import Console
 
 from bulletin.edge.automations import (
     AUTOMATION_NAME,
+    DEFAULT_PENDING_SECONDS,
     DEFAULT_WITHIN_SECONDS,
     HEARTBEAT_SECONDS,
+    PENDING_AUTOMATION_NAME,
     apply_automation,
+    check_pending_within,
     check_within,
     crash_silent_runs,
+    crash_unstarted_runs,
 )
 from bulletin.errors import ConfigError, NotFoundError, TransientError
 
@@ -127,13 +131,26 @@ def automations(
         help=f"Seconds without a heartbeat before a run is marked Crashed; more than the {HEARTBEAT_SECONDS} s "
         "heartbeat interval the workers set (PREFECT_FLOWS_HEARTBEAT_FREQUENCY).",
     ),
+    pending_within: int = typer.Option(
+        DEFAULT_PENDING_SECONDS,
+        "--pending-within",
+        help="Seconds a run may stay Pending (taken by a worker, its process not yet Running) before it is marked "
+        "Crashed; more than your workers take to start a run (a container may need minutes to pull its image).",
+    ),
 ) -> None:
-    """Create or update, on the Prefect server at PREFECT_API_URL, the automation that marks a Bulletin flow run
-    Crashed when its heartbeats stop (its worker or machine died). Idempotent: run it after every deploy."""
+    """Create or update, on the Prefect server at PREFECT_API_URL, the two automations that mark a Bulletin flow run
+    Crashed when its process died: its heartbeats stopped, or its worker took it and never started it. Idempotent:
+    run it after every deploy."""
     import asyncio
 
-    outcome, automation_id = asyncio.run(apply_automation(crash_silent_runs(check_within(within))))
+    silent = crash_silent_runs(check_within(within))
+    unstarted = crash_unstarted_runs(check_pending_within(pending_within))
+    outcome, automation_id = asyncio.run(apply_automation(silent))
     typer.echo(f"{outcome} automation '{AUTOMATION_NAME}' ({automation_id}): no heartbeat for {within} s -> Crashed")
+    outcome, automation_id = asyncio.run(apply_automation(unstarted))
+    typer.echo(
+        f"{outcome} automation '{PENDING_AUTOMATION_NAME}' ({automation_id}): Pending for {pending_within} s -> Crashed"
+    )
 
 
 async def _clear_stale_schedules(unscheduled: list[DeploymentSpec]) -> list[tuple[str, int]]:

@@ -185,7 +185,7 @@ def check_command(bulletin: list[str], prefect_yaml: Path, pool: str) -> list[st
 
 
 def automations_command(bulletin: list[str]) -> list[str]:
-    """The automation that marks a flow run Crashed when its heartbeats stop (``HEARTBEAT_SECONDS`` apart)."""
+    """The automations that mark a flow run Crashed when its heartbeats stop or its process never starts."""
     return [*bulletin, "deployments", "automations"]
 
 
