@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,20 @@ class ScheduleSpec:
     parameters: Mapping[str, Any] = field(default_factory=dict)
 
 
+#: The Prefect event every report run ends with (tasks/webhooks/events.py) and the label its run resource carries.
+RUN_COMPLETED_EVENT = "bulletin.run.completed"
+RUN_STATUS_LABEL = "bulletin.run.status"
+#: Upstream runs that give dependents something new: as the bulletin-run-completed webhook trigger's condition.
+FRESH_STATUSES = ("COMPLETED", "PARTIAL")
+
+
+@dataclass(frozen=True)
+class TriggerSpec:
+    """A Prefect deployment trigger: run this deployment after each fresh run of the ``upstream`` report."""
+
+    upstream: str
+
+
 @dataclass(frozen=True)
 class DeploymentSpec:
     """One deployment as prefect.yaml declares it and as it should exist on the Prefect server."""
@@ -61,6 +75,7 @@ class DeploymentSpec:
     parameters: Mapping[str, Any]
     tags: tuple[str, ...]
     schedules: tuple[ScheduleSpec, ...] = ()
+    triggers: tuple[TriggerSpec, ...] = ()
 
     @property
     def full_name(self) -> str:
@@ -162,6 +177,7 @@ def report_deployment(report: ReportDefinition) -> DeploymentSpec:
         parameters={"report_id": report.id},
         tags=("bulletin", report.id, *report_cadences(report)),
         schedules=tuple(schedules),
+        triggers=tuple(TriggerSpec(upstream) for upstream in report.depends_on),
     )
 
 
@@ -179,7 +195,7 @@ def check_work_pool(work_pool: str) -> str:
     return work_pool
 
 
-def _scalar(value: Any) -> str:
+def yaml_scalar(value: Any) -> str:
     """One YAML value on one line (flow style for mappings and lists), quoted only where YAML needs it."""
     text = yaml.safe_dump(value, default_flow_style=True, width=1_000_000, allow_unicode=True, sort_keys=True)
     text = text.strip()
@@ -194,28 +210,51 @@ def _quoted(text: str) -> str:
 def _deployment_lines(spec: DeploymentSpec) -> list[str]:
     if spec.entrypoint == REPORT_ENTRYPOINT:
         # Entrypoint, work pool and base tags come from the `deliver_report` anchor.
-        lines = ["  - <<: *deliver_report", f"    name: {_scalar(spec.name)}"]
-        lines.append(f"    description: {_scalar(spec.description)}")
+        lines = ["  - <<: *deliver_report", f"    name: {yaml_scalar(spec.name)}"]
+        lines.append(f"    description: {yaml_scalar(spec.description)}")
     else:
-        lines = [f"  - name: {_scalar(spec.name)}", f"    description: {_scalar(spec.description)}"]
+        lines = [f"  - name: {yaml_scalar(spec.name)}", f"    description: {yaml_scalar(spec.description)}"]
         lines.append(f"    entrypoint: {spec.entrypoint}")
         lines.append("    work_pool: *bulletin_pool")
     if spec.parameters:
-        lines.append(f"    parameters: {_scalar(dict(spec.parameters))}")
-    lines.append(f"    tags: {_scalar(list(spec.tags))}")
+        lines.append(f"    parameters: {yaml_scalar(dict(spec.parameters))}")
+    lines.append(f"    tags: {yaml_scalar(list(spec.tags))}")
     if spec.schedules:
         lines.append("    schedules:")
         for schedule in spec.schedules:
             lines.append(f"      - cron: {_quoted(schedule.cron)}")
-            lines.append(f"        timezone: {_scalar(schedule.timezone)}")
+            lines.append(f"        timezone: {yaml_scalar(schedule.timezone)}")
             if schedule.parameters:
-                lines.append(f"        parameters: {_scalar(dict(schedule.parameters))}")
+                lines.append(f"        parameters: {yaml_scalar(dict(schedule.parameters))}")
+    if spec.triggers:
+        lines.append("    triggers:")
+        for trigger in spec.triggers:
+            lines.extend(_trigger_lines(trigger))
     return lines
+
+
+def _trigger_lines(trigger: TriggerSpec) -> list[str]:
+    """An event trigger (Prefect creates it as an automation named after the deployment): after the upstream
+    report's ``bulletin.run.completed`` event, of a run that delivered something, run this deployment with the
+    upstream run named; the run derives its ledger key from it, as the refresh-dependents flow does for the same
+    upstream run, so both paths firing deliver once."""
+    fresh_runs = {"prefect.resource.role": "run", RUN_STATUS_LABEL: list(FRESH_STATUSES)}
+    return [
+        "      - type: event",
+        "        enabled: true",
+        f"        description: {yaml_scalar(f'Runs after each completed run of {trigger.upstream} (depends_on).')}",
+        f"        match: {yaml_scalar({'prefect.resource.id': f'bulletin.report.{trigger.upstream}'})}",
+        f"        match_related: {yaml_scalar(fresh_runs)}",
+        f"        expect: {yaml_scalar([RUN_COMPLETED_EVENT])}",
+        "        parameters:",
+        f"          upstream_report: {yaml_scalar(trigger.upstream)}",
+        '          upstream_run_id: "{{ event.payload.run_id }}"',
+    ]
 
 
 def render_prefect_yaml(deployments: Iterable[DeploymentSpec], *, work_pool: str = DEFAULT_WORK_POOL) -> str:
     """The prefect.yaml text: deterministic, shared parts as ``definitions:`` anchors."""
-    pool = _scalar(check_work_pool(work_pool))
+    pool = yaml_scalar(check_work_pool(work_pool))
     lines = [
         HEADER.rstrip("\n"),
         "name: bulletin",
@@ -269,126 +308,3 @@ def write_prefect_yaml(settings: Settings, path: Path, *, work_pool: str = DEFAU
         Path(tmp).unlink(missing_ok=True)
         raise
     return True
-
-
-def read_declared_deployments(path: Path) -> list[dict[str, Any]]:
-    """The ``deployments:`` of a prefect.yaml (anchors and merge keys resolved), for the server check."""
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise DefinitionError(f"cannot read {path}: {exc.strerror}", field="path") from exc
-    except yaml.YAMLError as exc:
-        raise DefinitionError(f"{path} is not valid YAML: {exc}", field="path") from exc
-    deployments = document.get("deployments") if isinstance(document, dict) else None
-    if not isinstance(deployments, list) or not all(isinstance(d, dict) for d in deployments):
-        raise DefinitionError(f"{path} has no 'deployments:' list", field="deployments")
-    return deployments
-
-
-def declared_work_pools(declared: Iterable[Mapping[str, Any]]) -> dict[str, list[str]]:
-    """Work pool name -> the deployments of prefect.yaml that name it."""
-    pools: dict[str, list[str]] = {}
-    for deployment in declared:
-        pool = deployment.get("work_pool")
-        name = pool.get("name") if isinstance(pool, dict) else None
-        if isinstance(name, str):
-            pools.setdefault(name, []).append(str(deployment.get("name")))
-    return pools
-
-
-@dataclass(frozen=True)
-class ServerDeployment:
-    """What the Prefect server holds for one deployment, read by the CLI's adapter."""
-
-    work_pool: str | None
-    parameters: Mapping[str, Any]
-    schedules: tuple[ScheduleSpec, ...]
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong between the reports, prefect.yaml and the server; ``missing``: something does not exist."""
-
-    message: str
-    missing: bool = False
-
-    def __str__(self) -> str:
-        return self.message
-
-
-def _schedule_key(schedule: ScheduleSpec) -> tuple[str, str, str]:
-    return (" ".join(schedule.cron.split()), schedule.timezone, _scalar(dict(schedule.parameters)))
-
-
-def find_problems(
-    planned: Iterable[DeploymentSpec],
-    declared: Iterable[Mapping[str, Any]],
-    server_pools: set[str],
-    server_deployments: Mapping[str, ServerDeployment],
-    *,
-    pool: str | None = None,
-) -> list[Problem]:
-    """Everything wrong between the reports, prefect.yaml and the Prefect server, one sentence each.
-
-    A work pool that prefect.yaml names (or ``pool``) missing on the server, and a deployment the reports imply that
-    is missing, on another pool, or deployed with other schedules or parameters. Prefect itself only warns about a
-    missing pool, and then no worker ever picks the runs up.
-    """
-    declared = list(declared)
-    pools = declared_work_pools(declared)
-    if pool is not None:
-        pools.setdefault(pool, [])
-    problems = list(_pool_problems(pools, server_pools))
-    declared_pool = {name: pool_name for pool_name, names in pools.items() for name in names}
-    declared_names = {str(d.get("name")) for d in declared}
-    for spec in planned:
-        if spec.name not in declared_names:
-            problems.append(Problem(f"prefect.yaml has no deployment {spec.name!r}: run `bulletin deployments sync`"))
-        on_server = server_deployments.get(spec.full_name)
-        if on_server is None:
-            message = (
-                f"deployment {spec.full_name} is missing on the Prefect server: run `prefect deploy --all --no-prompt`"
-            )
-            problems.append(Problem(message, missing=True))
-            continue
-        expected_pool = pool or declared_pool.get(spec.name) or DEFAULT_WORK_POOL
-        problems.extend(_drift(spec, on_server, expected_pool))
-    return problems
-
-
-def _pool_problems(pools: Mapping[str, list[str]], server_pools: set[str]) -> Iterator[Problem]:
-    """Each work pool prefect.yaml names (by the deployments that name it) that the server does not have."""
-    for name in sorted(pools):
-        if name not in server_pools:
-            users = pools[name]
-            named_by = f" (named by {len(users)} deployment(s) in prefect.yaml)" if users else ""
-            message = (
-                f"work pool {name!r}{named_by} does not exist on the Prefect server: create it with "
-                f"`prefect work-pool create {name} --type process`"
-            )
-            yield Problem(message, missing=True)
-
-
-def _drift(spec: DeploymentSpec, on_server: ServerDeployment, expected_pool: str) -> Iterator[Problem]:
-    """How a deployment on the server differs from what the reports imply: its pool, schedules and parameters."""
-    if on_server.work_pool != expected_pool:
-        yield Problem(f"deployment {spec.full_name} is on work pool {on_server.work_pool!r}, not {expected_pool!r}")
-    if not spec.schedules and on_server.schedules:
-        # `prefect deploy` never removes a deployment's schedules: given none, it keeps the old ones.
-        message = (
-            f"deployment {spec.full_name} has schedules on the server but none in prefect.yaml: clear them with "
-            f"`prefect deployment schedule clear {spec.full_name} --accept-yes`"
-        )
-        yield Problem(message)
-    elif sorted(map(_schedule_key, on_server.schedules)) != sorted(map(_schedule_key, spec.schedules)):
-        message = (
-            f"deployment {spec.full_name} has other schedules on the server than the reports imply: "
-            "run `prefect deploy --all --no-prompt`"
-        )
-        yield Problem(message)
-    if _scalar(dict(on_server.parameters)) != _scalar(dict(spec.parameters)):
-        message = (
-            f"deployment {spec.full_name} has parameters {_scalar(dict(on_server.parameters))} on the server, "
-            f"not {_scalar(dict(spec.parameters))}: run `prefect deploy --all --no-prompt`"
-        )
-        yield Problem(message)

@@ -30,6 +30,7 @@ from tasks.delivery.manifest import publish_run_artifacts, save_manifest
 from tasks.delivery.registry import channel_problem
 from tasks.delivery.session import open_session
 from tasks.delivery.sharding import deliver_in_shards, shard_deployment_ready
+from tasks.dependents import after_upstream_key
 from tasks.webhooks.publish import file_links, publish_run_events
 
 
@@ -55,6 +56,8 @@ def deliver_report(
     dry_run: bool = False,
     run_key: str | None = None,
     output_prefix: str | None = None,
+    upstream_report: str | None = None,
+    upstream_run_id: str | None = None,
 ) -> State:
     """Deliver ``report_id`` to its audience (or only ``recipients``), in its formats (or only ``formats``).
 
@@ -68,9 +71,16 @@ def deliver_report(
     Default: the report and slot of a run the Prefect scheduler made, else a key of this flow run (stable across
     retries); a run of a deployment started by hand is ad hoc. ``output_prefix`` puts the files in a folder of their
     own, inside the recipient's organisation's prefix (a job's ``output.prefix``).
+
+    ``upstream_report`` and ``upstream_run_id`` (given together) say this run refreshes the report after that
+    upstream run, as the deployment trigger ``depends_on`` generates does: the run key is then the one the
+    refresh-dependents flow uses for the same upstream run, so the two paths firing for one upstream run deliver
+    once.
     """
-    request = DeliveryRequest(report_id, recipients, formats, parameters, dry_run, run_key, output_prefix)
     try:
+        if upstream_report is not None or upstream_run_id is not None:
+            run_key = after_upstream_key(report_id, upstream_report, upstream_run_id, run_key)
+        request = DeliveryRequest(report_id, recipients, formats, parameters, dry_run, run_key, output_prefix)
         return _deliver_in_turn(Settings(), request)
     except BulletinError as exc:
         get_run_logger().error("%s", exc)

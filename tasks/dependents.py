@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Protocol
 
-from bulletin.errors import DefinitionError
+from bulletin.errors import DefinitionError, RequestError
 from bulletin.store.ledger_schema import RUN_KEY_MAX
 
 _KEY_SAFE = re.compile(r"^[A-Za-z0-9_.:@+-]{1,128}$")
@@ -78,3 +78,21 @@ def refresh_run_key(report_id: str, subject: str, upstream_run_id: str) -> str:
     if len(key) > RUN_KEY_MAX or not all(_KEY_SAFE.match(part) for part in (subject, upstream_run_id)):
         key = f"{report_id}:after:{hashlib.sha256(upstream.encode()).hexdigest()[:32]}"
     return key
+
+
+def after_upstream_key(
+    report_id: str, upstream_report: str | None, upstream_run_id: str | None, run_key: str | None
+) -> str:
+    """The run key of ``report_id``'s run after ``upstream_report``'s run ``upstream_run_id`` (a deployment trigger's
+    parameters): both must be given, and no other run key beside them, else a RequestError says why."""
+    if not upstream_report or not upstream_run_id:
+        raise RequestError(
+            "upstream_report and upstream_run_id go together: the run that refreshes a report after another names both",
+            field="upstream_run_id",
+        )
+    if run_key is not None:
+        raise RequestError(
+            "give run_key or upstream_report with upstream_run_id, not both: the upstream run decides the key",
+            field="run_key",
+        )
+    return refresh_run_key(report_id, upstream_report, upstream_run_id)

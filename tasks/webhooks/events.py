@@ -145,7 +145,9 @@ def prefect_events(manifest: Manifest) -> list[dict[str, Any]]:
             {"event": f"bulletin.report.{name}", "resource": report, "related": [recipient, run], "payload": payload}
         )
     summary = run_data(manifest)
-    events.append({"event": "bulletin.run.completed", "resource": report, "related": [run], "payload": summary})
+    # The run's status as a label, so a deployment trigger can match fresh runs only (bulletin/deployments.py).
+    ended = {**run, "bulletin.run.status": manifest.status.value}
+    events.append({"event": "bulletin.run.completed", "resource": report, "related": [ended], "payload": summary})
     return events
 
 

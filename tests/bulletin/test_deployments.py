@@ -13,16 +13,14 @@ from typing import Any
 import pytest
 import yaml
 
+from bulletin.deployment_checks import ServerDeployment, find_problems, read_declared_deployments
 from bulletin.deployments import (
     FIXED_DEPLOYMENTS,
     PREFECT_VERSION,
     ScheduleSpec,
-    ServerDeployment,
     cadence,
-    find_problems,
     planned_deployments,
     prefect_yaml_text,
-    read_declared_deployments,
     write_prefect_yaml,
 )
 from bulletin.errors import DefinitionError

@@ -17,9 +17,11 @@ from typing import Any
 import pytest
 
 from bulletin.demo_data import DEMO_END_DATE
-from bulletin.deployments import planned_deployments, read_declared_deployments, write_prefect_yaml
+from bulletin.deployment_checks import read_declared_deployments
+from bulletin.deployments import planned_deployments, write_prefect_yaml
 from bulletin.reports import load_reports
 from bulletin.settings import PROJECT_ROOT, Settings
+from tasks.dependents import refresh_run_key
 from tests.fixtures.prefect_server import PREFECT, prefect_env
 
 BULLETIN = str(Path(sys.executable).with_name("bulletin"))
@@ -243,3 +245,65 @@ def test_a_worker_runs_a_report_deployment_to_a_completed_delivery(
     assert {r["status"] for r in rows} == {"sent"}
     assert {r["report_id"] for r in rows} == {"daily-account-orders"}
     assert {Path(r["uri"].removeprefix("file://")) for r in rows} == set(files)
+
+    # The run's bulletin.run.completed event fired the digest's deployment trigger (its depends_on): a worker on
+    # the pool's default queue runs it, under the key the refresh-dependents flow would use for this upstream run.
+    digest = runs_of_deployment(client, "deliver-report/account-orders-digest", upstream_run_id=str(flow_run.id))
+    assert digest.parameters["upstream_report"] == "daily-account-orders"
+    again = run(PREFECT, "worker", "start", "--pool", "bulletin", "--run-once", env=env, cwd=tmp_path, timeout=300)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert client.read_flow_run(digest.id).state.type == StateType.COMPLETED, again.stdout[-3000:]
+    saved = json.loads(next((home / "manifests" / "account-orders-digest").glob("*.json")).read_text())
+    assert saved["run_key"] == refresh_run_key("account-orders-digest", "daily-account-orders", str(flow_run.id))
+    assert saved["status"] == "COMPLETED" and saved["deliveries"]
+
+
+def runs_of_deployment(client: Any, full_name: str, *, upstream_run_id: str, timeout: float = 60) -> Any:
+    """The one flow run of ``full_name`` that names ``upstream_run_id``, once the automation has made it."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    deployment_id = client.read_deployment_by_name(full_name).id
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+        found = [r for r in runs if r.parameters.get("upstream_run_id") == upstream_run_id]
+        if found:
+            (one,) = found
+            return one
+        assert time.monotonic() < deadline, f"no run of {full_name} after upstream run {upstream_run_id}"
+        time.sleep(0.5)
+
+
+def test_depends_on_is_a_deployment_trigger_that_ignores_failed_upstream_runs(client: Any) -> None:
+    # `prefect deploy` made the trigger an automation of the digest's deployment; the Triggers tab shows it.
+    import uuid
+    from datetime import UTC, datetime
+
+    digest_name = "deliver-report/account-orders-digest"
+    digest = client.read_deployment_by_name(digest_name)
+    (automation,) = [
+        a for a in client.read_automations() if any(getattr(x, "deployment_id", None) == digest.id for x in a.actions)
+    ]
+    assert automation.trigger.expect == {"bulletin.run.completed"}
+    events = [
+        {
+            "id": str(uuid.uuid4()),
+            "occurred": datetime.now(UTC).isoformat(),
+            "event": "bulletin.run.completed",
+            "resource": {"prefect.resource.id": "bulletin.report.daily-account-orders"},
+            "related": [
+                {
+                    "prefect.resource.id": f"bulletin.run.{run_id}",
+                    "prefect.resource.role": "run",
+                    "bulletin.run.status": status,
+                }
+            ],
+            "payload": {"run_id": run_id, "status": status},
+        }
+        for run_id, status in (("upstream-failed-1", "FAILED"), ("upstream-partial-1", "PARTIAL"))
+    ]
+    client.request("POST", "/events", json=events).raise_for_status()
+    runs_of_deployment(client, digest_name, upstream_run_id="upstream-partial-1")
+    time.sleep(3)  # the failed run's event came first: had it matched, its run would exist by now
+    with pytest.raises(AssertionError, match="no run of"):
+        runs_of_deployment(client, digest_name, upstream_run_id="upstream-failed-1", timeout=0)

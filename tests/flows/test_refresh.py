@@ -13,6 +13,7 @@ from bulletin.models import Manifest
 from bulletin.reports import ReportDefinition
 from bulletin.settings import PROJECT_ROOT, Settings
 from bulletin.store import list_deliveries, open_store
+from flows.deliver_report import deliver_report
 from flows.refresh import refresh_dependents
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -94,6 +95,34 @@ def test_report_to_report_dependency(reports_dir: Path) -> None:
     state, (manifest,) = refresh(report_id="weekly-regional-sales", upstream_run_id="abc123def456", dry_run=True)
     assert state == "COMPLETED"
     assert manifest.report_id == "orders-digest" and manifest.dry_run
+
+
+def test_the_deployment_trigger_and_the_webhook_path_deliver_once_for_one_upstream_run(reports_dir: Path) -> None:
+    # depends_on makes two paths after an upstream run: the Prefect deployment trigger runs the dependent with the
+    # upstream run named, and the run.completed webhook starts refresh-dependents. Both fire: one delivery each.
+    (reports_dir / "orders-digest.yaml").write_text(yaml.safe_dump({**DIGEST, "depends_on": ["weekly-regional-sales"]}))
+    upstream = {"upstream_report": "weekly-regional-sales", "upstream_run_id": "0193f1e2-run"}
+    triggered = deliver_report("orders-digest", **upstream, return_state=True).result(raise_on_failure=False)
+    assert triggered.run_key == "orders-digest:after:weekly-regional-sales:0193f1e2-run"
+    assert {a.outcome for d in triggered.deliveries for a in d.artifacts} == {"sent"}
+
+    state, (refreshed,) = refresh(
+        report_id="weekly-regional-sales", upstream_run_id="0193f1e2-run", upstream="bulletin"
+    )
+    assert state == "COMPLETED" and refreshed.run_key == triggered.run_key
+    assert {a.outcome for d in refreshed.deliveries for a in d.artifacts} == {"already_sent"}
+    assert len(ledger("orders-digest")) == 2
+
+
+def test_a_trigger_run_names_its_upstream_whole(reports_dir: Path, bulletin_env: Path) -> None:
+    bulletin_home = bulletin_env
+    for params in (
+        {"upstream_run_id": "r1"},
+        {"upstream_report": "weekly-regional-sales", "upstream_run_id": "r1", "run_key": "k"},
+    ):
+        state = deliver_report("orders-digest", **params, return_state=True)
+        assert state.type.value == "FAILED" and "upstream" in state.message
+    assert not (bulletin_home / "bulletin.db").exists()  # refused before any work: no state store, no ledger row
 
 
 def test_a_broken_definition_fails_the_run_with_its_reason(reports_dir: Path) -> None:

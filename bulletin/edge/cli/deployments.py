@@ -25,7 +25,8 @@ from bulletin.edge.automations import (
 from bulletin.errors import ConfigError, NotFoundError, TransientError
 
 if TYPE_CHECKING:
-    from bulletin.deployments import DeploymentSpec, ServerDeployment
+    from bulletin.deployment_checks import ServerDeployment
+    from bulletin.deployments import DeploymentSpec
 
 # Settings and the deployment planner (YAML, the report definitions) are imported by the commands: `bulletin --help`
 # pays for neither. So the defaults that come from them are resolved when a command runs, and said in the help.
@@ -94,12 +95,8 @@ def check_server(
     Every work pool prefect.yaml names (and --pool) must exist, and every deployment the reports imply must be
     deployed, on its work pool, with the schedules and parameters prefect.yaml gives it.
     """
-    from bulletin.deployments import (
-        declared_work_pools,
-        find_problems,
-        planned_deployments,
-        read_declared_deployments,
-    )
+    from bulletin.deployment_checks import declared_work_pools, find_problems, read_declared_deployments
+    from bulletin.deployments import planned_deployments
     from bulletin.reports import load_reports
     from bulletin.settings import Settings
 
@@ -191,7 +188,8 @@ async def _read_server(
     from prefect.exceptions import ObjectNotFound
     from prefect.settings import PREFECT_API_URL
 
-    from bulletin.deployments import ScheduleSpec, ServerDeployment
+    from bulletin.deployment_checks import ServerDeployment
+    from bulletin.deployments import ScheduleSpec
 
     api_url = PREFECT_API_URL.value()
     if not api_url:

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import httpx
 
-from bulletin.deployments import read_declared_deployments, write_prefect_yaml
+from bulletin.deployment_checks import read_declared_deployments
+from bulletin.deployments import write_prefect_yaml
 from bulletin.edge.supervisor.plan import (
     PREFECT_HOST,
     Part,
