@@ -261,6 +261,9 @@ PDF_REQUEST = {
         ({"bucketConfiguration": {"BucketPrefix": "../etc/"}}, "bucketConfiguration.BucketPrefix"),
         ({"bucketConfiguration": {"BucketPrefix": "/snapshots/x"}}, "bucketConfiguration.BucketPrefix"),
         ({"bucketConfiguration": {"BucketPrefix": "a\\b"}}, "bucketConfiguration.BucketPrefix"),
+        ({"bucketConfiguration": {"BucketPrefix": "snapshots//x"}}, "bucketConfiguration.BucketPrefix"),
+        ({"bucketConfiguration": {"BucketPrefix": "snap\x00shots"}}, "bucketConfiguration.BucketPrefix"),
+        ({"bucketConfiguration": {"BucketPrefix": "ab/" * 100}}, "bucketConfiguration.BucketPrefix"),
         ({"parameters": {"StringParameters": [{"Name": "as_of", "Values": ["someday"]}]}}, "parameters.as_of"),
         ({"parameters": {"StringParameters": [{"Name": "region", "Values": ["APAC"]}]}}, "parameters"),
         ({"jobId": "x"}, "jobId"),
@@ -283,3 +286,13 @@ def test_snapshot_routes_need_a_key_and_hide_other_jobs(api: Api) -> None:
     missing = api.client.get("/qs-anonymous-snapshot/describe_job/weekly-regional-sales/job_nope", headers=key)
     assert missing.status_code == 404 and isinstance(missing.json()["error"], str)
     assert api.client.get("/qs-anonymous-snapshot", headers=key).json() == {"Items": [], "Count": 0, "nextToken": None}
+
+
+def test_an_over_large_body_is_a_413_in_each_front_doors_shape(api: Api) -> None:
+    key = bearer(api.key("acme"))
+    big = b"{" + b" " * (api.settings.api_max_body_bytes + 1) + b"}"
+    headers = {**key, "content-type": "application/json"}
+    hasura = api.client.post("/v1/metadata", content=big, headers=headers)
+    assert hasura.status_code == 413 and set(hasura.json()) == {"path", "error", "code"}
+    quicksight = api.client.post("/qs-anonymous-snapshot", content=big, headers=headers)
+    assert quicksight.status_code == 413 and isinstance(quicksight.json()["error"], str)

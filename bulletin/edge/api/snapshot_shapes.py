@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bulletin.edge.api.job_status import JobStatus
 from bulletin.errors import RequestError
 from bulletin.models import Manifest
+from tasks.storage import PREFIX_MAX_BYTES
 
 SnapshotFormat = Literal["PDF", "CSV", "EXCEL"]
 SNAPSHOT_FORMATS: dict[str, str] = {"PDF": "pdf", "CSV": "csv", "EXCEL": "xlsx"}
@@ -60,7 +61,7 @@ class BucketConfiguration(BaseModel):
 
     BucketPrefix: str = Field(
         min_length=1,
-        max_length=257,
+        max_length=PREFIX_MAX_BYTES + 1,
         description="An object key prefix (one trailing '/' is dropped): segments of letters, digits, '.', '_', '-' "
         "joined by '/', checked as Bulletin's output.prefix.",
     )
