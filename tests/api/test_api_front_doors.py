@@ -296,3 +296,19 @@ def test_an_over_large_body_is_a_413_in_each_front_doors_shape(api: Api) -> None
     assert hasura.status_code == 413 and set(hasura.json()) == {"path", "error", "code"}
     quicksight = api.client.post("/qs-anonymous-snapshot", content=big, headers=headers)
     assert quicksight.status_code == 413 and isinstance(quicksight.json()["error"], str)
+
+
+def test_every_front_door_is_in_the_openapi_document_with_a_description_and_the_api_key(api: Api) -> None:
+    spec = api.client.get("/openapi.json").json()
+    doors = {
+        (method.upper(), path): operation
+        for path, operations in spec["paths"].items()
+        if path.startswith(("/qs-anonymous-snapshot", "/api/rest/2.0/", "/v1/metadata"))
+        for method, operation in operations.items()
+    }
+    assert len(doors) == 9, sorted(doors)
+    for route, operation in doors.items():
+        assert operation["security"] == [{"ApiKeyBearer": []}, {"ApiKeyHeader": []}], route
+        assert len(operation.get("description", "")) > 40 and operation["tags"], route
+    assert "QuickSightError" in str(doors["POST", "/qs-anonymous-snapshot"]["responses"]["400"])
+    assert "HasuraError" in str(doors["POST", "/v1/metadata"]["responses"]["400"])
