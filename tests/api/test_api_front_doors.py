@@ -13,7 +13,13 @@ from typing import Any
 import pytest
 
 from bulletin.edge.api import create_app
-from bulletin.edge.api.snapshot_shapes import snapshot_status
+from bulletin.edge.api.snapshot_shapes import (
+    SnapshotRequest,
+    job_request,
+    quicksight_parameters,
+    snapshot_status,
+)
+from bulletin.errors import RequestError
 from tests.api.conftest import AppClient, Clock
 from tests.api.v1_support import Api, api_settings, bearer
 
@@ -238,6 +244,42 @@ def test_snapshot_status_names_bulletins_job_states_as_quicksight_does(
     status: str, started: str | None, expected: str
 ) -> None:
     assert snapshot_status({"status": status, "started_at": started}) == expected
+
+
+def test_a_snapshot_request_is_the_jobs_request_it_maps_to() -> None:
+    request = SnapshotRequest.model_validate(
+        {
+            "dashboardId": "weekly-regional-sales",
+            "sheetId": "sales",
+            "format": "EXCEL",
+            "visualId": ["sales"],
+            "parameters": {
+                "DateTimeParameters": [{"Name": "as_of", "Values": ["2026-10-31T00:00:00Z"]}],
+                "IntegerParameters": [{"Name": "top", "Values": [10]}],
+            },
+            "bucketConfiguration": {"BucketPrefix": "snapshots/weekly-regional-sales/"},
+        }
+    )
+    assert job_request(request) == {
+        "report_id": "weekly-regional-sales",
+        "formats": ["xlsx"],
+        "parameters": {"top": 10, "as_of": "2026-10-31"},
+        "output": {"prefix": "snapshots/weekly-regional-sales"},
+    }
+    assert quicksight_parameters({"top": 10, "as_of": "2026-10-31"}) == {
+        "IntegerParameters": [{"Name": "top", "Values": [10]}],
+        "StringParameters": [{"Name": "as_of", "Values": ["2026-10-31"]}],
+    }
+    twice = request.model_copy(
+        update={
+            "parameters": request.parameters.model_copy(
+                update={"StringParameters": request.parameters.IntegerParameters}
+            )
+        }  # type: ignore[union-attr]
+    )
+    with pytest.raises(RequestError) as refused:
+        job_request(twice)
+    assert refused.value.field == "parameters.IntegerParameters.0"
 
 
 PDF_REQUEST = {

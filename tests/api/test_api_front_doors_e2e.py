@@ -120,7 +120,9 @@ def test_the_sample_clients_pdf_and_csv_requests_run_as_bulletin_jobs(api_url: s
     result = httpx.get(f"{base_url}/describe_job_result/{dashboard_id}/{job_id}", headers=headers).json()
     users = result["Result"]["AnonymousUsers"]
     assert sorted(u["RecipientRef"] for u in users) == refs
-    assert all(r["S3Uri"] and r["ErrorInfo"] == [] for u in users for r in u["FileGroups"][0]["S3Results"])
+    stored = [r for u in users for r in u["FileGroups"][0]["S3Results"]]
+    assert len(stored) == len(refs) and all(r["S3Uri"] and r["ErrorInfo"] == [] for r in stored), stored
+    assert {r["Channel"] for r in stored} == {"s3"}  # the email copies are sent, not stored
 
     listed = httpx.get(f"{base_url}?dashboardId={dashboard_id}", headers=headers).json()
     assert [(i["jobId"], i["jobStatus"], i["outputFormat"]) for i in listed["Items"]] == [(job_id, "COMPLETED", "PDF")]

@@ -52,6 +52,8 @@ _STATUS = {
     JobStatus.CANCELLED: "FAILED",
 }
 _PARAMETER_KINDS = ("StringParameters", "IntegerParameters", "DecimalParameters", "DateTimeParameters")
+#: Channels whose files are sent, not stored: no S3Results entry (the recipient's other channels have theirs).
+_NOT_STORED = frozenset({"email", "dry-run"})
 VISUALS_MAX = 10
 PARAMETERS_MAX = 50
 
@@ -180,6 +182,23 @@ def _files(job: dict[str, Any], table: str) -> list[dict[str, Any]]:
     return [{"FormatType": FORMAT_NAMES.get(f, f.upper()), "SheetSelections": selections} for f in job["formats"] or []]
 
 
+def quicksight_parameters(parameters: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Bulletin's ``{name: value}`` as QuickSight's ``Parameters`` lists (the inverse of ``job_parameters``)."""
+    if not parameters:
+        return None
+    found: dict[str, list[dict[str, Any]]] = {}
+    for name, value in parameters.items():
+        kind = (
+            "IntegerParameters"
+            if isinstance(value, int) and not isinstance(value, bool)
+            else "DecimalParameters"
+            if isinstance(value, float)
+            else "StringParameters"
+        )
+        found.setdefault(kind, []).append({"Name": name, "Values": [value]})
+    return found
+
+
 def snapshot_configuration(job: dict[str, Any], table: str) -> dict[str, Any]:
     """The job's request in QuickSight's ``SnapshotConfiguration`` shape."""
     prefix = (job.get("output") or {}).get("prefix")
@@ -187,7 +206,7 @@ def snapshot_configuration(job: dict[str, Any], table: str) -> dict[str, Any]:
     return {
         "FileGroups": [{"Files": _files(job, table)}],
         "DestinationConfiguration": {"S3Destinations": destinations},
-        "Parameters": job.get("parameters") or None,
+        "Parameters": quicksight_parameters(job.get("parameters")),
     }
 
 
@@ -213,7 +232,8 @@ def described(job: dict[str, Any], table: str) -> dict[str, Any]:
 
 def _s3_results(delivery: Any, formats: list[str]) -> list[dict[str, Any]]:
     results = []
-    for artifact in (a for a in delivery.artifacts if a.format in formats):
+    stored = (a for a in delivery.artifacts if a.format in formats and a.channel not in _NOT_STORED)
+    for artifact in stored:
         failed = artifact.outcome == "failed"
         error = [{"ErrorMessage": artifact.note or "not delivered", "ErrorType": "DELIVERY_FAILED"}] if failed else []
         results.append({"Channel": artifact.channel, "S3Uri": artifact.uri or None, "ErrorInfo": error})
@@ -253,7 +273,7 @@ def listed(job: dict[str, Any], table: str | None) -> dict[str, Any]:
         "sheetId": table,
         "outputFormat": FORMAT_NAMES.get(formats[0], formats[0].upper()) if len(formats) == 1 else None,
         "outputDestination": (job.get("output") or {}).get("prefix"),
-        "jobParameters": job.get("parameters") or None,
+        "jobParameters": quicksight_parameters(job.get("parameters")),
         "createdTime": job["created_at"],
         "completedTime": job["finished_at"],
     }
