@@ -26,15 +26,19 @@ from bulletin.edge.api import scheduled_events
 from bulletin.edge.api.docs import add_docs
 from bulletin.edge.api.endpoints import router as endpoints_router
 from bulletin.edge.api.files import router as files_router
+from bulletin.edge.api.foreign_errors import shape_for
 from bulletin.edge.api.hooks import HookService, router
 from bulletin.edge.api.housekeeping import Housekeeper
 from bulletin.edge.api.job_service import JobService
 from bulletin.edge.api.jobs import router as jobs_router
+from bulletin.edge.api.metadata import router as metadata_router
 from bulletin.edge.api.middleware import AccessLog, BodyCap
 from bulletin.edge.api.preferences import router as preferences_router
 from bulletin.edge.api.query import QueryEngine
 from bulletin.edge.api.query import router as query_router
 from bulletin.edge.api.runs import FlowStarter, bounded_prefect, check_targets
+from bulletin.edge.api.snapshots import router as snapshots_router
+from bulletin.edge.api.thoughtspot import router as thoughtspot_router
 from bulletin.edge.api.triggers import router as triggers_router
 from bulletin.errors import BulletinError
 from bulletin.settings import Settings
@@ -60,7 +64,12 @@ def _code(exc: BulletinError) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-def _error(status: int, code: str, message: str, field: str | None = None, **extra: Any) -> JSONResponse:
+def _error(
+    status: int, code: str, message: str, field: str | None = None, path: str = "", **extra: Any
+) -> JSONResponse:
+    shape = shape_for(path)  # a front door answers in the shape of the API it mirrors
+    if shape is not None:
+        return JSONResponse(shape(status, code, message, field), status_code=status, **extra)
     body: dict[str, Any] = {"code": code, "message": message}
     if field is not None:
         body["field"] = field
@@ -69,25 +78,26 @@ def _error(status: int, code: str, message: str, field: str | None = None, **ext
 
 async def error_response(request: Request, exc: Exception) -> JSONResponse:
     """The one exception handler: every error, whatever raised it, answered in the same shape."""
+    path = request.url.path
     if isinstance(exc, BulletinError):
         if exc.status_code >= 500:
             logger.error("%s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
         headers = dict(getattr(exc, "headers", None) or {})
         if exc.status_code == 503:  # a retry may help (TransientError): say when
             headers.setdefault("Retry-After", str(RETRY_AFTER_SECONDS))
-        return _error(exc.status_code, _code(exc), exc.message, exc.field, headers=headers or None)
+        return _error(exc.status_code, _code(exc), exc.message, exc.field, path, headers=headers or None)
     if isinstance(exc, RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ())) or None
-        return _error(400, "bad_request", str(first.get("msg", "invalid request")), where)
+        return _error(400, "bad_request", str(first.get("msg", "invalid request")), where, path)
     if isinstance(exc, StarletteHTTPException):
         code = _HTTP_CODES.get(exc.status_code, "http_error")
-        return _error(exc.status_code, code, str(exc.detail), headers=exc.headers)
+        return _error(exc.status_code, code, str(exc.detail), path=path, headers=exc.headers)
     if isinstance(exc, ValidationError):
         first = exc.errors()[0]
-        return _error(422, "invalid", first["msg"], ".".join(str(p) for p in first["loc"]) or None)
+        return _error(422, "invalid", first["msg"], ".".join(str(p) for p in first["loc"]) or None, path)
     logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-    return _error(500, "internal", "internal error; the server log has the details")
+    return _error(500, "internal", "internal error; the server log has the details", path=path)
 
 
 def _store_ready(store: Store) -> None:
@@ -139,6 +149,8 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(preferences_router)
     app.include_router(jobs_router)
     app.include_router(files_router)
+    for front_door in (snapshots_router, thoughtspot_router, metadata_router):  # other APIs' shapes, same services
+        app.include_router(front_door)
 
 
 def _lifespan(

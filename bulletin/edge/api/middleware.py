@@ -24,6 +24,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bulletin.edge.api.foreign_errors import shape_for
+
 access_logger = logging.getLogger("bulletin.api.access")
 
 
@@ -79,7 +81,7 @@ class BodyCap:
             return
         declared = [v for k, v in scope.get("headers", []) if k == b"content-length"]
         if len(declared) == 1 and declared[0].strip().isdigit() and int(declared[0]) > self.max_bytes:
-            await _too_large(self.max_bytes)(scope, receive, send)
+            await _too_large(self.max_bytes, scope.get("path", ""))(scope, receive, send)
             return
         seen = 0
 
@@ -95,6 +97,9 @@ class BodyCap:
         await self.app(scope, counted, send)
 
 
-def _too_large(limit: int) -> JSONResponse:
-    error = {"code": "payload_too_large", "message": f"the body is larger than {limit} bytes", "field": "body"}
-    return JSONResponse({"error": error}, status_code=413, headers={"connection": "close"})
+def _too_large(limit: int, path: str) -> JSONResponse:
+    message = f"the body is larger than {limit} bytes"
+    shape = shape_for(path)  # a front door answers in the shape of the API it mirrors
+    body = {"error": {"code": "payload_too_large", "message": message, "field": "body"}}
+    answer = body if shape is None else shape(413, "payload_too_large", message, None)
+    return JSONResponse(answer, status_code=413, headers={"connection": "close"})
