@@ -104,6 +104,15 @@ FIXED_DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
         parameters={},
         tags=("bulletin", "refresh"),
     ),
+    DeploymentSpec(
+        flow_name="prune",
+        name="prune",
+        entrypoint="flows/prune.py:prune",
+        description="Delete what is past its retention (BULLETIN_RETENTION_*_DAYS), daily; see docs/retention.md.",
+        parameters={},
+        tags=("bulletin", "retention"),
+        schedules=(ScheduleSpec(cron="15 3 * * *", timezone="UTC"),),
+    ),
 )
 
 

@@ -1,0 +1,134 @@
+"""Pruning: delete everything past its retention, from the state store and from the folders Bulletin writes.
+
+``prune_everything`` is what ``bulletin prune`` and the daily ``prune`` flow both run: the state store's kinds
+(``bulletin.store.retention``, in bounded batches), then the manifests folder and the local bucket folder, where a
+file's age is its modification time and a delivered file's report (read from its name) may keep it for its own number
+of days. ``policy_from_settings`` reads the reports and triggers once, at the edge. Folders emptied by a prune are
+removed; symbolic links are never followed nor deleted, so nothing outside the folders is touched.
+
+Files in an S3 bucket are not listed here: the bucket's lifecycle rule (``bulletin retention apply``) expires them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bulletin.retention import Kind, RetentionPolicy, build_policy, cutoff, cutoffs, file_is_due
+from bulletin.settings import Settings
+from bulletin.store import Store
+from bulletin.store.retention import STORE_KINDS, Pruned, prune_kind
+from bulletin.triggers import load_triggers
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    """What one prune deleted (or would delete, ``dry_run``), per kind, and when it ran."""
+
+    started: datetime
+    dry_run: bool
+    pruned: tuple[Pruned, ...]
+
+    def rows(self) -> dict[str, int]:
+        return {p.kind.value: p.rows for p in self.pruned}
+
+    @property
+    def total(self) -> int:
+        return sum(p.rows for p in self.pruned)
+
+
+def policy_from_settings(settings: Settings) -> RetentionPolicy:
+    """The retention policy: the settings' days, each report's own files retention, the triggers' replay windows.
+    A report or trigger that does not load is a DefinitionError naming it, before anything is deleted."""
+    from bulletin.reports import load_reports
+
+    days = {
+        "files": settings.retention_files_days,
+        "manifests": settings.retention_manifests_days,
+        "ledger": settings.retention_ledger_days,
+        "webhooks": settings.retention_webhooks_days,
+        "inbound": settings.retention_inbound_days,
+        "scheduled_events": settings.retention_scheduled_events_days,
+    }
+    triggers = load_triggers(settings.triggers_dir) if settings.triggers_dir.is_dir() else {}
+    return build_policy(days, load_reports(settings.reports_dir).values(), triggers.values())
+
+
+def _files(root: Path) -> Iterator[tuple[Path, os.stat_result]]:
+    """Every regular file under ``root`` with its status, symbolic links neither followed nor listed."""
+    for folder, dirs, names in os.walk(root, followlinks=False):
+        dirs[:] = [d for d in dirs if not Path(folder, d).is_symlink()]
+        for name in names:
+            path = Path(folder, name)
+            status = path.lstat()
+            if path.is_file() and not path.is_symlink():
+                yield path, status
+
+
+def _modified(status: os.stat_result) -> datetime:
+    return datetime.fromtimestamp(status.st_mtime, UTC)
+
+
+def _remove_empty_folders(root: Path) -> None:
+    """Folders under ``root`` left empty, deepest first; ``root`` itself stays."""
+    for folder, dirs, names in os.walk(root, topdown=False, followlinks=False):
+        path = Path(folder)
+        if path != root and not dirs and not names and not path.is_symlink():
+            try:
+                path.rmdir()
+            except OSError:  # a delivery wrote into it meanwhile: it is not empty any more
+                continue
+
+
+def prune_bucket_folder(root: Path, policy: RetentionPolicy, *, now: datetime, dry_run: bool) -> Pruned:
+    """Delete the local bucket's files older than their report's retention (unknown names: the default's)."""
+    pruned = Pruned(Kind.FILES)
+    if not root.is_dir():
+        return pruned
+    for path, status in _files(root):
+        if file_is_due(path.name, _modified(status), policy, now):
+            if not dry_run:
+                path.unlink(missing_ok=True)
+            pruned.rows += 1
+    if not dry_run:
+        _remove_empty_folders(root)
+    return pruned
+
+
+def prune_manifests(folder: Path, days: int, *, now: datetime, dry_run: bool) -> Pruned:
+    """Delete the manifests (``<report>/<run>.json``) written more than ``days`` days ago."""
+    pruned = Pruned(Kind.MANIFESTS)
+    if not folder.is_dir():
+        return pruned
+    limit = cutoff(now, days)
+    for path, status in _files(folder):
+        if path.suffix == ".json" and _modified(status) < limit:
+            if not dry_run:
+                path.unlink(missing_ok=True)
+            pruned.rows += 1
+    if not dry_run:
+        _remove_empty_folders(folder)
+    return pruned
+
+
+def prune_everything(
+    store: Store,
+    policy: RetentionPolicy,
+    *,
+    bucket_dir: Path,
+    manifests_dir: Path,
+    now: datetime,
+    batch: int,
+    dry_run: bool,
+) -> PruneReport:
+    """Prune every kind: the store's in batches of ``batch`` rows, then the manifests and the local bucket."""
+    limits = cutoffs(policy, now)
+    pruned = [
+        prune_kind(store, kind, cutoff=limits[kind], now=now, batch=batch, dry_run=dry_run) for kind in STORE_KINDS
+    ]
+    pruned.append(prune_manifests(manifests_dir, policy.manifests_days, now=now, dry_run=dry_run))
+    pruned.append(prune_bucket_folder(bucket_dir, policy, now=now, dry_run=dry_run))
+    return PruneReport(started=now, dry_run=dry_run, pruned=tuple(pruned))
