@@ -58,8 +58,8 @@ class DeploymentSpec:
     name: str
     entrypoint: str
     description: str
-    parameters: Mapping[str, Any]
-    tags: tuple[str, ...]
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
     schedules: tuple[ScheduleSpec, ...] = ()
 
     @property
@@ -77,7 +77,6 @@ FIXED_DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
         name="deliver-shard",
         entrypoint="flows/deliver_shard.py:deliver_shard",
         description="One shard of a large report run, started by the run itself (BULLETIN_SHARD_RECIPIENTS).",
-        parameters={},
         tags=("bulletin", "shard"),
     ),
     DeploymentSpec(
@@ -93,7 +92,6 @@ FIXED_DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
         name="deliver-scheduled-events",
         entrypoint="flows/deliver_scheduled_events.py:deliver_scheduled_events",
         description="Send the one-off scheduled webhook events that are due (POST /v1/scheduled-events).",
-        parameters={},
         tags=("bulletin", "scheduled-events"),
     ),
     DeploymentSpec(
@@ -101,7 +99,6 @@ FIXED_DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
         name="refresh-dependents",
         entrypoint="flows/refresh.py:refresh_dependents",
         description="Re-run the reports that depend on a report or a dataset (started by webhook triggers).",
-        parameters={},
         tags=("bulletin", "refresh"),
     ),
     DeploymentSpec(
@@ -109,7 +106,6 @@ FIXED_DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
         name="prune",
         entrypoint="flows/prune.py:prune",
         description="Delete what is past its retention (BULLETIN_RETENTION_*_DAYS), daily; see docs/retention.md.",
-        parameters={},
         tags=("bulletin", "retention"),
         schedules=(ScheduleSpec(cron="15 3 * * *", timezone="UTC"),),
     ),

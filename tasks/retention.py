@@ -74,9 +74,9 @@ def _modified(status: os.stat_result) -> datetime:
 
 def _remove_empty_folders(root: Path) -> None:
     """Folders under ``root`` left empty, deepest first; ``root`` itself stays."""
-    for folder, dirs, names in os.walk(root, topdown=False, followlinks=False):
-        path = Path(folder)
-        if path != root and not dirs and not names and not path.is_symlink():
+    for folder, _dirs, _names in os.walk(root, topdown=False, followlinks=False):
+        path = Path(folder)  # listed before its subfolders went: look again whether it is empty now
+        if path != root and not path.is_symlink() and not any(path.iterdir()):
             try:
                 path.rmdir()
             except OSError:  # a delivery wrote into it meanwhile: it is not empty any more
