@@ -40,6 +40,7 @@ class Kind(StrEnum):
     SCHEDULED_EVENTS = "scheduled_events"
     MANIFESTS = "manifests"
     FILES = "files"
+    S3_FILES = "s3_files"
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class RetentionPolicy:
             Kind.SCHEDULED_EVENTS: self.scheduled_events_days,
             Kind.MANIFESTS: self.manifests_days,
             Kind.FILES: self.files_days,
+            Kind.S3_FILES: self.files_days,
         }[kind]
 
     def files_days_of(self, report_id: str | None) -> int:
@@ -81,6 +83,12 @@ class RetentionPolicy:
     def longest_files_days(self) -> int:
         """The longest any file is kept: what a bucket-wide lifecycle rule may expire at, and no sooner."""
         return max([self.files_days, *self.files_by_report.values()])
+
+    @property
+    def files_days_differ(self) -> bool:
+        """Whether some files are kept for less than the longest retention: then a bucket-wide lifecycle rule
+        (which expires at the longest) is not enough, and the prune lists the bucket to delete those sooner."""
+        return any(days < self.longest_files_days for days in [self.files_days, *self.files_by_report.values()])
 
 
 def replay_window(trigger: Trigger) -> timedelta | None:

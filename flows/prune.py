@@ -16,7 +16,7 @@ from bulletin.clock import utc_now
 from bulletin.retention import describe_policy
 from bulletin.settings import Settings
 from bulletin.store import migrate, open_store
-from tasks.retention import PruneReport, policy_from_settings, prune_everything
+from tasks.retention import PruneReport, S3Files, policy_from_settings, prune_everything
 
 ARTIFACT_KEY = "bulletin-prune"
 
@@ -31,6 +31,17 @@ def _record(report: PruneReport, policy_rows: list[tuple[str, int, str]]) -> Non
         description=f"Prune at {report.started:%Y-%m-%d %H:%M:%S} UTC{' (dry run)' if report.dry_run else ''}: "
         f"{report.total} {verb}. Kept: {kept}.",
     )
+
+
+def _s3_files(settings: Settings) -> S3Files | None:
+    """Bulletin's files on S3, when deliveries go there."""
+    if not settings.s3_bucket:
+        return None
+    from tasks.storage.lifecycle_rules import bulletin_prefix
+    from tasks.storage.s3_clients import make_s3_client
+
+    prefix = bulletin_prefix(settings.s3_prefix, settings.storage_prefix)
+    return S3Files(make_s3_client(settings), settings.s3_bucket, prefix)
 
 
 @flow(name="prune", log_prints=False, persist_result=False)
@@ -48,6 +59,7 @@ def prune(dry_run: bool = False) -> dict[str, Any]:
             now=utc_now(),
             batch=settings.prune_batch_rows,
             dry_run=dry_run,
+            s3=_s3_files(settings),
         )
     _record(report, describe_policy(policy))
     get_run_logger().info(

@@ -6,7 +6,9 @@ file's age is its modification time and a delivered file's report (read from its
 of days. ``policy_from_settings`` reads the reports and triggers once, at the edge. Folders emptied by a prune are
 removed; symbolic links are never followed nor deleted, so nothing outside the folders is touched.
 
-Files in an S3 bucket are not listed here: the bucket's lifecycle rule (``bulletin retention apply``) expires them.
+Files in an S3 bucket are expired by the bucket's lifecycle rule (``bulletin retention apply``), which can only
+expire every file after the same number of days, the longest any report asks for; the S3 files of reports kept for
+fewer days are deleted here (the bucket is listed only then).
 """
 
 from __future__ import annotations
@@ -16,12 +18,23 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from bulletin.retention import Kind, RetentionPolicy, build_policy, cutoff, cutoffs, file_is_due
 from bulletin.settings import Settings
 from bulletin.store import Store
 from bulletin.store.retention import STORE_KINDS, Pruned, prune_kind
 from bulletin.triggers import load_triggers
+from tasks.storage.lifecycle import delete_due_objects
+
+
+@dataclass(frozen=True)
+class S3Files:
+    """Where Bulletin's files are on S3: a client, the bucket, and the prefix every file's key starts with."""
+
+    client: Any
+    bucket: str
+    prefix: str
 
 
 @dataclass(frozen=True)
@@ -114,6 +127,22 @@ def prune_manifests(folder: Path, days: int, *, now: datetime, dry_run: bool) ->
     return pruned
 
 
+def prune_s3_files(s3: S3Files, policy: RetentionPolicy, *, now: datetime, batch: int, dry_run: bool) -> Pruned:
+    """Delete the S3 files kept for less than the longest retention once past their own. The bucket's lifecycle rule
+    (``bulletin retention apply``) expires the rest at the longest; when every file is kept as long, it does it all
+    and the bucket is not listed."""
+    pruned = Pruned(Kind.S3_FILES)
+    if not policy.files_days_differ:
+        return pruned
+
+    def is_due(name: str, modified: datetime) -> bool:
+        return file_is_due(name, modified, policy, now)
+
+    pruned.batches = delete_due_objects(s3.client, s3.bucket, s3.prefix, is_due, dry_run=dry_run, batch=batch)
+    pruned.rows = sum(pruned.batches)
+    return pruned
+
+
 def prune_everything(
     store: Store,
     policy: RetentionPolicy,
@@ -123,12 +152,16 @@ def prune_everything(
     now: datetime,
     batch: int,
     dry_run: bool,
+    s3: S3Files | None = None,
 ) -> PruneReport:
-    """Prune every kind: the store's in batches of ``batch`` rows, then the manifests and the local bucket."""
+    """Prune every kind: the store's in batches of ``batch`` rows, then the manifests, the local bucket, and the S3
+    files that the bucket's lifecycle rule would keep too long (``s3``, when files go to S3)."""
     limits = cutoffs(policy, now)
     pruned = [
         prune_kind(store, kind, cutoff=limits[kind], now=now, batch=batch, dry_run=dry_run) for kind in STORE_KINDS
     ]
     pruned.append(prune_manifests(manifests_dir, policy.manifests_days, now=now, dry_run=dry_run))
     pruned.append(prune_bucket_folder(bucket_dir, policy, now=now, dry_run=dry_run))
+    if s3 is not None:
+        pruned.append(prune_s3_files(s3, policy, now=now, batch=batch, dry_run=dry_run))
     return PruneReport(started=now, dry_run=dry_run, pruned=tuple(pruned))

@@ -79,7 +79,8 @@ def test_a_report_keeps_its_files_its_own_number_of_days(tmp_path: Path) -> None
     policy = build_policy(DEFAULT_DAYS, [load_report_file(path)], [])
     assert policy.files_days_of("daily-account-orders") == 730
     assert policy.files_days_of("weekly-regional-sales") == 90 and policy.files_days_of(None) == 90
-    assert policy.longest_files_days == 730
+    assert policy.longest_files_days == 730 and policy.files_days_differ
+    assert not build_policy(DEFAULT_DAYS, [], []).files_days_differ
     name = "daily-account-orders-20250101T063000Z-0b1c2d3e.csv"
     assert report_of_file(name) == "daily-account-orders"
     assert not file_is_due(name, NOW - timedelta(days=400), policy, NOW)

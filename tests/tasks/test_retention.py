@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ def test_local_bucket_files_at_their_boundary_and_a_reports_own_retention(tmp_pa
     kept_longer = _delivered(root, "board-pack", edge - timedelta(days=100))
     stray = _file(root / "notes.txt", edge - SECOND)
     policy = build_policy(DAYS, [], [])
-    policy = type(policy)(**{**policy.__dict__, "files_by_report": {"board-pack": 365}})
+    policy = replace(policy, files_by_report={"board-pack": 365})
 
     assert prune_bucket_folder(root, policy, now=NOW, dry_run=True).rows == 2
     assert old.exists() and stray.exists()

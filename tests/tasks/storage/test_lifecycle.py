@@ -3,6 +3,7 @@ and every other rule of the bucket is kept as it was."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -109,3 +110,33 @@ def test_merge_replaces_only_our_rule_in_place() -> None:
         bulletin_rule("reports", 30)  # a prefix without its slash would also match reports-archive/
     with pytest.raises(ConfigError):
         bulletin_rule("reports/", 0)
+
+
+def test_s3_files_kept_for_less_than_the_longest_go_at_their_own_time(s3_bucket: S3TestBucket) -> None:
+    """The rule expires at the longest retention (board-pack's 365 days); the prune deletes the default reports'
+    files after their 90, in bounded DeleteObjects requests, and never lists outside Bulletin's prefix."""
+    from datetime import UTC, datetime, timedelta
+
+    from bulletin.retention import build_policy
+    from tasks.retention import S3Files, prune_s3_files
+
+    client, name = s3_bucket.client, s3_bucket.name
+    keys = [f"reports/acme/sales/2027/01/01/r{i}/sales-20270101T070000Z-run{i}.pdf" for i in range(5)]
+    keys.append("reports/acme/board-pack/2027/01/01/cfo/board-pack-20270101T070000Z-run.pdf")
+    keys.append("elsewhere/sales-20270101T070000Z-run.pdf")  # not Bulletin's prefix: never touched
+    for key in keys:
+        client.put_object(Bucket=name, Key=key, Body=b"x")
+    days = {"files": 90, "manifests": 400, "ledger": 400, "webhooks": 30, "inbound": 7, "scheduled_events": 30}
+    policy = build_policy(days, [], [])
+    s3 = S3Files(client, name, "reports/")
+    later = datetime.now(UTC) + timedelta(days=91)
+
+    assert prune_s3_files(s3, policy, now=later, batch=2, dry_run=False).rows == 0, "one retention: the rule does it"
+    policy = replace(policy, files_by_report={"board-pack": 365})
+    assert prune_s3_files(s3, policy, now=datetime.now(UTC), batch=2, dry_run=False).rows == 0, "none is due yet"
+    assert prune_s3_files(s3, policy, now=later, batch=2, dry_run=True).rows == 5
+    assert len(client.list_objects_v2(Bucket=name)["Contents"]) == 7, "a dry run deletes nothing"
+    pruned = prune_s3_files(s3, policy, now=later, batch=2, dry_run=False)
+    assert pruned.rows == 5 and pruned.batches == [2, 2, 1]
+    left = {item["Key"] for item in client.list_objects_v2(Bucket=name)["Contents"]}
+    assert left == set(keys[5:])
