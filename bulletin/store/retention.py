@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Connection, Table, and_, case, delete, func, select
+from sqlalchemy import ColumnElement, Connection, Table, and_, case, delete, func, or_, select
 
 from bulletin.retention import Kind
 from bulletin.store.base import aware
@@ -62,6 +62,13 @@ def old_events(cutoff: datetime) -> ColumnElement[bool]:
     return and_(scheduled_events.c.status.in_(_FINISHED_EVENTS), scheduled_events.c.updated_at < cutoff)
 
 
+def old_ledger_row(cutoff: datetime, now: datetime) -> ColumnElement[bool]:
+    """A ledger row unchanged since before ``cutoff`` and not pending under a live lease."""
+    lease = deliveries.c.lease_expires_at
+    not_live = or_(deliveries.c.status != LedgerStatus.PENDING.value, lease.is_(None), lease < now)
+    return and_(deliveries.c.updated_at < cutoff, not_live)
+
+
 def prunable_run_keys(cutoff: datetime, now: datetime) -> Callable[[Sequence[str] | None], ColumnElement[bool]]:
     """The condition "this ledger row's run key may go", optionally limited to some run keys."""
     live = and_(deliveries.c.status == LedgerStatus.PENDING.value, deliveries.c.lease_expires_at >= now)
@@ -96,13 +103,27 @@ def _due(kind: Kind, cutoff: datetime) -> tuple[Table, ColumnElement[bool]]:
     raise ValueError(f"{kind} is not a table of the state store pruned by _due")
 
 
-def _delete_batches(store: Store, table: Table, condition: ColumnElement[bool], batch: int, pruned: Pruned) -> None:
-    """Delete the rows of ``table`` matching ``condition``, at most ``batch`` per transaction, until none is left."""
+def _delete_batches(
+    store: Store,
+    table: Table,
+    condition: ColumnElement[bool],
+    batch: int,
+    pruned: Pruned,
+    recheck: ColumnElement[bool] | None = None,
+) -> None:
+    """Delete the rows of ``table`` matching ``condition``, at most ``batch`` per transaction, until none is left.
+
+    ``recheck``: a condition on the row's own columns, put on the DELETE itself, because PostgreSQL (READ COMMITTED)
+    evaluates it again on a row that another transaction changed meanwhile, which it does not do for the chosen ids:
+    a ledger row claimed, a message redelivered or an event rescheduled while being pruned is not deleted."""
     ids = table.c.id
     while True:
         with store.write() as conn:
             chosen = select(ids).where(condition).limit(batch).scalar_subquery()
-            deleted = int(conn.execute(delete(table).where(ids.in_(chosen))).rowcount)
+            statement = delete(table).where(ids.in_(chosen))
+            if recheck is not None:
+                statement = statement.where(recheck)
+            deleted = int(conn.execute(statement).rowcount)
         pruned.batches.append(deleted)
         pruned.rows += deleted
         if deleted < batch:
@@ -127,7 +148,8 @@ def prune_kind(store: Store, kind: Kind, *, cutoff: datetime, now: datetime, bat
         with store.read() as conn:
             pruned.rows = _count(conn, table, condition)
         return pruned
-    _delete_batches(store, table, condition, batch, pruned)
+    recheck = {Kind.WEBHOOK_MESSAGES: old_messages(cutoff), Kind.SCHEDULED_EVENTS: old_events(cutoff)}.get(kind)
+    _delete_batches(store, table, condition, batch, pruned, recheck=recheck)
     return pruned
 
 
@@ -142,4 +164,5 @@ def _prune_ledger(store: Store, cutoff: datetime, now: datetime, batch: int, dry
         keys = list(conn.execute(select(deliveries.c.run_key).where(may_go(None)).distinct()).scalars())
     for start in range(0, len(keys), RUN_KEYS_PER_CHUNK):
         chunk = keys[start : start + RUN_KEYS_PER_CHUNK]
-        _delete_batches(store, deliveries, and_(deliveries.c.run_key.in_(chunk), may_go(chunk)), batch, pruned)
+        condition = and_(deliveries.c.run_key.in_(chunk), may_go(chunk))
+        _delete_batches(store, deliveries, condition, batch, pruned, recheck=old_ledger_row(cutoff, now))

@@ -263,3 +263,33 @@ def test_scheduled_events_and_invocations_at_their_boundary(store: Store) -> Non
 def test_a_batch_must_hold_a_row(store: Store) -> None:
     with pytest.raises(ValueError, match="batch"):
         _prune(store, Kind.INBOUND_RECEIPTS, 7, batch=0)
+
+
+def test_a_row_claimed_while_its_run_key_is_pruned_is_not_deleted(store: Store) -> None:
+    """A re-run claims a row of an old run key while the prune is deleting it: the prune waits for the claim's
+    transaction, and the claimed row stays (on PostgreSQL the DELETE checks the row's new version again)."""
+    import threading
+    import time
+
+    from sqlalchemy import update
+
+    old = cutoff(NOW, 400) - timedelta(days=10)
+    _insert(store, deliveries, [_ledger_row("rerun", "a", old), _ledger_row("rerun", "b", old, status="failed")])
+    claiming = threading.Event()
+    result: dict[str, Any] = {}
+
+    def claim_and_hold() -> None:
+        with store.write() as conn:
+            reclaim = update(deliveries).where(deliveries.c.recipient == "b")
+            conn.execute(reclaim.values(status="pending", lease_expires_at=NOW + timedelta(seconds=90), updated_at=NOW))
+            claiming.set()
+            time.sleep(0.8)  # the prune's DELETE starts meanwhile and waits for this row
+
+    claimer = threading.Thread(target=claim_and_hold)
+    claimer.start()
+    assert claiming.wait(10)
+    result["pruned"] = _prune(store, Kind.LEDGER, 400)
+    claimer.join()
+    with store.read() as conn:
+        left = {r.recipient: r.status for r in conn.execute(select(deliveries))}
+    assert "b" in left and left["b"] == "pending", f"the claimed row was deleted: {left} ({result})"
