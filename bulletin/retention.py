@@ -48,6 +48,7 @@ class RetentionPolicy:
     """Days kept per kind; ``files_by_report`` holds the reports whose files are kept for another number of days.
 
     ``inbound_days`` is already raised to the replay window; ``inbound_floor`` says which trigger raised it (or None).
+    ``ledger_days`` is already raised to the longest ``tolerance_seconds`` of a report; ``ledger_floor`` says which.
     """
 
     ledger_days: int
@@ -58,6 +59,7 @@ class RetentionPolicy:
     files_days: int
     files_by_report: Mapping[str, int] = field(default_factory=dict)
     inbound_floor: str | None = None
+    ledger_floor: str | None = None
 
     def days(self, kind: Kind) -> int:
         """Days kept for ``kind`` (files: the default, before any report's override)."""
@@ -113,6 +115,17 @@ def inbound_floor(triggers: Iterable[Trigger]) -> tuple[int, str | None]:
     return max(1, math.ceil(longest[0] / DAY)), longest[1]
 
 
+def ledger_floor(reports: Iterable[ReportDefinition]) -> tuple[int, str | None]:
+    """The fewest whole days the ledger must keep a run key so that a scheduled run of its slot, which may start as
+    late as the report's ``tolerance_seconds`` after it, still finds what was sent; and the report that needs the
+    most (None: no report sets a tolerance over a day; the defaults are at most 6 h)."""
+    longest: tuple[int, str | None] = (0, None)
+    for report in sorted(reports, key=lambda r: r.id):
+        if report.tolerance_seconds is not None and report.tolerance_seconds > longest[0]:
+            longest = (report.tolerance_seconds, report.id)
+    return max(1, math.ceil(longest[0] / DAY.total_seconds())), longest[1]
+
+
 def build_policy(
     days: Mapping[str, int], reports: Iterable[ReportDefinition], triggers: Iterable[Trigger]
 ) -> RetentionPolicy:
@@ -130,9 +143,12 @@ def build_policy(
             )
     floor, needed_by = inbound_floor(triggers)
     raised = needed_by if floor > days["inbound"] else None
+    reports = list(reports)
+    ledger_days, ledger_needed_by = ledger_floor(reports)
     overrides = {r.id: r.retention.files_days for r in reports if r.retention is not None}
     return RetentionPolicy(
-        ledger_days=days["ledger"],
+        ledger_days=max(days["ledger"], ledger_days),
+        ledger_floor=ledger_needed_by if ledger_days > days["ledger"] else None,
         webhooks_days=days["webhooks"],
         inbound_days=max(days["inbound"], floor),
         scheduled_events_days=days["scheduled_events"],
@@ -171,8 +187,11 @@ def file_is_due(name: str, modified: datetime, policy: RetentionPolicy, now: dat
 def describe_policy(policy: RetentionPolicy) -> list[tuple[str, int, str]]:
     """The policy as rows of (what, days, note), for ``bulletin prune`` and the prune flow's artifact."""
     inbound_note = f"raised to the replay window of trigger {policy.inbound_floor!r}" if policy.inbound_floor else ""
+    ledger_note = "per run key, from its newest row"
+    if policy.ledger_floor:
+        ledger_note += f"; raised to the tolerance_seconds of report {policy.ledger_floor!r}"
     rows = [
-        ("delivery ledger and audit", policy.ledger_days, "per run key, from its newest row"),
+        ("delivery ledger and audit", policy.ledger_days, ledger_note),
         ("webhook messages and attempts", policy.webhooks_days, "finished messages only"),
         ("inbound receipts", policy.inbound_days, inbound_note),
         ("scheduled events and invocations", policy.scheduled_events_days, "processed or cancelled events only"),

@@ -87,6 +87,16 @@ def test_a_report_keeps_its_files_its_own_number_of_days(tmp_path: Path) -> None
     assert file_is_due("weekly-regional-sales-20250101T070000Z-abc.pdf", NOW - timedelta(days=91), policy, NOW)
 
 
+def test_the_ledger_keeps_a_run_key_as_long_as_its_slot_may_still_run(tmp_path: Path) -> None:
+    """A scheduled run may start up to its report's tolerance after its slot and must find what that slot sent."""
+    source = (PROJECT_ROOT / "deployments" / "reports" / "daily-account-orders.yaml").read_text()
+    path = tmp_path / "daily-account-orders.yaml"
+    path.write_text(source + "tolerance_seconds: 2592001\n")  # 30 days and a second
+    policy = build_policy({**DEFAULT_DAYS, "ledger": 7}, [load_report_file(path)], [])
+    assert policy.ledger_days == 31 and policy.ledger_floor == "daily-account-orders"
+    assert build_policy(DEFAULT_DAYS, [load_report_file(path)], []).ledger_floor is None  # 400 days is longer
+
+
 @pytest.mark.parametrize("retention", ["{files_days: 0}", "{files_days: 30, manifests_days: 3}", "{}", "30"])
 def test_a_bad_report_retention_is_refused(tmp_path: Path, retention: str) -> None:
     source = (PROJECT_ROOT / "deployments" / "reports" / "daily-account-orders.yaml").read_text()
