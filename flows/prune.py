@@ -65,4 +65,6 @@ def prune(dry_run: bool = False) -> dict[str, Any]:
     get_run_logger().info(
         "prune%s: %s", " (dry run)" if dry_run else "", ", ".join(f"{k} {n}" for k, n in report.rows().items())
     )
-    return {"dry_run": dry_run, "deleted": report.rows(), "total": report.total}
+    from prefect.runtime import flow_run
+
+    return {"dry_run": dry_run, "deleted": report.rows(), "total": report.total, "flow_run_id": str(flow_run.id)}

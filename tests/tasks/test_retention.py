@@ -129,6 +129,7 @@ def test_bulletin_prune_runs_the_flow_and_records_what_it_deleted(
     dry = CliRunner().invoke(app, ["prune", "--dry-run"])
     assert dry.exit_code == 0, dry.output
     assert "ledger" in dry.stdout and "would delete 2" in dry.stdout and old_manifest.exists()
+    assert "recorded: artifact 'bulletin-prune' of flow run" in dry.stdout
 
     done = CliRunner().invoke(app, ["prune", "--json"])
     assert done.exit_code == 0, done.output

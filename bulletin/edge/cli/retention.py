@@ -29,7 +29,7 @@ def prune_command(
     from tasks.retention import policy_from_settings
 
     policy_from_settings(Settings())  # a bad setting, report or trigger stops here, before the flow starts
-    from flows.prune import prune
+    from flows.prune import ARTIFACT_KEY, prune
 
     result: dict[str, Any] = prune(dry_run=dry_run)
     if as_json:
@@ -40,6 +40,7 @@ def prune_command(
     for kind, rows in result["deleted"].items():
         typer.echo(f"{kind:<{width}}  {verb} {rows}")
     typer.echo(f"{'total':<{width}}  {verb} {result['total']}")
+    typer.echo(f"recorded: artifact {ARTIFACT_KEY!r} of flow run {result['flow_run_id']}")
 
 
 @retention_app.command("show")
