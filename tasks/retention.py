@@ -4,7 +4,8 @@
 (``bulletin.store.retention``, in bounded batches), then the manifests folder and the local bucket folder, where a
 file's age is its modification time and a delivered file's report (read from its name) may keep it for its own number
 of days. ``policy_from_settings`` reads the reports and triggers once, at the edge. Folders emptied by a prune are
-removed; symbolic links are never followed nor deleted, so nothing outside the folders is touched.
+removed (only those: not one a delivery has just made); symbolic links are never followed nor deleted, so nothing
+outside the folders is touched.
 
 Files in an S3 bucket are expired by the bucket's lifecycle rule (``bulletin retention apply``), which can only
 expire every file after the same number of days, the longest any report asks for; the S3 files of reports kept for
@@ -85,29 +86,36 @@ def _modified(status: os.stat_result) -> datetime:
     return datetime.fromtimestamp(status.st_mtime, UTC)
 
 
-def _remove_empty_folders(root: Path) -> None:
-    """Folders under ``root`` left empty, deepest first; ``root`` itself stays."""
-    for folder, _dirs, _names in os.walk(root, topdown=False, followlinks=False):
-        path = Path(folder)  # listed before its subfolders went: look again whether it is empty now
-        if path != root and not path.is_symlink() and not any(path.iterdir()):
+def _remove_emptied_folders(root: Path, emptied: set[Path]) -> None:
+    """Remove the folders this prune deleted files from, and then their parents, while they are empty; ``root``
+    itself stays. Only those: a folder a delivery has just made and not yet written its file into is empty too, and
+    must not go under it."""
+    for folder in sorted(emptied, key=lambda p: len(p.parts), reverse=True):
+        while folder != root and root in folder.parents and not folder.is_symlink():
             try:
-                path.rmdir()
-            except OSError:  # a delivery wrote into it meanwhile: it is not empty any more
-                continue
+                folder.rmdir()  # refused unless empty: a delivery that wrote into it meanwhile keeps it
+            except OSError:
+                break
+            folder = folder.parent
+
+
+def _delete_due(paths: Iterator[Path], dry_run: bool, root: Path, pruned: Pruned) -> None:
+    """Delete ``paths`` (``dry_run``: count them), then the folders they leave empty."""
+    emptied: set[Path] = set()
+    for path in paths:
+        pruned.rows += 1
+        if not dry_run:
+            path.unlink(missing_ok=True)
+            emptied.add(path.parent)
+    _remove_emptied_folders(root, emptied)
 
 
 def prune_bucket_folder(root: Path, policy: RetentionPolicy, *, now: datetime, dry_run: bool) -> Pruned:
     """Delete the local bucket's files older than their report's retention (unknown names: the default's)."""
     pruned = Pruned(Kind.FILES)
-    if not root.is_dir():
-        return pruned
-    for path, status in _files(root):
-        if file_is_due(path.name, _modified(status), policy, now):
-            if not dry_run:
-                path.unlink(missing_ok=True)
-            pruned.rows += 1
-    if not dry_run:
-        _remove_empty_folders(root)
+    if root.is_dir():
+        due = (path for path, status in _files(root) if file_is_due(path.name, _modified(status), policy, now))
+        _delete_due(due, dry_run, root, pruned)
     return pruned
 
 
@@ -117,13 +125,8 @@ def prune_manifests(folder: Path, days: int, *, now: datetime, dry_run: bool) ->
     if not folder.is_dir():
         return pruned
     limit = cutoff(now, days)
-    for path, status in _files(folder):
-        if path.suffix == ".json" and _modified(status) < limit:
-            if not dry_run:
-                path.unlink(missing_ok=True)
-            pruned.rows += 1
-    if not dry_run:
-        _remove_empty_folders(folder)
+    due = (path for path, status in _files(folder) if path.suffix == ".json" and _modified(status) < limit)
+    _delete_due(due, dry_run, folder, pruned)
     return pruned
 
 

@@ -65,9 +65,12 @@ def test_folders_left_empty_go_and_links_are_never_followed(tmp_path: Path) -> N
     old = _delivered(root, "sales", NOW - timedelta(days=200))
     (root / "reports" / "link").symlink_to(outside.parent, target_is_directory=True)
     (root / "reports" / "file-link.pdf").symlink_to(outside)
+    fresh = root / "reports" / "globex" / "sales" / "2027" / "06" / "01" / "bob"
+    fresh.mkdir(parents=True)  # a delivery has just made it and is about to write its file
     pruned = prune_bucket_folder(root, build_policy(DAYS, [], []), now=NOW, dry_run=False)
     assert pruned.rows == 1 and not old.exists()
-    assert not (root / "reports" / "acme").exists(), "emptied folders are removed"
+    assert not (root / "reports" / "acme").exists(), "folders the prune emptied are removed"
+    assert fresh.is_dir(), "an empty folder the prune did not empty is left alone"
     assert outside.exists() and (root / "reports" / "link").is_symlink()
 
 
