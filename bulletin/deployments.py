@@ -72,8 +72,8 @@ class DeploymentSpec:
     name: str
     entrypoint: str
     description: str
-    parameters: Mapping[str, Any]
-    tags: tuple[str, ...]
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
     schedules: tuple[ScheduleSpec, ...] = ()
     triggers: tuple[TriggerSpec, ...] = ()
 
@@ -92,7 +92,6 @@ FIXED_DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
         name="deliver-shard",
         entrypoint="flows/deliver_shard.py:deliver_shard",
         description="One shard of a large report run, started by the run itself (BULLETIN_SHARD_RECIPIENTS).",
-        parameters={},
         tags=("bulletin", "shard"),
     ),
     DeploymentSpec(
@@ -108,7 +107,6 @@ FIXED_DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
         name="deliver-scheduled-events",
         entrypoint="flows/deliver_scheduled_events.py:deliver_scheduled_events",
         description="Send the one-off scheduled webhook events that are due (POST /v1/scheduled-events).",
-        parameters={},
         tags=("bulletin", "scheduled-events"),
     ),
     DeploymentSpec(
@@ -116,8 +114,15 @@ FIXED_DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
         name="refresh-dependents",
         entrypoint="flows/refresh.py:refresh_dependents",
         description="Re-run the reports that depend on a report or a dataset (started by webhook triggers).",
-        parameters={},
         tags=("bulletin", "refresh"),
+    ),
+    DeploymentSpec(
+        flow_name="prune",
+        name="prune",
+        entrypoint="flows/prune.py:prune",
+        description="Delete what is past its retention (BULLETIN_RETENTION_*_DAYS), daily; see docs/retention.md.",
+        tags=("bulletin", "retention"),
+        schedules=(ScheduleSpec(cron="15 3 * * *", timezone="UTC"),),
     ),
 )
 

@@ -121,6 +121,12 @@ class PeriodSpec(_Strict):
     to: str = Field(description="The last day covered.")
 
 
+class Retention(_Strict):
+    """How long this report's delivered files are kept, overriding BULLETIN_RETENTION_FILES_DAYS."""
+
+    files_days: int = Field(ge=1, le=36_500, description="Days a delivered file of this report is kept.")
+
+
 class ReportDefinition(_Strict):
     id: Identifier
     title: str = Field(min_length=1, max_length=200)
@@ -158,6 +164,9 @@ class ReportDefinition(_Strict):
         le=366 * 86_400,
         description="A scheduled run that starts later than its slot plus this delivers nothing and is recorded as "
         "missed (Hasura's term). Unset: 6 h for schedules of a day or longer, one period for shorter ones.",
+    )
+    retention: Retention | None = Field(
+        default=None, description="Overrides how long files are kept: `{files_days: N}` (docs/retention.md)."
     )
     catch_up: Literal["latest", "all"] = Field(
         default="latest",

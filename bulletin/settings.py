@@ -238,6 +238,40 @@ class Settings(BaseSettings):
         "that are due but were not sent (its runs missed) and starts a run to send them.",
     )
 
+    # --- Retention (docs/retention.md): what `bulletin prune` and the daily prune deployment delete ---
+    retention_files_days: int = Field(
+        default=90,
+        ge=1,
+        le=36_500,
+        description="Days a delivered file is kept (local bucket; the S3 lifecycle rule "
+        "`bulletin retention apply` writes). A report's `retention: {files_days: N}` overrides it.",
+    )
+    retention_manifests_days: int = Field(
+        default=400, ge=1, le=36_500, description="Days a run's manifest file is kept."
+    )
+    retention_ledger_days: int = Field(
+        default=400,
+        ge=1,
+        le=36_500,
+        description="Days the delivery ledger (and so the audit) keeps a run key's rows after that run's last change.",
+    )
+    retention_webhooks_days: int = Field(
+        default=30, ge=1, le=36_500, description="Days a finished webhook message and its attempts are kept."
+    )
+    retention_inbound_days: int = Field(
+        default=7,
+        ge=1,
+        le=36_500,
+        description="Days an inbound message id is kept for the replay check; never less than the longest replay "
+        "window of the triggers (each trigger's timestamp tolerance or maximum age).",
+    )
+    retention_scheduled_events_days: int = Field(
+        default=30, ge=1, le=36_500, description="Days a processed scheduled event and its invocations are kept."
+    )
+    prune_batch_rows: int = Field(
+        default=1_000, ge=1, le=100_000, description="Rows `bulletin prune` deletes per transaction."
+    )
+
     @model_validator(mode="wrap")
     @classmethod
     def _refuse_what_cannot_work(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:

@@ -74,6 +74,7 @@ def test_one_deployment_per_report_plus_the_fixed_ones() -> None:
         "deliver-webhooks",
         "deliver-scheduled-events",
         "refresh-dependents",
+        "prune",
     ]
     assert document["pull"] == [
         {"prefect.deployments.steps.set_working_directory": {"directory": "{{ $BULLETIN_PROJECT_DIR }}"}}
@@ -94,6 +95,10 @@ def test_one_deployment_per_report_plus_the_fixed_ones() -> None:
     assert "schedules" not in webhooks
     assert "schedules" not in by_name(document)["deliver-scheduled-events"]
     assert by_name(document)["refresh-dependents"]["work_pool"]["name"] == "bulletin"
+    # Retention runs daily, whether or not anything is due (docs/retention.md).
+    prune = by_name(document)["prune"]
+    assert prune["entrypoint"] == "flows/prune.py:prune"
+    assert prune["schedules"] == [{"cron": "15 3 * * *", "timezone": "UTC"}]
 
 
 def test_shared_parts_are_anchors_and_the_header_says_generated() -> None:

@@ -41,6 +41,9 @@ def _register() -> None:
     from bulletin.edge.cli import schedules
 
     app.add_typer(schedules.schedules_app, name="schedules")
+    from bulletin.edge.cli import retention
+
+    app.add_typer(retention.retention_app, name="retention")
 
 
 def _is_validation_error(exc: Exception) -> bool:
