@@ -30,11 +30,13 @@ from reportlab.pdfbase.pdfmetrics import registerFont, stringWidth
 from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen.canvas import Canvas
 
+from bulletin.datasets import ColumnFormat
 from bulletin.errors import DefinitionError
 from tasks.render.base import RenderContext
 from tasks.render.chart import chart_points
 from tasks.render.chart_pdf import chart_height, draw_pdf_chart
-from tasks.render.sanitize import Kind, column_kind, generated_label, plain_line, plain_line_array
+from tasks.render.display import column_texts, generated_text
+from tasks.render.sanitize import Kind, column_kind, plain_line, plain_line_array
 
 PAGE_WIDTH, PAGE_HEIGHT = (float(side) for side in landscape(A4))
 MARGIN = 36.0
@@ -112,6 +114,16 @@ def display_strings(column: pa.Array, kind: Kind) -> list[str]:
     return result
 
 
+def reader_strings(column: pa.Array, kind: Kind, fmt: ColumnFormat | None, ctx: RenderContext) -> list[str]:
+    """What a column shows a reader: its declared format in the reader's locale where the format suits the
+    values (a number format on numbers, a date format on dates), else :func:`display_strings`."""
+    if fmt is None or not (kind in ("number", "float") if fmt.is_number else kind in ("date", "datetime")):
+        return display_strings(column, kind)
+    if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
+    return column_texts(column.to_pylist(), fmt, ctx.locale, ctx.timezone)
+
+
 def column_widths(
     labels: list[str], samples: list[list[str]], numeric: list[bool], total: float, fonts: tuple[str, str]
 ) -> list[float]:
@@ -139,6 +151,8 @@ class PdfWriter:
         self._kinds = [column_kind(f.type) for f in schema]
         self._labels = [plain_line(ctx.column_labels.get(n, n)) for n in schema.names]
         self._right = [kind in ("number", "float") for kind in self._kinds]
+        self._formats = [ctx.column_formats.get(name) for name in schema.names]
+        self._generated = generated_text(ctx.generated_at, ctx.timezone, ctx.locale)
         self._title = plain_line(ctx.title)
         # Every page's running title says which days it covers: a page printed alone still says what it is.
         self._running = f"{self._title}, {plain_line(ctx.period)}" if ctx.period else self._title
@@ -206,7 +220,7 @@ class PdfWriter:
     def _clipped(self, column: pa.Array, index: int) -> list[str]:
         width = self._widths[index] - 2 * PADDING
         font = self._fonts[0]
-        values = display_strings(column, self._kinds[index])
+        values = reader_strings(column, self._kinds[index], self._formats[index], self._ctx)
         # ASCII glyphs are at most about one em wide, so short ASCII strings need no measuring.
         fits = int(width / (FONT_SIZE * 1.05))
         if self._right[index]:
@@ -219,7 +233,10 @@ class PdfWriter:
     def _begin(self, sample: pa.RecordBatch | None) -> None:
         samples: list[list[str]] = [[] for _ in self._kinds]
         if sample is not None:
-            samples = [display_strings(c, k) for c, k in zip(sample.columns, self._kinds, strict=True)]
+            samples = [
+                reader_strings(c, k, f, self._ctx)
+                for c, k, f in zip(sample.columns, self._kinds, self._formats, strict=True)
+            ]
         self._widths = column_widths(self._labels, samples, self._right, PAGE_WIDTH - 2 * MARGIN, self._fonts)
         self._start_page()
 
@@ -265,7 +282,7 @@ class PdfWriter:
             ("", ctx.description, 5),
             ("Prepared for: ", ctx.recipient, 1),
             ("Scope: ", ctx.scope, 3),
-            ("Generated: ", generated_label(ctx.generated_at, ctx.timezone), 1),
+            ("Generated: ", self._generated, 1),
         ]
         if ctx.truncated_at is not None:
             note = f"only the first {ctx.truncated_at:,} rows are shown (row limit)."
@@ -320,7 +337,7 @@ class PdfWriter:
         canvas, regular = self._canvas, self._fonts[0]
         canvas.setFont(regular, FONT_SIZE)
         canvas.setFillColor(_RULE)
-        canvas.drawString(MARGIN, MARGIN - 14, generated_label(self._ctx.generated_at, self._ctx.timezone))
+        canvas.drawString(MARGIN, MARGIN - 14, self._generated)
         prefix = f"Page {self._page} of "
         x = PAGE_WIDTH - MARGIN - 40 - stringWidth(prefix, regular, FONT_SIZE)
         canvas.drawString(x, MARGIN - 14, prefix)
