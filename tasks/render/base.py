@@ -34,6 +34,8 @@ class ChartData:
     omitted: int = 0
     #: The measure over every category (a sum or a count adds up; an average does not: None).
     total: float | None = None
+    #: How the measure's values read (the measure column's declared format; a count's is an integer), or None
+    value_format: ColumnFormat | None = None
 
 
 @dataclass(frozen=True)
