@@ -198,6 +198,14 @@ class DatasetSpec(BaseModel):
         """The declared display formats, by column name (undeclared columns are shown as they are)."""
         return {c.name: c.format for c in self.columns if c.format is not None}
 
+    def totals_columns(self, totals: bool | list[str], shown: list[str]) -> tuple[str, ...]:
+        """The ``shown`` columns a report's ``totals`` adds up: those named, or with ``true`` every one with a
+        declared currency, integer or decimal format (never a percent, nor an undeclared id column)."""
+        if totals is True:
+            formats = self.formats()
+            return tuple(n for n in shown if n in formats and formats[n].is_number and formats[n].kind != "percent")
+        return tuple(n for n in shown if totals and n in totals)
+
     def label_for(self, name: str) -> str:
         column = self.column(name)
         return column.label if column and column.label else name

@@ -126,6 +126,12 @@ def _columns(report: ReportDefinition, spec: DatasetSpec) -> list[Problem]:
         problems += _column_problem(f"column_labels.{name}", name, spec)
     for i, order in enumerate(report.order):
         problems += _column_problem(f"order.{i}.field", order.field, spec)
+    for i, name in enumerate(report.totals if isinstance(report.totals, list) else []):
+        column = spec.column(name)
+        if column is None:
+            problems += _column_problem(f"totals.{i}", name, spec)
+        elif column.type not in (None, *_NUMERIC) or (column.format is not None and column.format.kind == "percent"):
+            problems.append(Problem(f"totals.{i}", name, "is not a column of amounts that add up"))
     if report.chart is not None:
         problems += _column_problem("chart.category", report.chart.category, spec)
         measure = spec.column(report.chart.measure)

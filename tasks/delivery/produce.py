@@ -113,6 +113,7 @@ def prepare(plan: DeliveryPlan, services: DeliveryServices, recipient: Recipient
         no_rows=no_rows_sentence(dataset.title if dataset else "rows", scope_filters, period),
         column_formats=formats,
         locale=locale,
+        totals=dataset.totals_columns(report.totals, report.columns or dataset.column_names) if dataset else (),
     )
     return Prepared(minted.jti, claims_tok, query, ctx)
 

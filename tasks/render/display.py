@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
@@ -39,7 +39,7 @@ from babel.numbers import (
 
 from bulletin.datasets import ColumnFormat
 from bulletin.period import DEFAULT_LOCALE, reader_locale
-from tasks.render.sanitize import generated_label
+from tasks.render.sanitize import Kind, generated_label
 
 __all__ = [
     "DEFAULT_LOCALE",
@@ -47,9 +47,11 @@ __all__ = [
     "column_texts",
     "date_pattern",
     "excel_format",
+    "excel_formats",
     "format_value",
     "generated_text",
     "number_style",
+    "suits",
 ]
 
 _PROBES = (Decimal("15352124.165"), Decimal("-1234.5"), Decimal("0.5"), 7, Decimal("-0.153"))
@@ -157,6 +159,24 @@ def excel_format(fmt: ColumnFormat, locale: str = DEFAULT_LOCALE) -> str:
     symbol = get_currency_symbol(fmt.currency, where).replace('"', "")
     prefix, suffix = (_quoted(part.replace("¤", symbol)) for part in (pattern.prefix[0], pattern.suffix[0]))
     return f"{prefix}{digits}{suffix}"
+
+
+def suits(fmt: ColumnFormat | None, kind: Kind) -> bool:
+    """Whether a declared format applies to values of ``kind``: a number format to numbers, a date one to dates
+    (a dataset without column types may declare a format its values then do not have: they show as they are)."""
+    return fmt is not None and (kind in ("number", "float") if fmt.is_number else kind in ("date", "datetime"))
+
+
+def excel_formats(
+    names: Sequence[str], kinds: Sequence[Kind], formats: Mapping[str, ColumnFormat], locale: str | None
+) -> list[str | None]:
+    """Per column, the XLSX number format code of its declared format in ``locale``, where it suits the column's
+    values; else None (the kind's own)."""
+    codes: list[str | None] = []
+    for name, kind in zip(names, kinds, strict=True):
+        fmt = formats.get(name)
+        codes.append(excel_format(fmt, locale or DEFAULT_LOCALE) if fmt is not None and suits(fmt, kind) else None)
+    return codes
 
 
 def _quoted(text: str) -> str:

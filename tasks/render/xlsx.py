@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 from bulletin.errors import DefinitionError
 from tasks.render.archive import Archive
 from tasks.render.base import RenderContext
-from tasks.render.display import DEFAULT_LOCALE, excel_format
+from tasks.render.display import excel_formats
 from tasks.render.sanitize import (
     FORMULA_TRIGGERS,
     XLSX_CELL_LIMIT,
@@ -38,6 +38,7 @@ from tasks.render.sanitize import (
     sanitize_xlsx_text,
     sanitize_xlsx_text_array,
 )
+from tasks.render.totals import TOTAL_LABEL, Totals, number_text
 from tasks.render.xlsx_parts import (
     DATA_PART,
     DEFAULT_LABELS,
@@ -275,17 +276,6 @@ def sheet_tail(filter_ref: str) -> bytes:
     return f'</sheetData><autoFilter ref="{filter_ref}"/>{margins}</worksheet>'.encode()
 
 
-def declared_formats(names: list[str], kinds: list[Kind], ctx: RenderContext) -> list[str | None]:
-    """Per column, the number format code of its declared format (in the reader's locale) when that format suits
-    the column's values (a number format on numbers, a date format on dates); else None: the kind's own."""
-    codes: list[str | None] = []
-    for name, kind in zip(names, kinds, strict=True):
-        fmt = ctx.column_formats.get(name)
-        fits = fmt is not None and (kind in ("number", "float") if fmt.is_number else kind in ("date", "datetime"))
-        codes.append(excel_format(fmt, ctx.locale or DEFAULT_LOCALE) if fmt is not None and fits else None)
-    return codes
-
-
 def in_zone(batch: pa.RecordBatch, columns: list[int], zone: str) -> pa.RecordBatch:
     """``batch`` with the zone-aware timestamp ``columns`` moved to ``zone``: the reader's wall-clock time."""
     arrays = list(batch.columns)
@@ -295,6 +285,24 @@ def in_zone(batch: pa.RecordBatch, columns: list[int], zone: str) -> pa.RecordBa
     return pa.RecordBatch.from_arrays(
         arrays, schema=pa.schema([f.with_type(a.type) for f, a in zip(batch.schema, arrays, strict=True)])
     )
+
+
+def totals_row(totals: Totals, row: int, count: int, styles: Styles, codes: list[str | None]) -> bytes:
+    """The totals row under the data: "Total", then per summed column ``SUBTOTAL(109, ...)`` over its cells with
+    the sum as the cached value. SUBTOTAL, not SUM: once the reader filters the rows, the total is of those shown;
+    the cached value is what readers that compute nothing (python-calamine, previews) show."""
+    cells = []
+    label = totals.label_column(count)
+    for i in range(count):
+        ref, letters = f"{column_letters(i)}{row}", column_letters(i)
+        if i == label:
+            cells.append(f'<c r="{ref}" s="{styles.header}" t="inlineStr"><is><t>{TOTAL_LABEL}</t></is></c>')
+        elif i in totals.sums:
+            code = codes[i]
+            style = styles.totals[code] if code else styles.header
+            formula = f"SUBTOTAL(109,{letters}2:{letters}{row - 1})"
+            cells.append(f'<c r="{ref}" s="{style}"><f>{formula}</f><v>{number_text(totals.sums[i])}</v></c>')
+    return f'<row r="{row}">{"".join(cells)}</row>'.encode()
 
 
 class XlsxWriter:
@@ -312,7 +320,8 @@ class XlsxWriter:
         self._kinds = [column_kind(f.type) for f in schema]
         self._labels = [sanitize_xlsx_text(ctx.column_labels.get(n, n)) for n in schema.names]
         self._rows = 0
-        codes = declared_formats(self._names, self._kinds, ctx)
+        self._codes = codes = excel_formats(self._names, self._kinds, ctx.column_formats, ctx.locale)
+        self._totals = Totals(self._names, self._kinds, ctx.totals)
         self._formats = tuple(dict.fromkeys(code for code in codes if code))  # each distinct code once
         # The sheet XML names style indices before any workbook exists: every workbook numbers them alike.
         self._styles = workbook_template(len(schema), DEFAULT_LABELS, self._formats).styles
@@ -350,6 +359,8 @@ class XlsxWriter:
             self._start_sheet(batch.slice(0, _WIDTH_SAMPLE_ROWS))
         if self._zoned:
             batch = in_zone(batch, self._zoned, self._ctx.timezone)
+        if self._totals:
+            self._totals.add(batch)
         for start in range(0, batch.num_rows, SLICE_ROWS):
             part = batch.slice(start, SLICE_ROWS)
             self._zip.write(rows_xml(part, self._kinds, self._rows + 2, self._styles, self._column_styles))
@@ -361,6 +372,8 @@ class XlsxWriter:
         if not self._started:
             self._start_sheet(None)
         last = f"{column_letters(len(self._kinds) - 1)}{self._rows + 1}"
+        if self._totals and 0 < self._rows < MAX_DATA_ROWS:  # outside the filter's range: sorting leaves it last
+            self._zip.write(totals_row(self._totals, self._rows + 2, len(self._kinds), self._styles, self._codes))
         self._zip.write(sheet_tail(f"A1:{last}"))
         self._zip.close_stream()
         columns, ctx = len(self._kinds), self._ctx

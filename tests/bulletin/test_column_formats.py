@@ -65,3 +65,16 @@ def test_the_shipped_sales_dataset_declares_its_money_in_euros():
     sales = load_datasets(PROJECT_ROOT / "deployments" / "datasets")["sales"]
     assert sales.formats()["amount"] == ColumnFormat(kind="currency", currency="EUR")
     assert sales.formats()["quantity"].kind == "integer"
+
+
+def test_totals_true_adds_up_the_declared_amounts_only(tmp_path):
+    text = HEAD + (
+        "  - {name: amount, type: decimal, format: {kind: currency, currency: EUR}}\n"
+        "  - {name: share, type: decimal, format: percent}\n"
+        "  - {name: qty, type: integer, format: integer}\n"
+    )
+    (tmp_path / "things.yaml").write_text(text, encoding="utf-8")
+    spec = load_datasets(tmp_path)["things"]
+    assert spec.totals_columns(True, ["id", "amount", "share", "qty"]) == ("amount", "qty")
+    assert spec.totals_columns(["qty", "id"], ["id", "qty"]) == ("id", "qty")
+    assert spec.totals_columns(False, ["id", "amount"]) == ()

@@ -67,6 +67,8 @@ def test_every_shipped_report_passes() -> None:
         ({"chart": {"category": "prodct", "measure": "amount"}}, ["chart.category: 'prodct' is not a column"]),
         ({"chart": {"category": "product", "measure": "amnt"}}, ["chart.measure: 'amnt' is not a column"]),
         ({"chart": {"category": "product", "measure": "region"}}, ["chart.measure: 'region' is a string column"]),
+        ({"totals": ["amount", "amnt"]}, ["totals.1: 'amnt' is not a column"]),
+        ({"totals": ["region"]}, ["totals.0: 'region' is not a column of amounts that add up"]),
         (
             {"secure_filters": {"sales": [region_filter(field="regoin")]}},
             ["secure_filters.sales.0.field: 'regoin' is not a column of dataset 'sales'"],

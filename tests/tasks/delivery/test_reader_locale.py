@@ -92,7 +92,7 @@ def test_a_german_reader_gets_german_numbers_dates_and_time(
     assert "02.11.2026, 07:30:00 CET (Europe/Berlin, UTC+01:00)" in pdf  # the generation time, in Berlin
     week = Period(DEMO_END_DATE - timedelta(days=6), DEMO_END_DATE)
     assert period_label(week, "de-DE") in pdf  # the period, as "25.–31. Okt. 2026"
-    assert " €" in pdf and "€1" not in pdf  # the currency after the number, as German writes it
+    assert f"\n{german} €\n" in pdf.split("\nTotal\n")[-1]  # the totals row, the currency after the number
     summary = openpyxl.load_workbook(stored(delivery, "xlsx"))["Summary"]
     facts = {row[0]: row[1] for row in summary.iter_rows(min_row=3, max_col=2, values_only=True) if row[0]}
     assert facts["Generated"].startswith("02.11.2026, 07:30:00")

@@ -132,3 +132,29 @@ def test_csv_stays_raw_and_machine_readable(tmp_path):
     path = render("csv", tmp_path / "r.csv", make_ctx(locale="de-DE"))
     rows = list(csv.reader(path.open(encoding="utf-8")))
     assert rows[1][1:5] == ["2026-10-25", "1234567", "15352124.16", "0.1534"]
+
+
+def test_xlsx_totals_row_is_a_subtotal_formula_with_its_value_cached(tmp_path):
+    path = render("xlsx", tmp_path / "r.xlsx", make_ctx(totals=("qty", "amount", "raw")))
+    sheet = openpyxl.load_workbook(path)["Data"]
+    assert sheet["A5"].value == "Total"
+    assert sheet["D5"].value == "=SUBTOTAL(109,D2:D4)"
+    assert sheet["D5"].number_format == '"€"#,##0.00' and sheet["D5"].font.b
+    assert sheet["E5"].value is None, "not asked for"
+    assert sheet.auto_filter.ref == "A1:F4", "the total stays out of the filter: sorting leaves it last"
+    rows = CalamineWorkbook.from_path(str(path)).get_sheet_by_name("Data").to_python()
+    assert rows[4][2] == 1234564
+    assert rows[4][3] == pytest.approx(float(sum(AMOUNTS)))
+    assert rows[4][5] == pytest.approx(1236.5)
+
+
+def test_pdf_totals_row_in_the_readers_locale(tmp_path):
+    text = pdf_text(render("pdf", tmp_path / "r.pdf", make_ctx(locale="de-DE", totals=("qty", "amount"))))
+    assert "Total" in text
+    assert "15.350.889,66 €" in text  # 15,352,124.16 - 1,234.50
+    assert "1.234.564" in text
+
+
+def test_no_totals_row_unless_asked_for(tmp_path):
+    assert openpyxl.load_workbook(render("xlsx", tmp_path / "r.xlsx", make_ctx()))["Data"].max_row == 4
+    assert "Total" not in pdf_text(render("pdf", tmp_path / "r.pdf", make_ctx()))
