@@ -94,7 +94,7 @@ def test_every_shipped_report_passes() -> None:
             {"secure_filters": {"sales": [region_filter(value="{{ recipient.regoin }}")]}},
             [
                 "secure_filters.sales.0.value: '{{ recipient.regoin }}' names recipient.regoin, which the audience "
-                "does not provide (it provides email, org, ref, region)"
+                "does not provide (it provides email, locale, org, ref, region, timezone)"
             ],
         ),
         (
