@@ -344,7 +344,7 @@ class EmailChannel:
                 period=ctx.period,
                 no_rows=ctx.no_rows if files and max(f.rows for f in files) == 0 else None,
                 chart_title=ctx.chart.title if chart_png and ctx.chart else None,
-                chart_rows=chart_rows(ctx.chart) if chart_png and ctx.chart else None,
+                chart_rows=chart_rows(ctx.chart, ctx.locale) if chart_png and ctx.chart else None,
                 subject_template=templates.subject if templates else None,
                 text_template=templates.text if templates else None,
                 html_template=templates.html if templates else None,

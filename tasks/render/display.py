@@ -81,7 +81,7 @@ class NumberStyle:
             value = Decimal(repr(value))  # round half-even on the shortest decimal, as Babel does
         if self.babel is not None:
             return self.babel(value)
-        digits = format(abs(value) * self.scale, self.spec).translate(self.table)
+        digits = format(abs(value) * self.scale if self.scale != 1 else abs(value), self.spec).translate(self.table)
         prefix, suffix = self.negative if value < 0 else self.positive
         return f"{prefix}{digits}{suffix}"
 

@@ -26,7 +26,7 @@ import xlsxwriter
 from tasks.render.archive import Packed, pack
 from tasks.render.base import RenderContext
 from tasks.render.chart import add_xlsx_chart, chart_points
-from tasks.render.display import generated_text
+from tasks.render.display import DEFAULT_LOCALE, excel_format, generated_text
 from tasks.render.sanitize import remove_xlsx_illegal, sanitize_xlsx_text
 
 SUMMARY_SHEET, DATA_SHEET = "Summary", "Data"
@@ -103,7 +103,9 @@ def book_parts(
     last_row = _write_summary(book, summary, sanitize_xlsx_text(ctx.title), facts, rows)
     if ctx.chart is not None:
         chart_row = last_row + 2
-        add_xlsx_chart(book, summary, chart_points(ctx.chart), chart_row)
+        measure = ctx.chart.value_format
+        code = excel_format(measure, ctx.locale or DEFAULT_LOCALE) if measure and measure.is_number else "#,##0.##"
+        add_xlsx_chart(book, summary, chart_points(ctx.chart), chart_row, code)
     data.autofilter(0, 0, rows, columns - 1)  # gives the workbook its filter's defined name
     summary.activate()
     book.close()

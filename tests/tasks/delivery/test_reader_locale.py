@@ -6,6 +6,7 @@ the standard library's email parser."""
 from __future__ import annotations
 
 import email
+import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -98,10 +99,13 @@ def test_a_german_reader_gets_german_numbers_dates_and_time(
     assert facts["Generated"].startswith("02.11.2026, 07:30:00")
     data = openpyxl.load_workbook(stored(delivery, "xlsx"))["Data"]
     assert data["I2"].number_format == '#,##0.00"\xa0€"'
+    assert summary["B" + str(summary.max_row)].number_format == '#,##0.00"\xa0€"'  # the chart's table
     msg = message(settings, "rm-de")
     for text in (body(msg, "plain"), body(msg, "html")):
         assert f"{german} €" in text  # the key figure: the region's total
         assert "02.11.2026, 07:30:00" in text
+        chart = text.split("Revenue by product")[-1]
+        assert re.search(r"Other \(\d+\)\D*\d{1,3}(\.\d{3})*,\d\d €", chart), "the bars' numbers, in German"
 
 
 def test_a_reader_without_a_locale_reads_as_before_with_grouped_money(
