@@ -158,3 +158,19 @@ def test_pdf_totals_row_in_the_readers_locale(tmp_path):
 def test_no_totals_row_unless_asked_for(tmp_path):
     assert openpyxl.load_workbook(render("xlsx", tmp_path / "r.xlsx", make_ctx()))["Data"].max_row == 4
     assert "Total" not in pdf_text(render("pdf", tmp_path / "r.pdf", make_ctx()))
+
+
+def test_declared_timestamps_show_in_the_readers_zone(tmp_path):
+    schema = pa.schema([("at", pa.timestamp("us", tz="UTC")), ("left", pa.timestamp("us", tz="UTC"))])
+    moment = datetime(2026, 10, 31, 23, 30, tzinfo=ZoneInfo("UTC"))
+    rows = pa.record_batch([pa.array([moment], schema[0].type), pa.array([moment], schema[1].type)], schema=schema)
+    ctx = make_ctx(column_formats={"at": ColumnFormat(kind="timestamp")}, timezone="Europe/Berlin", locale="de-DE")
+    for fmt in ("xlsx", "pdf"):
+        writer = open_writer(fmt, tmp_path / f"t.{fmt}", schema, ctx)
+        writer.write_batch(rows)
+        writer.close()
+    sheet = openpyxl.load_workbook(tmp_path / "t.xlsx")["Data"]
+    assert sheet["A2"].value == datetime(2026, 11, 1, 0, 30), "Berlin's wall-clock time"
+    assert sheet["A2"].number_format == "dd\\.mm\\.yyyy hh\\:mm"
+    assert sheet["B2"].value == datetime(2026, 10, 31, 23, 30), "undeclared: its own zone, as before"
+    assert "01.11.2026 00:30" in pdf_text(tmp_path / "t.pdf")
