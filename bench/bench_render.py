@@ -79,8 +79,13 @@ def batches(rows: int, batch_rows: int = BATCH_ROWS, seed: int = 7) -> Iterator[
 
 
 def bench_ctx() -> Any:
+    """A report as readers get it: declared formats (money, counts, a percent, dates) and a totals row."""
+    from bulletin.datasets import ColumnFormat
     from tasks.render import ChartData, RenderContext
 
+    euros = ColumnFormat(kind="currency", currency="EUR")
+    formats = {"order_date": ColumnFormat(kind="date"), "quantity": ColumnFormat(kind="integer")}
+    formats |= {"unit_price": euros, "amount": euros, "discount": ColumnFormat(kind="percent")}
     return RenderContext(
         report_id="bench",
         title="Orders by city",
@@ -90,6 +95,8 @@ def bench_ctx() -> Any:
         generated_at=datetime(2024, 5, 1, 9, 0, tzinfo=ZoneInfo("Europe/London")),
         timezone="Europe/London",
         chart=ChartData("Amount by city", "City", "Amount", CITIES, [float(i * 10) for i in range(len(CITIES))]),
+        column_formats=formats,
+        totals=("quantity", "amount"),
     )
 
 

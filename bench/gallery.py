@@ -10,7 +10,9 @@ one recipient whose scope has no rows. From the files it makes:
 - ``email.png``: the email's HTML as a mail client shows it, the inline chart included (headless Chromium);
 - ``xlsx-summary.png``: the XLSX Summary sheet with its native chart, as LibreOffice draws it (headless LibreOffice
   Calc converts the workbook to PDF, pdftoppm draws that);
-- ``pdf-no-rows.png``: the first page of a recipient with no rows.
+- ``pdf-no-rows.png``: the first page of a recipient with no rows;
+- ``pdf-de-DE-last-page.png``: the last page of the same week for a manager who reads German (``locale: de-DE``):
+  German numbers, money and dates, and the table's totals row.
 
 A tool that is not installed is said so, and its picture is skipped: the others are still made. Exit status 1 when
 any picture was skipped, so a gallery is never silently incomplete.
@@ -34,6 +36,8 @@ from bulletin.settings import PROJECT_ROOT
 
 GALLERY = PROJECT_ROOT / "docs" / "gallery"
 REPORT, RECIPIENT, AS_OF = "weekly-regional-sales", "rm-emea-north", "2026-10-31"
+#: The same region's other manager, who reads German (locale de-DE, Europe/Berlin: bulletin/demo_data.py).
+GERMAN_READER = "rm-emea-north-2"
 #: At most this wide: legible in a README, small in git.
 WIDTH = 1000
 TIMEOUT = 180
@@ -52,6 +56,7 @@ def main(out: Path = GALLERY) -> int:
             ("email.png", "chromium", lambda: _email(files["eml"], work)),
             ("xlsx-summary.png", "soffice", lambda: _xlsx(files["xlsx"], work)),
             ("pdf-no-rows.png", "pdftoppm", lambda: _pdf_page(files["empty-pdf"], work / "empty")),
+            ("pdf-de-DE-last-page.png", "pdftoppm", lambda: _pdf_page(files["de-pdf"], work / "de", last=True)),
         ]
         for name, tool, make in steps:
             if shutil.which(tool) is None:
@@ -91,12 +96,19 @@ def _deliver(home: Path) -> dict[str, Path]:
     (empty_pdf,) = [p for p in (home / "bucket").rglob("*.pdf") if p != pdf]
     if empty.deliveries[0].artifacts[0].rows != 0:
         raise SystemExit("the gallery's empty run found rows")
-    return {"pdf": pdf, "xlsx": xlsx, "eml": eml, "empty-pdf": empty_pdf}
+    # A German reader of the same week: German numbers and dates, and the table's totals row on its last page.
+    run_report(REPORT, recipients=[GERMAN_READER], formats=["pdf"], parameters={"as_of": AS_OF})
+    (de_pdf,) = [p for p in (home / "bucket").rglob("*.pdf") if GERMAN_READER in str(p)]
+    return {"pdf": pdf, "xlsx": xlsx, "eml": eml, "empty-pdf": empty_pdf, "de-pdf": de_pdf}
 
 
-def _pdf_page(pdf: Path, stem: Path) -> Path:
+def _pdf_page(pdf: Path, stem: Path, *, last: bool = False) -> Path:
+    """Page 1 of ``pdf`` as a PNG, or with ``last`` its last page."""
+    from pypdf import PdfReader
+
+    page = str(len(PdfReader(pdf).pages)) if last else "1"
     subprocess.run(
-        ["pdftoppm", "-r", "90", "-f", "1", "-l", "1", "-singlefile", "-png", str(pdf), str(stem)],
+        ["pdftoppm", "-r", "90", "-f", page, "-l", page, "-singlefile", "-png", str(pdf), str(stem)],
         check=True,
         timeout=TIMEOUT,
     )

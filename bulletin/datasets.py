@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 from pydantic_core.core_schema import ValidationInfo
 
 from bulletin.definitions import load_definition
@@ -23,14 +23,94 @@ SourceName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0
 ColumnType = Literal["string", "integer", "decimal", "number", "date", "timestamp", "boolean"]
 
 
+#: How a column's values are shown to a reader (PDF, XLSX, email); CSV always keeps the raw values.
+FormatKind = Literal["currency", "integer", "decimal", "percent", "date", "timestamp"]
+_NUMBER_KINDS = ("currency", "integer", "decimal", "percent")
+_KINDS_FOR_TYPE: dict[str, tuple[str, ...]] = {
+    "integer": _NUMBER_KINDS,
+    "decimal": _NUMBER_KINDS,
+    "number": _NUMBER_KINDS,
+    "date": ("date",),
+    "timestamp": ("date", "timestamp"),
+}
+
+
+class ColumnFormat(BaseModel):
+    """A column's display format: ``{kind: currency, currency: EUR}``, ``{kind: decimal, decimals: 1}``,
+    ``{kind: percent}`` (the values are fractions: 0.153 shows as 15.3 %), ``integer``, ``date``, ``timestamp``.
+
+    The separators, the currency symbol's place and the order of a date's parts come from the reader's locale
+    (tasks/render/display.py); the file format keeps the value a number or a date wherever it can (XLSX)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: FormatKind
+    currency: str | None = Field(default=None, description="ISO 4217 code (EUR, USD, JPY), for kind currency only.")
+    decimals: int | None = Field(
+        default=None,
+        ge=0,
+        le=10,
+        description="Digits after the decimal point; default 2, 1 for a percent, the "
+        "currency's own for a currency (0 for JPY).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"kind": value} if isinstance(value, str) else value  # `format: integer`
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ColumnFormat:
+        if self.kind == "currency":
+            from babel.numbers import is_currency  # here, not at import: a dataset without formats never pays
+
+            if not self.currency:
+                raise ValueError("a currency format needs its ISO 4217 code, e.g. {kind: currency, currency: EUR}")
+            if self.currency != self.currency.upper() or not is_currency(self.currency):
+                raise ValueError(f"{self.currency!r} is not an ISO 4217 currency code (EUR, USD, GBP...)")
+        elif self.currency is not None:
+            raise ValueError(f"'currency' goes with kind currency, not {self.kind}")
+        if self.decimals is not None and self.kind in ("integer", "date", "timestamp"):
+            raise ValueError(f"'decimals' does not apply to kind {self.kind}")
+        return self
+
+    @property
+    def is_number(self) -> bool:
+        return self.kind in _NUMBER_KINDS
+
+
 class ColumnSpec(BaseModel):
-    """One column a dataset exposes."""
+    """One column a dataset exposes, and optionally how a reader sees its values (``format``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: ColumnName
     type: ColumnType | None = None
     label: str | None = None
+    format: ColumnFormat | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _named_format(cls, value: Any) -> Any:
+        # Pydantic would place a bad format at "columns.11.format": say which column by name instead.
+        if not isinstance(value, dict) or value.get("format") is None:
+            return value
+        name = value.get("name", "?")
+        try:
+            fmt = ColumnFormat.model_validate(value["format"])
+        except ValidationError as exc:
+            reasons = "; ".join(_reason(e) for e in exc.errors(include_input=False, include_url=False))
+            raise ValueError(f"column {name!r}: format: {reasons}") from None
+        allowed = _KINDS_FOR_TYPE.get(str(value.get("type")))
+        if value.get("type") is not None and (allowed is None or fmt.kind not in allowed):
+            raise ValueError(f"column {name!r}: format {fmt.kind} does not suit a {value['type']} column")
+        return {**value, "format": fmt}
+
+
+def _reason(error: Any) -> str:
+    where = ".".join(str(part) for part in error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
 
 
 class DatasetSpec(BaseModel):
@@ -113,6 +193,18 @@ class DatasetSpec(BaseModel):
         if op not in allowed:
             return "op", f"is not allowed on {field!r} in dataset {self.id!r} (allowed: {', '.join(allowed)})"
         return None
+
+    def formats(self) -> dict[str, ColumnFormat]:
+        """The declared display formats, by column name (undeclared columns are shown as they are)."""
+        return {c.name: c.format for c in self.columns if c.format is not None}
+
+    def totals_columns(self, totals: bool | list[str], shown: list[str]) -> tuple[str, ...]:
+        """The ``shown`` columns a report's ``totals`` adds up: those named, or with ``true`` every one with a
+        declared currency, integer or decimal format (never a percent, nor an undeclared id column)."""
+        if totals is True:
+            formats = self.formats()
+            return tuple(n for n in shown if n in formats and formats[n].is_number and formats[n].kind != "percent")
+        return tuple(n for n in shown if totals and n in totals)
 
     def label_for(self, name: str) -> str:
         column = self.column(name)

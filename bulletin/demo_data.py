@@ -89,6 +89,17 @@ REGIONAL_MANAGERS = (
     ("rm-emea-north-2", "sven.olsen@example.org", "Sven Olsen", "globex", "EMEA-North"),
     ("rm-apac-2", "priya.nair@example.org", "Priya Nair", "globex", "APAC"),
 )
+#: How each regional manager reads numbers, dates and times (their ``locale`` and ``timezone`` attributes).
+MANAGER_LOCALES = {
+    "rm-emea-north": ("en-GB", "Europe/London"),
+    "rm-emea-south": ("it-IT", "Europe/Rome"),
+    "rm-amer-east": ("en-US", "America/New_York"),
+    "rm-amer-west": ("en-US", "America/Los_Angeles"),
+    "rm-latam": ("pt-BR", "America/Sao_Paulo"),
+    "rm-apac": ("ja-JP", "Asia/Tokyo"),
+    "rm-emea-north-2": ("de-DE", "Europe/Berlin"),
+    "rm-apac-2": ("en-IN", "Asia/Kolkata"),
+}
 #: (ref, email, name, org, account_id)
 ACCOUNT_MANAGERS = (
     ("am-acc-0001", "liam.walsh@example.com", "Liam Walsh", "acme", "ACC-0001"),
@@ -203,9 +214,10 @@ def _build(con: duckdb.DuckDBPyConnection, rows: int, start: date) -> None:
     con.execute(_ORDERS_VIEW)
     con.execute(
         "CREATE TABLE regional_managers (ref VARCHAR PRIMARY KEY, email VARCHAR NOT NULL, name VARCHAR, "
-        "org VARCHAR, region VARCHAR NOT NULL)"
+        "org VARCHAR, region VARCHAR NOT NULL, locale VARCHAR, timezone VARCHAR)"
     )
-    con.executemany("INSERT INTO regional_managers VALUES (?, ?, ?, ?, ?)", list(REGIONAL_MANAGERS))
+    managers = [(*row, *MANAGER_LOCALES.get(row[0], (None, None))) for row in REGIONAL_MANAGERS]
+    con.executemany("INSERT INTO regional_managers VALUES (?, ?, ?, ?, ?, ?, ?)", managers)
     con.execute(
         "CREATE TABLE account_managers (ref VARCHAR PRIMARY KEY, email VARCHAR NOT NULL, name VARCHAR, "
         "org VARCHAR, account_id VARCHAR NOT NULL)"

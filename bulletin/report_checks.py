@@ -21,6 +21,7 @@ from bulletin.email_templates import TemplateKind, template_problems
 from bulletin.errors import DefinitionError
 from bulletin.models import Filter
 from bulletin.reports import ReportDefinition, load_report_file
+from bulletin.schedules import check_timezone
 from bulletin.templating import TemplateError, is_template, template_path
 
 #: What a secure filter or filter template may read from ``recipient`` besides its attributes
@@ -126,6 +127,12 @@ def _columns(report: ReportDefinition, spec: DatasetSpec) -> list[Problem]:
         problems += _column_problem(f"column_labels.{name}", name, spec)
     for i, order in enumerate(report.order):
         problems += _column_problem(f"order.{i}.field", order.field, spec)
+    for i, name in enumerate(report.totals if isinstance(report.totals, list) else []):
+        column = spec.column(name)
+        if column is None:
+            problems += _column_problem(f"totals.{i}", name, spec)
+        elif column.type not in (None, *_NUMERIC) or (column.format is not None and column.format.kind == "percent"):
+            problems.append(Problem(f"totals.{i}", name, "is not a column of amounts that add up"))
     if report.chart is not None:
         problems += _column_problem("chart.category", report.chart.category, spec)
         measure = spec.column(report.chart.measure)
@@ -177,6 +184,28 @@ def _email(report: ReportDefinition, audience: _Audience) -> list[Problem]:
     return problems
 
 
+def _readers(report: ReportDefinition) -> list[Problem]:
+    """Inline recipients' ``locale`` and ``timezone`` attributes: a run fails that recipient alone, so only
+    ``validate`` (each recipient) names them ahead."""
+    from bulletin.period import reader_locale  # Babel's data only for a report whose recipients name a locale
+
+    problems = []
+    for i, recipient in enumerate(report.audience.recipients):
+        locale, zone = recipient.attributes.get("locale"), recipient.attributes.get("timezone")
+        path = f"audience.recipients.{i}.attributes"
+        try:
+            if locale is not None:
+                reader_locale(str(locale))
+        except DefinitionError:
+            problems.append(Problem(f"{path}.locale", locale, "is not a locale CLDR knows (use e.g. en-GB, de-DE)"))
+        try:
+            if zone is not None:
+                check_timezone(str(zone))
+        except ValueError:
+            problems.append(Problem(f"{path}.timezone", zone, "is not an IANA time zone (use e.g. Europe/Berlin)"))
+    return problems
+
+
 def _unknown_dataset(registry: Mapping[str, DatasetSpec]) -> str:
     return f"is not a dataset (known: {', '.join(sorted(registry)) or 'none'})"
 
@@ -197,6 +226,8 @@ def check_report(
     for i, flt in enumerate(report.filters):
         problems += _filter_problems(f"filters.{i}", flt, spec, audience)
     problems += _secure_filters(report, registry, audience)
+    if each_recipient:
+        problems += _readers(report)
     return problems + _email(report, audience)
 
 

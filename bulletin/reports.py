@@ -142,6 +142,11 @@ class ReportDefinition(_Strict):
     limit: int | None = Field(default=None, ge=1)
     formats: list[Format] = Field(min_length=1)
     chart: Chart | None = None
+    totals: bool | list[ColumnName] = Field(
+        default=False,
+        description="A totals row at the end of the PDF and XLSX tables: true for every column with a declared "
+        "currency, integer or decimal format, or the columns to add up.",
+    )
     period: PeriodSpec | None = Field(
         default=None, description="The days each run covers; unset: read from the filters' date bounds, if any."
     )

@@ -38,6 +38,7 @@ from tasks.email import (
 from tasks.render import MEDIA_TYPES
 from tasks.render.base import RenderContext
 from tasks.render.chart import chart_rows
+from tasks.render.display import generated_text
 from tasks.storage import Destination, LocalBucket, LocalLinks, ObjectFinder, StoredObject, build_key
 
 
@@ -339,10 +340,11 @@ class EmailChannel:
                 files=[(f.filename, f.bytes, f.rows) for f in files],
                 links=links,
                 generated_at=ctx.generated_at,
+                generated=generated_text(ctx.generated_at, ctx.timezone, ctx.locale) if ctx.locale else None,
                 period=ctx.period,
                 no_rows=ctx.no_rows if files and max(f.rows for f in files) == 0 else None,
                 chart_title=ctx.chart.title if chart_png and ctx.chart else None,
-                chart_rows=chart_rows(ctx.chart) if chart_png and ctx.chart else None,
+                chart_rows=chart_rows(ctx.chart, ctx.locale) if chart_png and ctx.chart else None,
                 subject_template=templates.subject if templates else None,
                 text_template=templates.text if templates else None,
                 html_template=templates.html if templates else None,

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import tempfile
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from bulletin.datasets import ColumnFormat
+from bulletin.errors import DefinitionError
 from bulletin.models import QuerySpec, Recipient, describe_scope, no_rows_sentence
-from bulletin.period import period_label
+from bulletin.period import DEFAULT_LOCALE, period_label, reader_locale
+from bulletin.schedules import check_timezone
 from tasks.audience import scope_for_recipient
 from tasks.delivery.channels import RenderedFile
 from tasks.delivery.plan import DeliveryPlan, build_query
@@ -21,6 +24,7 @@ from tasks.delivery.services import DeliveryServices
 from tasks.render import EXTENSIONS, open_writer
 from tasks.render.base import ChartData, RenderContext
 from tasks.render.chart import shape_chart
+from tasks.render.display import format_value
 from tasks.storage import sha256_file
 from tasks.tokens import TokenClaims, mint_token, verify_token
 from tasks.warehouse import run_aggregate, run_query
@@ -91,22 +95,42 @@ def prepare(plan: DeliveryPlan, services: DeliveryServices, recipient: Recipient
     )
     query = build_query(plan, recipient)
     scope_filters = claims_tok.filters_for(report.dataset)
-    period = period_label(plan.period) if plan.period else None
-    what = services.datasets[report.dataset].title if report.dataset in services.datasets else "rows"
+    locale, zone = reader_of(recipient, report.display_timezone)
+    period = period_label(plan.period, locale or DEFAULT_LOCALE) if plan.period else None
+    dataset = services.datasets.get(report.dataset)
+    formats = dataset.formats() if dataset else {}
     ctx = RenderContext(
         report_id=report.id,
         title=report.title,
         description=report.description,
         recipient=recipient.label,
         scope=describe_scope(scope_filters),
-        generated_at=services.clock().astimezone(ZoneInfo(report.display_timezone)),
-        timezone=report.display_timezone,
+        generated_at=services.clock().astimezone(ZoneInfo(zone)),
+        timezone=zone,
         column_labels=dict(report.column_labels),
-        chart=_chart(plan, services, claims_tok, query),
+        chart=_chart(plan, services, claims_tok, query, formats),
         period=period,
-        no_rows=no_rows_sentence(what, scope_filters, period),
+        no_rows=no_rows_sentence(dataset.title if dataset else "rows", scope_filters, period),
+        column_formats=formats,
+        locale=locale,
+        totals=dataset.totals_columns(report.totals, report.columns or dataset.column_names) if dataset else (),
     )
     return Prepared(minted.jti, claims_tok, query, ctx)
+
+
+def reader_of(recipient: Recipient, default_zone: str) -> tuple[str | None, str]:
+    """The recipient's locale (their ``locale`` attribute, a BCP 47 tag; None when they have none) and time zone
+    (their ``timezone`` attribute, else ``default_zone``, the report's). A wrong one is a DefinitionError naming
+    the recipient: their delivery fails, the run's other recipients are not held up."""
+    locale, zone = recipient.attributes.get("locale"), recipient.attributes.get("timezone")
+    try:
+        if locale is not None:
+            reader_locale(str(locale))
+        if zone is not None:
+            check_timezone(str(zone))
+    except (DefinitionError, ValueError) as exc:
+        raise DefinitionError(f"recipient {recipient.ref!r}: {exc}", field="recipient") from exc
+    return (None if locale is None else str(locale)), (default_zone if zone is None else str(zone))
 
 
 def file_paths(
@@ -146,7 +170,13 @@ def rendered_files(paths: dict[str, Path], rows: dict[str, int]) -> dict[str, Re
     }
 
 
-def _chart(plan: DeliveryPlan, services: DeliveryServices, claims: TokenClaims, query: QuerySpec) -> ChartData | None:
+def _chart(
+    plan: DeliveryPlan,
+    services: DeliveryServices,
+    claims: TokenClaims,
+    query: QuerySpec,
+    formats: dict[str, ColumnFormat],
+) -> ChartData | None:
     spec = plan.report.chart
     if spec is None:
         return None
@@ -155,7 +185,7 @@ def _chart(plan: DeliveryPlan, services: DeliveryServices, claims: TokenClaims, 
     )
     labels = plan.report.column_labels
     measure, category = labels.get(spec.measure, spec.measure), labels.get(spec.category, spec.category)
-    return shape_chart(
+    chart = shape_chart(
         rows,
         top=spec.top,
         agg=spec.agg,
@@ -163,15 +193,19 @@ def _chart(plan: DeliveryPlan, services: DeliveryServices, claims: TokenClaims, 
         category_label=category,
         value_label=measure,
     )
+    # A sum or an average is in the measure's unit (euros); a count is not.
+    value_format = formats.get(spec.measure) if spec.agg != "count" else ColumnFormat(kind="integer")
+    return replace(chart, value_format=value_format)
 
 
 def key_figures(ctx: RenderContext, files: dict[str, RenderedFile]) -> list[tuple[str, str]]:
     """The few figures a message's body leads with: rows, the chart's total and top category, the scope."""
     rows = max((f.rows for f in files.values()), default=0)
-    figures = [("Rows", f"{rows:,}"), ("Scope", ctx.scope)]
+    counted = format_value(rows, ColumnFormat(kind="integer"), ctx.locale) if ctx.locale else f"{rows:,}"
+    figures = [("Rows", counted), ("Scope", ctx.scope)]
     chart = ctx.chart
     if chart and chart.values and not chart.time:  # bars come largest first, "Other" last
         figures.insert(1, (f"Top {chart.category_label}", chart.categories[0]))
     if chart and chart.values and chart.total is not None:
-        figures.insert(1, (f"Total {chart.value_label}", f"{chart.total:,.2f}"))
+        figures.insert(1, (f"Total {chart.value_label}", format_value(chart.total, chart.value_format, ctx.locale)))
     return figures

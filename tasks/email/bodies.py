@@ -175,6 +175,7 @@ def render_bodies(
     files: list[tuple[str, int, int]],
     links: list[DownloadLink],
     generated_at: datetime,
+    generated: str | None = None,
     period: str | None = None,
     no_rows: str | None = None,
     chart_title: str | None = None,
@@ -189,6 +190,7 @@ def render_bodies(
     With ``chart_title`` the HTML shows the inline chart (``cid:`` ``CHART_CID``); ``chart_rows`` are its bars'
     (label, value), written under it and in its alt text for a reader whose client blocks images, and in the text
     body instead of it.
+    ``generated``: the generation time as the reader's locale writes it (else ``generated_at`` in ISO form).
     ``period`` (the days the data covers) leads the default subject; ``no_rows`` is the sentence of a report whose
     files have no rows, said in both bodies instead of leaving the reader to open an empty file.
     The subject is one line: a title or template that yields a line break is refused (``UnsafeEmailError``).
@@ -206,7 +208,7 @@ def render_bodies(
         "key_figures": [(str(label), str(value)) for label, value in key_figures],
         "files": [{"name": name, "size": human_size(size), "rows": f"{rows:,}"} for name, size, rows in files],
         "links": [_link(link) for link in links],
-        "generated": _when(generated_at),
+        "generated": generated or _when(generated_at),
         "generated_date": f"{generated_at:%Y-%m-%d}",
         "period": period,
         "no_rows": no_rows,

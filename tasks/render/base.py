@@ -13,6 +13,7 @@ from typing import Protocol
 
 import pyarrow as pa
 
+from bulletin.datasets import ColumnFormat
 from tasks.arrow import keep_pandas_out
 
 keep_pandas_out()  # before any writer converts Python objects to Arrow (see tasks/arrow.py)
@@ -33,6 +34,8 @@ class ChartData:
     omitted: int = 0
     #: The measure over every category (a sum or a count adds up; an average does not: None).
     total: float | None = None
+    #: How the measure's values read (the measure column's declared format; a count's is an integer), or None
+    value_format: ColumnFormat | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,13 @@ class RenderContext:
     truncated_at: int | None = None  # set when the row limit cut the result: the file must say so
     period: str | None = None  # the days the data covers, for the reader ("25 – 31 Oct 2026"); None: not stated
     no_rows: str = "No rows."  # what a file with no rows says instead of an empty table (no_rows_sentence)
+    #: column name -> how readers see it (the dataset's ``format``); a column without one is shown as it is
+    column_formats: dict[str, ColumnFormat] = field(default_factory=dict)
+    #: the reader's locale (BCP 47, ``de-DE``) for numbers, dates and the generation time; None: none declared
+    #: (declared formats then follow en-GB, and the generation time keeps its ISO form)
+    locale: str | None = None
+    #: number columns that get a totals row at the end of the table (PDF, XLSX): the report's ``totals``
+    totals: tuple[str, ...] = ()
 
 
 class ReportWriter(Protocol):

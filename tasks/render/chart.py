@@ -110,8 +110,14 @@ def chart_points(chart: ChartData) -> ChartPoints:
     )
 
 
-def chart_rows(chart: ChartData) -> list[tuple[str, str]]:
-    """The chart's bars as (label, value) text, for the email's table and alt text: thousands separated."""
+def chart_rows(chart: ChartData, locale: str | None = None) -> list[tuple[str, str]]:
+    """The chart's bars as (label, value) text, for the email's table and alt text: in the measure's declared
+    format and the reader's ``locale`` (``€2,745,637.63``), else thousands separated."""
+    if chart.value_format is not None:
+        from tasks.render.display import format_value  # Babel's data only when a format asks for it
+
+        values = [("" if v is None else format_value(v, chart.value_format, locale)) for v in chart.values]
+        return list(zip(chart.categories, values, strict=True))
     whole = all(v is None or float(v).is_integer() for v in chart.values)
     shape = "{:,.0f}" if whole else "{:,.2f}"  # counts as counts; money keeps its cents on every line
     return [(c, "" if v is None else shape.format(v)) for c, v in zip(chart.categories, chart.values, strict=True)]
@@ -150,7 +156,9 @@ def short_label(text: str, limit: int = MAX_LABEL_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def add_xlsx_chart(workbook: Any, sheet: Any, points: ChartPoints, chart_row: int) -> int:
+def add_xlsx_chart(
+    workbook: Any, sheet: Any, points: ChartPoints, chart_row: int, number_format: str = "#,##0.##"
+) -> int:
     """Put a native chart at ``chart_row`` of ``sheet`` and, below it, the two-column table it plots: bars largest
     first (lying down when there are many or their labels are long), a line for a time series, the values in human
     units on the bars. Returns the row after the table.
@@ -162,7 +170,7 @@ def add_xlsx_chart(workbook: Any, sheet: Any, points: ChartPoints, chart_row: in
     bold = workbook.add_format({"bold": True})
     sheet.write_string(first_row, 0, sanitize_xlsx_text(points.category_label), bold)
     sheet.write_string(first_row, 1, sanitize_xlsx_text(points.value_label), bold)
-    number = workbook.add_format({"num_format": "#,##0.##"})
+    number = workbook.add_format({"num_format": number_format})  # the measure's declared format, when it has one
     for i, (category, value) in enumerate(zip(points.categories, points.values, strict=True)):
         sheet.write_string(first_row + 1 + i, 0, sanitize_xlsx_text(category))
         if value is None:

@@ -30,11 +30,14 @@ from reportlab.pdfbase.pdfmetrics import registerFont, stringWidth
 from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen.canvas import Canvas
 
+from bulletin.datasets import ColumnFormat
 from bulletin.errors import DefinitionError
 from tasks.render.base import RenderContext
 from tasks.render.chart import chart_points
 from tasks.render.chart_pdf import chart_height, draw_pdf_chart
-from tasks.render.sanitize import Kind, column_kind, generated_label, plain_line, plain_line_array
+from tasks.render.display import column_texts, generated_text, suits
+from tasks.render.sanitize import Kind, column_kind, plain_line, plain_line_array
+from tasks.render.totals import TOTAL_LABEL, Totals
 
 PAGE_WIDTH, PAGE_HEIGHT = (float(side) for side in landscape(A4))
 MARGIN = 36.0
@@ -112,6 +115,16 @@ def display_strings(column: pa.Array, kind: Kind) -> list[str]:
     return result
 
 
+def reader_strings(column: pa.Array, kind: Kind, fmt: ColumnFormat | None, ctx: RenderContext) -> list[str]:
+    """What a column shows a reader: its declared format in the reader's locale where the format suits the
+    values (a number format on numbers, a date format on dates), else :func:`display_strings`."""
+    if fmt is None or not suits(fmt, kind):
+        return display_strings(column, kind)
+    if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
+    return column_texts(column.to_pylist(), fmt, ctx.locale, ctx.timezone)
+
+
 def column_widths(
     labels: list[str], samples: list[list[str]], numeric: list[bool], total: float, fonts: tuple[str, str]
 ) -> list[float]:
@@ -139,6 +152,9 @@ class PdfWriter:
         self._kinds = [column_kind(f.type) for f in schema]
         self._labels = [plain_line(ctx.column_labels.get(n, n)) for n in schema.names]
         self._right = [kind in ("number", "float") for kind in self._kinds]
+        self._formats = [ctx.column_formats.get(name) for name in schema.names]
+        self._totals = Totals(self._names, self._kinds, ctx.totals)
+        self._generated = generated_text(ctx.generated_at, ctx.timezone, ctx.locale)
         self._title = plain_line(ctx.title)
         # Every page's running title says which days it covers: a page printed alone still says what it is.
         self._running = f"{self._title}, {plain_line(ctx.period)}" if ctx.period else self._title
@@ -164,6 +180,8 @@ class PdfWriter:
             return
         if not self._widths:
             self._begin(batch.slice(0, _SAMPLE_ROWS))
+        if self._totals:
+            self._totals.add(batch)
         for start in range(0, batch.num_rows, _CHUNK_ROWS):
             chunk = batch.slice(start, _CHUNK_ROWS)
             columns = [self._clipped(c, i) for i, c in enumerate(chunk.columns)]
@@ -188,6 +206,8 @@ class PdfWriter:
             for line in wrap_text(self._ctx.no_rows, PAGE_WIDTH - 2 * MARGIN, self._fonts[0], 12, 3):
                 self._canvas.drawString(MARGIN, self._y, line)
                 self._y -= 15
+        if self._totals and self._rows:
+            self._draw_totals()
         if truncated_at is not None and self._ctx.truncated_at is None:
             # Only known now that the rows are read: say it under the table's last row.
             if self._y < _TABLE_BOTTOM:
@@ -206,7 +226,7 @@ class PdfWriter:
     def _clipped(self, column: pa.Array, index: int) -> list[str]:
         width = self._widths[index] - 2 * PADDING
         font = self._fonts[0]
-        values = display_strings(column, self._kinds[index])
+        values = reader_strings(column, self._kinds[index], self._formats[index], self._ctx)
         # ASCII glyphs are at most about one em wide, so short ASCII strings need no measuring.
         fits = int(width / (FONT_SIZE * 1.05))
         if self._right[index]:
@@ -219,7 +239,10 @@ class PdfWriter:
     def _begin(self, sample: pa.RecordBatch | None) -> None:
         samples: list[list[str]] = [[] for _ in self._kinds]
         if sample is not None:
-            samples = [display_strings(c, k) for c, k in zip(sample.columns, self._kinds, strict=True)]
+            samples = [
+                reader_strings(c, k, f, self._ctx)
+                for c, k, f in zip(sample.columns, self._kinds, self._formats, strict=True)
+            ]
         self._widths = column_widths(self._labels, samples, self._right, PAGE_WIDTH - 2 * MARGIN, self._fonts)
         self._start_page()
 
@@ -265,7 +288,7 @@ class PdfWriter:
             ("", ctx.description, 5),
             ("Prepared for: ", ctx.recipient, 1),
             ("Scope: ", ctx.scope, 3),
-            ("Generated: ", generated_label(ctx.generated_at, ctx.timezone), 1),
+            ("Generated: ", self._generated, 1),
         ]
         if ctx.truncated_at is not None:
             note = f"only the first {ctx.truncated_at:,} rows are shown (row limit)."
@@ -316,11 +339,32 @@ class PdfWriter:
         self._y -= count * ROW_HEIGHT
         self._drawn += count
 
+    def _draw_totals(self) -> None:
+        """The totals row under the table's last row, bold, over a rule: each sum as its column shows numbers."""
+        if self._y < _TABLE_BOTTOM:
+            self._finish_page()
+            self._start_page()
+        canvas, bold = self._canvas, self._fonts[1]
+        canvas.setStrokeColor(_RULE)
+        canvas.setLineWidth(0.6)
+        canvas.line(MARGIN, self._y + ROW_HEIGHT - 3, PAGE_WIDTH - MARGIN, self._y + ROW_HEIGHT - 3)
+        canvas.setFont(bold, FONT_SIZE)
+        label, x = self._totals.label_column(len(self._kinds)), MARGIN
+        for i, width in enumerate(self._widths):
+            if i == label:
+                canvas.drawString(x + PADDING, self._y, TOTAL_LABEL)
+            elif i in self._totals.sums:
+                shown = reader_strings(pa.array([self._totals.sums[i]]), self._kinds[i], self._formats[i], self._ctx)
+                text = shown[0] if stringWidth(shown[0], bold, FONT_SIZE) <= width - 2 * PADDING else NUMBER_OVERFLOW
+                canvas.drawRightString(x + width - PADDING, self._y, text)
+            x += width
+        self._y -= ROW_HEIGHT
+
     def _finish_page(self) -> None:
         canvas, regular = self._canvas, self._fonts[0]
         canvas.setFont(regular, FONT_SIZE)
         canvas.setFillColor(_RULE)
-        canvas.drawString(MARGIN, MARGIN - 14, generated_label(self._ctx.generated_at, self._ctx.timezone))
+        canvas.drawString(MARGIN, MARGIN - 14, self._generated)
         prefix = f"Page {self._page} of "
         x = PAGE_WIDTH - MARGIN - 40 - stringWidth(prefix, regular, FONT_SIZE)
         canvas.drawString(x, MARGIN - 14, prefix)

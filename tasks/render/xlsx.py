@@ -18,6 +18,7 @@ text), strings are inline strings, sanitised by :mod:`tasks.render.sanitize`, ne
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import pyarrow.compute as pc
 from bulletin.errors import DefinitionError
 from tasks.render.archive import Archive
 from tasks.render.base import RenderContext
+from tasks.render.display import excel_formats
 from tasks.render.sanitize import (
     FORMULA_TRIGGERS,
     XLSX_CELL_LIMIT,
@@ -36,6 +38,7 @@ from tasks.render.sanitize import (
     sanitize_xlsx_text,
     sanitize_xlsx_text_array,
 )
+from tasks.render.totals import TOTAL_LABEL, Totals, number_text
 from tasks.render.xlsx_parts import (
     DATA_PART,
     DEFAULT_LABELS,
@@ -154,9 +157,12 @@ def _escaped(values: pa.Array) -> pa.Array:
     return xml_text_array(sanitize_xlsx_text_array(values))
 
 
-def cell_pieces(column: pa.Array, kind: Kind, rows: pa.Array, ref: str, styles: Styles) -> Pieces:
+def cell_pieces(
+    column: pa.Array, kind: Kind, rows: pa.Array, ref: str, styles: Styles, style: int | None = None
+) -> Pieces:
     """The ``<c>`` elements of a column (row numbers as strings in ``rows``, column letters ``ref``) as pieces
-    for :func:`join_pieces`; a null value is no element at all.
+    for :func:`join_pieces`; a null value is no element at all. ``style``: the column's declared number format's
+    style index (a literal in the pieces: it costs nothing per cell).
 
     ``rows_xml`` joins the pieces of every column in one kernel: joining each column's cells and then the row
     again cost three times as much (docs/benchmarks.md, "XLSX cell building").
@@ -170,13 +176,15 @@ def cell_pieces(column: pa.Array, kind: Kind, rows: pa.Array, ref: str, styles: 
             finite = pc.is_finite(column)
             if not pc.all(finite).as_py():  # NaN and infinities: Excel cannot hold them, so no cell
                 column = pc.if_else(finite, column, None)
-        return _whole([f'<c r="{ref}', rows, '"><v>', column.cast(pa.string()), "</v></c>"], column)
+        styled = f'" s="{style}"><v>' if style is not None else '"><v>'
+        return _whole([f'<c r="{ref}', rows, styled, column.cast(pa.string()), "</v></c>"], column)
     if kind == "bool":
         flags = pc.if_else(column, "1", "0")
         return _whole([f'<c r="{ref}', rows, '" t="b"><v>', flags, "</v></c>"], column)
     if kind in ("date", "datetime"):
         serials = _serials(column, kind)
-        style = styles.date if kind == "date" else styles.datetime
+        if style is None:
+            style = styles.date if kind == "date" else styles.datetime
         pieces: Pieces = [f'<c r="{ref}', rows, f'" s="{style}"><v>', serials.cast(pa.string()), "</v></c>"]
         low, high = pc.min_max(serials).values()
         if low.as_py() is None or (low.as_py() >= _FIRST_SERIAL and high.as_py() < _LAST_SERIAL + 1):
@@ -206,8 +214,16 @@ def _untouched(column: pa.Array) -> bool:
     return column.nbytes <= XLSX_CELL_LIMIT or not pc.any(pc.greater(pc.binary_length(column), XLSX_CELL_LIMIT)).as_py()
 
 
-def rows_xml(batch: pa.RecordBatch, kinds: list[Kind], first_row: int, styles: Styles) -> memoryview:
-    """The ``<row>`` elements of ``batch``, whose first row is sheet row ``first_row`` (1-based)."""
+def rows_xml(
+    batch: pa.RecordBatch,
+    kinds: list[Kind],
+    first_row: int,
+    styles: Styles,
+    column_styles: Sequence[int | None] | None = None,
+) -> memoryview:
+    """The ``<row>`` elements of ``batch``, whose first row is sheet row ``first_row`` (1-based). ``column_styles``:
+    per column, its declared format's style index, or None for the kind's own."""
+    own = column_styles or [None] * len(kinds)
     rows = row_numbers(first_row, batch.num_rows)
     columns = [_plain(column) for column in batch.columns]
     texts = iter(_text_columns([column for column, kind in zip(columns, kinds, strict=True) if kind == "text"]))
@@ -216,7 +232,7 @@ def rows_xml(batch: pa.RecordBatch, kinds: list[Kind], first_row: int, styles: S
         if kind == "text":
             pieces += _whole(_text_pieces(next(texts), rows, column_letters(i)), column)
         else:
-            pieces += cell_pieces(column, kind, rows, column_letters(i), styles)
+            pieces += cell_pieces(column, kind, rows, column_letters(i), styles, own[i])
     first_rows = rows if first_row == 2 and batch.num_rows <= SLICE_ROWS else None  # the cached copy
     joined = join_pieces([*pieces, "</row>"], batch.num_rows, first_rows)
     # A string array's values lie end to end in its data buffer: hand that to zlib as one block, uncopied.
@@ -260,6 +276,35 @@ def sheet_tail(filter_ref: str) -> bytes:
     return f'</sheetData><autoFilter ref="{filter_ref}"/>{margins}</worksheet>'.encode()
 
 
+def in_zone(batch: pa.RecordBatch, columns: list[int], zone: str) -> pa.RecordBatch:
+    """``batch`` with the zone-aware timestamp ``columns`` moved to ``zone``: the reader's wall-clock time."""
+    arrays = list(batch.columns)
+    for i in columns:
+        if pa.types.is_timestamp(arrays[i].type) and arrays[i].type.tz is not None:
+            arrays[i] = arrays[i].cast(pa.timestamp(arrays[i].type.unit, tz=zone))
+    return pa.RecordBatch.from_arrays(
+        arrays, schema=pa.schema([f.with_type(a.type) for f, a in zip(batch.schema, arrays, strict=True)])
+    )
+
+
+def totals_row(totals: Totals, row: int, count: int, styles: Styles, codes: list[str | None]) -> bytes:
+    """The totals row under the data: "Total", then per summed column ``SUBTOTAL(109, ...)`` over its cells with
+    the sum as the cached value. SUBTOTAL, not SUM: once the reader filters the rows, the total is of those shown;
+    the cached value is what readers that compute nothing (python-calamine, previews) show."""
+    cells = []
+    label = totals.label_column(count)
+    for i in range(count):
+        ref, letters = f"{column_letters(i)}{row}", column_letters(i)
+        if i == label:
+            cells.append(f'<c r="{ref}" s="{styles.header}" t="inlineStr"><is><t>{TOTAL_LABEL}</t></is></c>')
+        elif i in totals.sums:
+            code = codes[i]
+            style = styles.totals[code] if code else styles.header
+            formula = f"SUBTOTAL(109,{letters}2:{letters}{row - 1})"
+            cells.append(f'<c r="{ref}" s="{style}"><f>{formula}</f><v>{number_text(totals.sums[i])}</v></c>')
+    return f'<row r="{row}">{"".join(cells)}</row>'.encode()
+
+
 class XlsxWriter:
     """Streams record batches into one XLSX file. Open with :func:`tasks.render.open_writer`.
 
@@ -275,14 +320,24 @@ class XlsxWriter:
         self._kinds = [column_kind(f.type) for f in schema]
         self._labels = [sanitize_xlsx_text(ctx.column_labels.get(n, n)) for n in schema.names]
         self._rows = 0
+        self._codes = codes = excel_formats(self._names, self._kinds, ctx.column_formats, ctx.locale)
+        self._totals = Totals(self._names, self._kinds, ctx.totals)
+        self._formats = tuple(dict.fromkeys(code for code in codes if code))  # each distinct code once
         # The sheet XML names style indices before any workbook exists: every workbook numbers them alike.
-        self._styles = workbook_template(len(schema), DEFAULT_LABELS).styles
+        self._styles = workbook_template(len(schema), DEFAULT_LABELS, self._formats).styles
+        self._column_styles = [self._styles.numbers[code] if code else None for code in codes]
+        # Declared timestamps are shown in the reader's zone (the generation time's); others in their own.
+        self._zoned = [i for i, (c, k) in enumerate(zip(codes, self._kinds, strict=True)) if c and k == "datetime"]
         self._file = path.open("wb")
         self._zip = Archive(self._file, ctx.generated_at.timetuple()[:6])
         self._started = False  # the data sheet's part is open, started by the first batch
 
     def _start_sheet(self, sample: pa.RecordBatch | None) -> None:
-        widths = column_widths(self._labels, sample, self._kinds)
+        # A declared number shows its separators and currency: a little wider than its raw digits.
+        widths = [
+            w + 4 * (s is not None)
+            for w, s in zip(column_widths(self._labels, sample, self._kinds), self._column_styles, strict=True)
+        ]
         texts = [xml_escape(label, excel=True) for label in self._labels]  # as xml_text_array would
         header = "".join(
             f'<c r="{column_letters(i)}1" s="{self._styles.header}" t="inlineStr">'
@@ -302,9 +357,13 @@ class XlsxWriter:
             )
         if not self._started:
             self._start_sheet(batch.slice(0, _WIDTH_SAMPLE_ROWS))
+        if self._zoned:
+            batch = in_zone(batch, self._zoned, self._ctx.timezone)
+        if self._totals:
+            self._totals.add(batch)
         for start in range(0, batch.num_rows, SLICE_ROWS):
             part = batch.slice(start, SLICE_ROWS)
-            self._zip.write(rows_xml(part, self._kinds, self._rows + 2, self._styles))
+            self._zip.write(rows_xml(part, self._kinds, self._rows + 2, self._styles, self._column_styles))
             self._rows += part.num_rows
 
     def close(self, *, truncated_at: int | None = None) -> int:
@@ -313,17 +372,19 @@ class XlsxWriter:
         if not self._started:
             self._start_sheet(None)
         last = f"{column_letters(len(self._kinds) - 1)}{self._rows + 1}"
+        if self._totals and 0 < self._rows < MAX_DATA_ROWS:  # outside the filter's range: sorting leaves it last
+            self._zip.write(totals_row(self._totals, self._rows + 2, len(self._kinds), self._styles, self._codes))
         self._zip.write(sheet_tail(f"A1:{last}"))
         self._zip.close_stream()
         columns, ctx = len(self._kinds), self._ctx
         if ctx.chart is None:
             labels = tuple(label for label, _ in summary_values(ctx, self._rows))
-            template = workbook_template(columns, labels)
+            template = workbook_template(columns, labels, self._formats)
             for part in template.fixed:
                 self._zip.add_packed(part)
             parts = fill_parts(template, ctx, self._rows)
         else:
-            parts = book_parts(ctx, self._rows, columns)
+            parts = book_parts(ctx, self._rows, columns, self._formats)
         for name, data in parts:
             self._zip.add(name, data)
         self._zip.close()

@@ -16,7 +16,7 @@ import io
 import re
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -26,7 +26,8 @@ import xlsxwriter
 from tasks.render.archive import Packed, pack
 from tasks.render.base import RenderContext
 from tasks.render.chart import add_xlsx_chart, chart_points
-from tasks.render.sanitize import generated_label, remove_xlsx_illegal, sanitize_xlsx_text
+from tasks.render.display import DEFAULT_LOCALE, excel_format, generated_text
+from tasks.render.sanitize import remove_xlsx_illegal, sanitize_xlsx_text
 
 SUMMARY_SHEET, DATA_SHEET = "Summary", "Data"
 DATE_FORMAT, DATETIME_FORMAT = "yyyy-mm-dd", "yyyy-mm-dd hh:mm:ss"
@@ -43,11 +44,14 @@ DEFAULT_LABELS = ("Description", "Prepared for", "Scope", "Generated", "Report")
 
 @dataclass(frozen=True)
 class Styles:
-    """Cell style (xf) indices in the workbook's styles part."""
+    """Cell style (xf) indices in the workbook's styles part: the base three, then per declared number format
+    code (``"€"#,##0.00``) its style, and its bold style for a totals row."""
 
     header: int
     date: int
     datetime: int
+    numbers: dict[str, int] = field(default_factory=dict)
+    totals: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -60,12 +64,16 @@ class Template:
     last_column: str  # the data sheet's last column letters, for the autofilter's range
 
 
-def new_book(out: io.BytesIO) -> tuple[Any, Styles]:
+def new_book(out: io.BytesIO, number_formats: tuple[str, ...] = ()) -> tuple[Any, Styles]:
     """An XlsxWriter workbook with the data sheet's formats claimed first, so their indices are the same in every
-    workbook (XlsxWriter numbers formats on first use) and the sheet XML can name them before the book exists."""
+    workbook (XlsxWriter numbers formats on first use) and the sheet XML can name them before the book exists.
+    ``number_formats``: the declared columns' format codes, each claimed plain and bold (for a totals row)."""
     book = xlsxwriter.Workbook(out, {"in_memory": True, "strings_to_formulas": False})
     formats = [{"bold": True}, {"num_format": DATE_FORMAT}, {"num_format": DATETIME_FORMAT}]
-    return book, Styles(*(book.add_format(f)._get_xf_index() for f in formats))
+    header, day, moment = (book.add_format(f)._get_xf_index() for f in formats)
+    numbers = {code: book.add_format({"num_format": code})._get_xf_index() for code in number_formats}
+    totals = {code: book.add_format({"num_format": code, "bold": True})._get_xf_index() for code in number_formats}
+    return book, Styles(header, day, moment, numbers=numbers, totals=totals)
 
 
 def summary_values(ctx: RenderContext, rows: int) -> Iterator[tuple[str, str]]:
@@ -75,16 +83,19 @@ def summary_values(ctx: RenderContext, rows: int) -> Iterator[tuple[str, str]]:
         yield "Period", ctx.period
     if rows == 0:
         yield "Note", ctx.no_rows
-    values = (ctx.description, ctx.recipient, ctx.scope, generated_label(ctx.generated_at, ctx.timezone), ctx.report_id)
+    generated = generated_text(ctx.generated_at, ctx.timezone, ctx.locale)
+    values = (ctx.description, ctx.recipient, ctx.scope, generated, ctx.report_id)
     yield from zip(DEFAULT_LABELS, values, strict=True)
     if ctx.truncated_at is not None:
         yield "Truncated", f"Only the first {ctx.truncated_at:,} rows are included (row limit)."
 
 
-def book_parts(ctx: RenderContext, rows: int, columns: int) -> list[tuple[str, bytes]]:
+def book_parts(
+    ctx: RenderContext, rows: int, columns: int, number_formats: tuple[str, ...] = ()
+) -> list[tuple[str, bytes]]:
     """Every part but the data sheet, made by XlsxWriter for this one file (``ctx``'s values, not slots)."""
     out = io.BytesIO()
-    book, _ = new_book(out)
+    book, _ = new_book(out, number_formats)
     book.set_properties(_properties(ctx.title, ctx.description[:255], f"report {ctx.report_id}", ctx.generated_at))
     summary = book.add_worksheet(SUMMARY_SHEET)
     data = book.add_worksheet(DATA_SHEET)
@@ -92,7 +103,9 @@ def book_parts(ctx: RenderContext, rows: int, columns: int) -> list[tuple[str, b
     last_row = _write_summary(book, summary, sanitize_xlsx_text(ctx.title), facts, rows)
     if ctx.chart is not None:
         chart_row = last_row + 2
-        add_xlsx_chart(book, summary, chart_points(ctx.chart), chart_row)
+        measure = ctx.chart.value_format
+        code = excel_format(measure, ctx.locale or DEFAULT_LOCALE) if measure and measure.is_number else "#,##0.##"
+        add_xlsx_chart(book, summary, chart_points(ctx.chart), chart_row, code)
     data.autofilter(0, 0, rows, columns - 1)  # gives the workbook its filter's defined name
     summary.activate()
     book.close()
@@ -134,10 +147,11 @@ def _slot(n: int) -> str:
 
 
 @lru_cache(maxsize=64)
-def workbook_template(columns: int, labels: tuple[str, ...]) -> Template:
-    """The parts of every workbook with ``columns`` data columns and the Summary facts ``labels`` (chartless)."""
+def workbook_template(columns: int, labels: tuple[str, ...], number_formats: tuple[str, ...] = ()) -> Template:
+    """The parts of every workbook with ``columns`` data columns, the Summary facts ``labels`` (chartless) and the
+    data columns' declared ``number_formats``."""
     out = io.BytesIO()
-    book, styles = new_book(out)
+    book, styles = new_book(out, number_formats)
     book.set_properties(_properties(_slot(0), _slot(1), _slot(2), _CREATED_SLOT))
     summary = book.add_worksheet(SUMMARY_SHEET)
     data = book.add_worksheet(DATA_SHEET)

@@ -67,6 +67,8 @@ def test_every_shipped_report_passes() -> None:
         ({"chart": {"category": "prodct", "measure": "amount"}}, ["chart.category: 'prodct' is not a column"]),
         ({"chart": {"category": "product", "measure": "amnt"}}, ["chart.measure: 'amnt' is not a column"]),
         ({"chart": {"category": "product", "measure": "region"}}, ["chart.measure: 'region' is a string column"]),
+        ({"totals": ["amount", "amnt"]}, ["totals.1: 'amnt' is not a column"]),
+        ({"totals": ["region"]}, ["totals.0: 'region' is not a column of amounts that add up"]),
         (
             {"secure_filters": {"sales": [region_filter(field="regoin")]}},
             ["secure_filters.sales.0.field: 'regoin' is not a column of dataset 'sales'"],
@@ -92,7 +94,7 @@ def test_every_shipped_report_passes() -> None:
             {"secure_filters": {"sales": [region_filter(value="{{ recipient.regoin }}")]}},
             [
                 "secure_filters.sales.0.value: '{{ recipient.regoin }}' names recipient.regoin, which the audience "
-                "does not provide (it provides email, org, ref, region)"
+                "does not provide (it provides email, locale, org, ref, region, timezone)"
             ],
         ),
         (
@@ -162,3 +164,19 @@ def test_validate_reports_lists_every_problem_with_the_file(tmp_path: Path) -> N
     ]
     assert [e.field for e in errors] == ["columns.0", "secure_filters.sales.0.field"]
     assert validate_reports(tmp_path)[0] == ["daily-account-orders", "weekly-regional-sales"], "shape only"
+
+
+def test_validate_names_an_inline_recipients_unknown_locale_or_zone() -> None:
+    readers = {
+        "recipients": [
+            {"ref": "rm-a", "email": "a@example.com", "attributes": {"region": "APAC", "locale": "xx-XX"}},
+            {"ref": "rm-b", "email": "b@example.com", "attributes": {"region": "EMEA", "timezone": "Mars/Base"}},
+            {"ref": "rm-c", "email": "c@example.com", "attributes": {"region": "EMEA", "locale": "de-DE"}},
+        ]
+    }
+    assert problems(audience=readers) == [
+        "audience.recipients.0.attributes.locale: 'xx-XX' is not a locale CLDR knows (use e.g. en-GB, de-DE)",
+        "audience.recipients.1.attributes.timezone: 'Mars/Base' is not an IANA time zone (use e.g. Europe/Berlin)",
+    ]
+    # A run refuses up front only what fails everyone: these recipients fail alone, at their delivery.
+    assert check_report(report(audience=readers), REGISTRY, each_recipient=False) == []

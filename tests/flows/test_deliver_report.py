@@ -49,7 +49,8 @@ def test_weekly_report_scoped_per_recipient(bulletin_env: Path) -> None:
         sheets = CalamineWorkbook.from_path(str(path))
         data_sheet = next(n for n in sheets.sheet_names if n.lower() != "summary")
         rows = sheets.get_sheet_by_name(data_sheet).to_python()
-        header, body = rows[0], rows[1:]
+        header, body, totals = rows[0], rows[1:-1], rows[-1]
+        assert totals[0] == "Total", "the report asks for a totals row: it closes the table"
         assert len(body) == xlsx.rows > 0
         region_col = header.index("Region")
         assert {row[region_col] for row in body} == {region}

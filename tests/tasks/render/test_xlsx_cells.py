@@ -170,7 +170,7 @@ def test_files_read_back_alike_by_both_readers(tmp_path: Path, monkeypatch: pyte
     fast, general = tmp_path / "fast.xlsx", tmp_path / "general.xlsx"
     write(fast, batch)
     with monkeypatch.context() as patch:
-        patch.setattr(xlsx, "rows_xml", lambda b, _kinds, first, _styles: general_rows(b, first, monkeypatch))
+        patch.setattr(xlsx, "rows_xml", lambda b, _kinds, first, _styles, *_: general_rows(b, first, monkeypatch))
         write(general, batch)
     assert fast.read_bytes() == general.read_bytes()
     calamine = [CalamineWorkbook.from_path(str(p)).get_sheet_by_name("Data").to_python() for p in (fast, general)]
