@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bulletin.store.channel_preferences import RunPreferences
+from bulletin.store.ledger_schema import UNSUBSCRIBED
 
 
 @dataclass(frozen=True)
@@ -34,10 +35,6 @@ class RecipientChannels:
     channels: list[str]
     off: list[str]
     reason: str | None = None
-
-
-#: The ledger's, the manifest's and the audit's reason for a channel a person turned off themselves.
-UNSUBSCRIBED = "unsubscribed"
 
 
 def recipient_channels(
