@@ -5,7 +5,9 @@ aiosmtpd on loopback, the state store on SQLite."""
 
 from __future__ import annotations
 
+import email
 from datetime import UTC, datetime
+from email.policy import default as default_policy
 from pathlib import Path
 
 import pytest
@@ -16,9 +18,13 @@ from bulletin.settings import Settings
 from bulletin.store import audit, list_deliveries, migrate, open_store
 from bulletin.store.channel_preferences import Channel
 from bulletin.store.recipient_preferences import set_preference
+from bulletin.unsubscribe import verify_token
+from tasks.email.unsubscribe import unsubscribe_keys
+from tasks.tokens import load_keyset
 from tests.flows.test_delivery_channels import AS_OF, write_report
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
+PUBLIC_URL = "https://bulletin.example.com"
 
 RECIPIENTS = [
     {"ref": "rm-ann", "email": "ann@example.com", "org": "acme", "attributes": {"region": "APAC"}},
@@ -34,6 +40,7 @@ def smtp_report(bulletin_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("BULLETIN_SMTP_HOST", smtp_server.host)
     monkeypatch.setenv("BULLETIN_SMTP_PORT", str(smtp_server.port))
     monkeypatch.setenv("BULLETIN_SMTP_SECURITY", "none")
+    monkeypatch.setenv("BULLETIN_PUBLIC_URL", PUBLIC_URL)
     write_report(reports, "weekly-regional-sales", audience={"recipients": RECIPIENTS}, formats=["pdf"])
     return reports
 
@@ -53,6 +60,14 @@ def test_an_unsubscribed_persons_email_is_skipped_and_never_sent(smtp_report: Pa
     manifest = run_report("weekly-regional-sales", parameters=AS_OF)
     assert manifest.status is RunStatus.COMPLETED, manifest
     assert [m.rcpt_tos for m in smtp_server.messages] == [["bob@example.com"]], "ann's mail never reaches SMTP"
+    bobs = email.message_from_bytes(smtp_server.messages[0].content, policy=default_policy)
+    assert bobs["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    link = bobs["List-Unsubscribe"].strip("<>")
+    assert link.startswith(f"{PUBLIC_URL}/v1/unsubscribe/")
+    settings = Settings()
+    keys = unsubscribe_keys(settings, load_keyset(settings))
+    grant = verify_token(keys, link.rsplit("/", 1)[1], now=datetime.now(UTC))
+    assert (grant.org, grant.recipient, grant.report_id) == ("acme", "rm-bob", "weekly-regional-sales")
     ann = next(d for d in manifest.deliveries if d.recipient == "rm-ann")
     assert ann.status is DeliveryStatus.DELIVERED
     outcomes = {a.channel: (a.outcome, a.note) for a in ann.artifacts}
