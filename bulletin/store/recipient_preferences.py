@@ -130,3 +130,25 @@ def load_run_preferences(store: Store, event_type: EventType, report_id: str) ->
     with store.read() as conn:
         every, this = load_levels(conn, report_id)
     return replace(base, recipients=every, recipient_report=this)
+
+
+def unsubscribe_email(
+    store: Store, *, org: str, recipient: str, report_id: str, updated_by: str, now: datetime
+) -> RecipientPreference:
+    """Record that the person wants no more of ``report_id`` by email (a one-click unsubscribe). Idempotent.
+
+    Their preference for the report becomes what they had without ``EMAIL``: their own preference for the report,
+    else theirs for every report, else their organisation's (else the cluster's) for scheduled deliveries, else
+    every channel. So an unsubscribe turns email off and nothing else on.
+    """
+    chosen = _current_channels(store, org=org, recipient=recipient, report_id=report_id)
+    kept = [c for c in chosen if c is not Channel.EMAIL]
+    return set_preference(
+        store, org=org, recipient=recipient, report_id=report_id, channels=kept, updated_by=updated_by, now=now
+    )
+
+
+def _current_channels(store: Store, *, org: str, recipient: str, report_id: str) -> Channels:
+    run = load_run_preferences(store, EventType.REPORT_SCHEDULE, report_id)
+    chosen, _ = run.for_recipient(org or None, recipient)
+    return tuple(Channel) if chosen is None else chosen

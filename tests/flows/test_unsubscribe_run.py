@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bulletin.edge.api import create_app
 from bulletin.edge.cli.delivery import run_report
 from bulletin.models import DeliveryStatus, RunStatus
 from bulletin.settings import Settings
@@ -21,6 +22,7 @@ from bulletin.store.recipient_preferences import set_preference
 from bulletin.unsubscribe import verify_token
 from tasks.email.unsubscribe import unsubscribe_keys
 from tasks.tokens import load_keyset
+from tests.api.conftest import AppClient
 from tests.flows.test_delivery_channels import AS_OF, write_report
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -41,6 +43,8 @@ def smtp_report(bulletin_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("BULLETIN_SMTP_PORT", str(smtp_server.port))
     monkeypatch.setenv("BULLETIN_SMTP_SECURITY", "none")
     monkeypatch.setenv("BULLETIN_PUBLIC_URL", PUBLIC_URL)
+    (tmp_path / "triggers").mkdir()
+    monkeypatch.setenv("BULLETIN_TRIGGERS_DIR", str(tmp_path / "triggers"))  # the API's own, none: no targets
     write_report(reports, "weekly-regional-sales", audience={"recipients": RECIPIENTS}, formats=["pdf"])
     return reports
 
@@ -81,3 +85,21 @@ def test_an_unsubscribed_persons_email_is_skipped_and_never_sent(smtp_report: Pa
         ("email", "skipped", "unsubscribed"),
         ("s3", "sent", None),
     }
+
+
+def test_the_link_in_an_email_unsubscribes_from_the_next_run(smtp_report: Path, smtp_server) -> None:
+    run_report("weekly-regional-sales", parameters=AS_OF)
+    received = {m.rcpt_tos[0]: m for m in smtp_server.messages}
+    bobs = email.message_from_bytes(received["bob@example.com"].content, policy=default_policy)
+    link = bobs["List-Unsubscribe"].strip("<>").removeprefix(PUBLIC_URL)
+    client = AppClient(create_app(Settings()))
+    try:
+        assert client.get(link).status_code == 200, "the confirmation page"
+        assert client.post(link, content=b"List-Unsubscribe=One-Click").status_code == 200
+    finally:
+        client.close()
+    smtp_server.handler.reset()
+    manifest = run_report("weekly-regional-sales", parameters=AS_OF)
+    assert [m.rcpt_tos for m in smtp_server.messages] == [["ann@example.com"]], "bob's mail no longer goes"
+    bob = next(d for d in manifest.deliveries if d.recipient == "rm-bob")
+    assert {a.channel: (a.outcome, a.note) for a in bob.artifacts}["email"] == ("skipped", "unsubscribed")
