@@ -36,6 +36,7 @@ from bulletin.edge.api.middleware import AccessLog, BodyCap, loggable_path
 from bulletin.edge.api.preferences import router as preferences_router
 from bulletin.edge.api.query import QueryEngine
 from bulletin.edge.api.query import router as query_router
+from bulletin.edge.api.recipient_preferences import router as recipient_preferences_router
 from bulletin.edge.api.runs import FlowStarter, bounded_prefect, check_targets
 from bulletin.edge.api.snapshots import router as snapshots_router
 from bulletin.edge.api.thoughtspot import router as thoughtspot_router
@@ -151,6 +152,7 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(jobs_router)
     app.include_router(files_router)
     app.include_router(unsubscribe_router)
+    app.include_router(recipient_preferences_router)
     for front_door in (snapshots_router, thoughtspot_router, metadata_router):  # other APIs' shapes, same services
         app.include_router(front_door)
 
