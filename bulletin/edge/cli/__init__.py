@@ -41,6 +41,9 @@ def _register() -> None:
     from bulletin.edge.cli import schedules
 
     app.add_typer(schedules.schedules_app, name="schedules")
+    from bulletin.edge.cli import preferences
+
+    app.add_typer(preferences.preferences_app, name="preferences")
 
 
 def _is_validation_error(exc: Exception) -> bool:
