@@ -69,3 +69,22 @@ def test_a_run_loads_every_level_with_the_most_specific_winning(store: Store) ->
     assert run.for_recipient("acme", "cat") == ((S3,), "organisation acme"), "weekly's preference is not daily's"
     assert run.for_recipient(None, "dan") == ((S3,), "recipient for this report")
     assert run.for_recipient("globex", "ann") == ((EMAIL, S3), "cluster"), "acme's ann is not globex's ann"
+
+
+def test_unsubscribing_turns_email_off_and_nothing_on_and_repeats_harmlessly(store: Store) -> None:
+    create_key(store, org="acme", role="admin", now=T0)
+    cp.configure(
+        store,
+        orgs=[OrgChange("acme", Operation.REPLACE, {EventType.REPORT_SCHEDULE: (EMAIL,)})],
+        only_org=None,
+        updated_by="k",
+        now=T0,
+    )
+    for _ in range(2):
+        rp.unsubscribe_email(store, org="acme", recipient="ann", report_id="daily", updated_by="link", now=T0)
+    assert [(p.report_id, p.channels) for p in rp.list_preferences(store, org="acme", recipient="ann")] == [
+        ("daily", ())
+    ], "acme gave ann email only: without it, nothing (S3 is not turned on)"
+    rp.unsubscribe_email(store, org="", recipient="dan", report_id="daily", updated_by="link", now=T0)
+    (dans,) = rp.list_preferences(store, org=None, recipient="dan")
+    assert dans.channels == (Channel.WEBHOOK, S3, Channel.SFTP), "no preference anywhere: every channel but email"
