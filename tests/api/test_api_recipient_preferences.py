@@ -81,3 +81,21 @@ def test_the_routes_are_described_in_openapi(api: Api) -> None:
     assert all(ops[m].get("description") for m in ("get", "put", "delete"))
     unsubscribe = doc["paths"]["/v1/unsubscribe/{token}"]
     assert set(unsubscribe) >= {"get", "post"} and "security" not in unsubscribe["post"]
+
+
+def test_the_search_shows_the_people_it_names_and_only_then(api: Api) -> None:
+    key = api.key("acme")
+    api.client.request(
+        "PUT", URL.format(ACME), json={"report_id": "weekly-regional-sales", "channels": []}, headers=bearer(key)
+    )
+    search = "/v1/preferences/communication-channels/search"
+    plain = api.client.post(search, json={}, headers=bearer(key)).json()
+    assert "recipient_preferences" not in plain, "a search that names nobody answers as before"
+    found = api.client.post(search, json={"recipient_preferences": [ACME]}, headers=bearer(key)).json()
+    (ann,) = found["recipient_preferences"]
+    assert (ann["recipient"], ann["org"]) == (ACME, "acme")
+    assert [(p["report_id"], p["channels"]) for p in ann["preferences"]] == [("weekly-regional-sales", [])]
+    other = api.client.post(search, json={"recipient_preferences": [GLOBEX]}, headers=bearer(key))
+    assert other.status_code == 404
+    thoughtspot = "/api/rest/2.0/system/preferences/communication-channels/search"
+    assert "recipient_preferences" not in api.client.post(thoughtspot, json={}, headers=bearer(key)).json()

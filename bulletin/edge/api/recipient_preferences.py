@@ -32,7 +32,7 @@ from bulletin.settings import Settings
 from bulletin.store import Store
 from bulletin.store import recipient_preferences as rp
 from bulletin.store.channel_preferences import Channel
-from tasks.audience import find_recipients
+from tasks.audience import find_recipients, resolve_audience
 
 router = APIRouter(prefix="/v1/recipients", tags=["preferences"])
 
@@ -68,14 +68,26 @@ class RecipientPreferencesOut(BaseModel):
     preferences: list[PreferenceOut] = Field(description="The person's own levels, every report's first.")
 
 
-def _recipient_org(request: Request, org: str, ref: str) -> str:
-    """``org`` when ``ref`` is in the audience of one of its reports, else a 404."""
-    settings: Settings = request.app.state.settings
-    engine: QueryEngine = request.app.state.query_engine
-    found = find_recipients(load_reports(settings.reports_dir).values(), engine.warehouse(), ref)
-    if not any(r.org == org for r in found):
+def _recipient_org(request: Request, org: str, ref: str, known: set[str] | None = None) -> str:
+    """``org`` when ``ref`` is in the audience of one of its reports (``known``: those refs, read already), else a
+    404."""
+    if known is None:
+        settings: Settings = request.app.state.settings
+        engine: QueryEngine = request.app.state.query_engine
+        found = find_recipients(load_reports(settings.reports_dir).values(), engine.warehouse(), ref)
+        known = {r.ref for r in found if r.org == org}
+    if ref not in known:
         raise NotFoundError(f"no recipient {ref!r} in your organisation's report audiences", field="ref")
     return org
+
+
+def _audience_refs(request: Request, org: str) -> set[str]:
+    """Every ref of ``org`` in the report audiences, read once for a search naming several people."""
+    settings: Settings = request.app.state.settings
+    engine: QueryEngine = request.app.state.query_engine
+    warehouse = engine.warehouse()
+    reports = load_reports(settings.reports_dir).values()
+    return {r.ref for report in reports for r in resolve_audience(report, warehouse) if r.org == org}
 
 
 def _answer(store: Store, org: str, ref: str) -> RecipientPreferencesOut:
@@ -90,6 +102,13 @@ def _answer(store: Store, org: str, ref: str) -> RecipientPreferencesOut:
             for p in levels
         ],
     )
+
+
+def people_preferences(request: Request, org: str, refs: list[str]) -> list[RecipientPreferencesOut]:
+    """The own levels of each of ``refs`` (of ``org``'s audiences; any other is a 404): the search's answer."""
+    store: Store = request.app.state.store
+    known = _audience_refs(request, org)
+    return [_answer(store, _recipient_org(request, org, ref, known), ref) for ref in refs]
 
 
 @router.get("/{ref}/preferences", response_model=RecipientPreferencesOut, responses=error_responses(401, 404))
