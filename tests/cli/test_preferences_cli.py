@@ -59,3 +59,13 @@ def test_refusals_are_one_line(
 def test_an_org_given_needs_no_audience(bulletin_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "set", "someone-new", "--org", "acme", "--channels", "EMAIL")
     assert code == 0 and "every report: EMAIL" in out, err
+
+
+def test_serve_says_at_start_when_emails_carry_no_unsubscribe_link(tmp_path: Path) -> None:
+    from bulletin.edge.cli.serve import startup_notes
+    from bulletin.settings import Settings
+
+    assert startup_notes(Settings(home=tmp_path)) == [
+        "BULLETIN_PUBLIC_URL is not set: emails carry no unsubscribe link (List-Unsubscribe)"
+    ]
+    assert startup_notes(Settings(home=tmp_path, public_url="https://bulletin.example.com")) == []
