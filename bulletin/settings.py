@@ -105,6 +105,20 @@ class Settings(BaseSettings):
     smtp_from: str = Field(default="Bulletin <bulletin@localhost>", description="From address of report emails.")
     smtp_timeout_seconds: float = Field(default=30.0, gt=0, le=300, description="SMTP connection timeout.")
     smtp_ca_file: Path | None = Field(default=None, description="Extra CA bundle to verify the SMTP server with.")
+    public_url: str | None = Field(
+        default=None,
+        description="Where people reach this server's API from outside (https://bulletin.example.com, no trailing "
+        "slash): the base of the one-click unsubscribe links in every email (List-Unsubscribe, RFC 8058, and a link in "
+        "the footer). Unset: emails carry no unsubscribe link, and `bulletin serve` says so at start.",
+    )
+    unsubscribe_secret: SecretStr | None = Field(
+        default=None,
+        description="Secret (at least 32 characters) that signs unsubscribe links. Unset: derived from the signing "
+        "keyset's keys, so a link keeps working while the key that signed it stays in the keyset.",
+    )
+    unsubscribe_ttl_days: int = Field(
+        default=60, ge=1, le=366, description="How long an email's unsubscribe link works, in days from its send."
+    )
     email_max_bytes: int = Field(
         default=10_000_000, ge=10_000, description="Largest message; over it, links replace attachments."
     )

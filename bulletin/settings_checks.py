@@ -16,6 +16,7 @@ import ipaddress
 import json
 import math
 import os
+import re
 from collections.abc import Iterator, Sequence
 from email.utils import getaddresses
 from pathlib import Path
@@ -32,6 +33,8 @@ RETRY_MAX_ATTEMPTS = 30
 RETRY_MAX_DELAY_SECONDS = 7 * 86_400
 #: bulletin.edge.api.file_links.SECRET_MIN_BYTES.
 FILE_LINK_SECRET_MIN = 32
+#: The base of links in emails: scheme, host, optional port and path; nothing a header or a link could trip on.
+PUBLIC_URL_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%-]+)*$")
 _UNSAFE_PREFIX = "must be a safe key prefix (segments of A-Z a-z 0-9 . _ -), not"
 _SMTP_ONLY = ("smtp_port", "smtp_username", "smtp_password", "smtp_password_block", "smtp_ca_file")
 _S3_ONLY = ("s3_endpoint_url", "s3_region", "s3_prefix", "s3_kms_key_id", "s3_aws_credentials_block")
@@ -133,6 +136,12 @@ class CheckedSettings(Protocol):
 
     @property
     def file_link_secret(self) -> SecretStr | None: ...
+
+    @property
+    def unsubscribe_secret(self) -> SecretStr | None: ...
+
+    @property
+    def public_url(self) -> str | None: ...
 
     @property
     def webhook_allowed_networks(self) -> Sequence[str]: ...
@@ -296,6 +305,10 @@ def _key_problems(s: CheckedSettings) -> Iterator[tuple[str, str]]:
             yield "signing_keys", "is not a JSON keyset (what `bulletin keys generate` writes)"
     if s.file_link_secret is not None and len(s.file_link_secret.get_secret_value()) < FILE_LINK_SECRET_MIN:
         yield "file_link_secret", f"must be at least {FILE_LINK_SECRET_MIN} characters"
+    if s.unsubscribe_secret is not None and len(s.unsubscribe_secret.get_secret_value()) < FILE_LINK_SECRET_MIN:
+        yield "unsubscribe_secret", f"must be at least {FILE_LINK_SECRET_MIN} characters"
+    if s.public_url is not None and (len(s.public_url) > 200 or not PUBLIC_URL_RE.match(s.public_url)):
+        yield "public_url", "must be an http(s) URL with no query, fragment or trailing slash, at most 200 characters"
 
 
 def _webhook_problems(s: CheckedSettings) -> Iterator[tuple[str, str]]:

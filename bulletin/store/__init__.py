@@ -7,6 +7,7 @@ from bulletin.store import (
     api_keys,  # noqa: F401 - registers the organisation and API key tables
     channel_preferences,  # noqa: F401 - registers the communication-channel preference tables
     jobs,  # noqa: F401 - registers the on-demand report jobs table
+    recipient_preferences,  # noqa: F401 - registers each person's channel preferences
     scheduled_events,  # noqa: F401 - registers the scheduled-event tables
     webhooks,  # noqa: F401 - registers the webhook tables on the shared metadata
 )

@@ -121,6 +121,20 @@ class RunPreferences:
     event_type: EventType
     cluster: dict[EventType, Channels] = field(default_factory=dict)
     orgs: dict[str, dict[EventType, Channels]] = field(default_factory=dict)
+    #: (org or "", ref) -> channels: each person's preference for every report, and for this run's report
+    #: (bulletin/store/recipient_preferences.py).
+    recipients: dict[tuple[str, str], Channels] = field(default_factory=dict)
+    recipient_report: dict[tuple[str, str], Channels] = field(default_factory=dict)
+
+    def for_recipient(self, org: str | None, ref: str) -> tuple[Channels | None, str | None]:
+        """The most specific level that says something: the person's preference for this report, else theirs for
+        every report (the source is ``recipient``), else ``for_org``."""
+        person = (org or "", ref)
+        if person in self.recipient_report:
+            return self.recipient_report[person], "recipient for this report"
+        if person in self.recipients:
+            return self.recipients[person], "recipient"
+        return self.for_org(org)
 
     def for_org(self, org: str | None) -> tuple[Channels | None, str | None]:
         """The effective channels for a recipient of ``org`` (None: a recipient without an organisation) and whose

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from bulletin.errors import ConfigError
 from bulletin.store.base import check_limit
 from bulletin.store.db import Store
-from bulletin.store.ledger_schema import AuditEntry, LedgerRow, LedgerStatus, deliveries
+from bulletin.store.ledger_schema import UNSUBSCRIBED, AuditEntry, LedgerRow, LedgerStatus, deliveries
 
 
 def last_sent(store: Store, *, report_id: str, recipient: str, format: str, channel: str) -> LedgerRow | None:
@@ -62,10 +62,15 @@ def run_rows(store: Store, run_key: str) -> list[LedgerRow]:
 
 
 def audit(store: Store, recipient: str) -> list[AuditEntry]:
-    """Everything sent to ``recipient``, newest first: when, which report and run, which file, which data scope."""
+    """Everything sent to ``recipient``, newest first: when, which report and run, which file, which data scope.
+
+    Also what was not sent because the person opted out (skipped, reason ``unsubscribed``): an audit of one person
+    answers "why did I not get it?" as well as "what did I get?"."""
+    sent = deliveries.c.status == LedgerStatus.SENT.value
+    opted_out = (deliveries.c.status == LedgerStatus.SKIPPED.value) & (deliveries.c.last_error == UNSUBSCRIBED)
     query = (
         select(deliveries)
-        .where(deliveries.c.recipient == recipient, deliveries.c.status == LedgerStatus.SENT.value)
+        .where(deliveries.c.recipient == recipient, sent | opted_out)
         .order_by(deliveries.c.sent_at.desc(), deliveries.c.id.desc())
     )
     with store.read() as conn:
@@ -84,6 +89,7 @@ def audit(store: Store, recipient: str) -> list[AuditEntry]:
             rows=row.rows,
             token_jti=row.token_jti,
             secure_filters=row.secure_filters or {},
+            reason=row.last_error if row.status is LedgerStatus.SKIPPED else None,
         )
         for row in rows
     ]

@@ -125,6 +125,11 @@ class ClaimResult(BaseModel):
         return self.outcome is ClaimOutcome.CLAIMED
 
 
+#: The reason on a skipped ledger row whose person turned that channel off themselves (their own preference level,
+#: or an unsubscribe link): shown in the manifest and the audit.
+UNSUBSCRIBED = "unsubscribed"
+
+
 class AuditEntry(BaseModel):
     """Which data scope went to a recipient, when, and as which file."""
 
@@ -142,3 +147,5 @@ class AuditEntry(BaseModel):
     rows: int | None
     token_jti: str | None
     secure_filters: dict[str, FilterGroups]
+    #: Why nothing was sent (a skipped entry: ``unsubscribed``); None for a file that was sent.
+    reason: str | None = None

@@ -7,6 +7,6 @@ imported from their own module, so importing this package stays cheap.
 from __future__ import annotations
 
 from tasks.audience.preferences import recipient_channels
-from tasks.audience.recipients import resolve_audience, scope_for_recipient, select_recipients
+from tasks.audience.recipients import find_recipients, resolve_audience, scope_for_recipient, select_recipients
 
-__all__ = ["recipient_channels", "resolve_audience", "scope_for_recipient", "select_recipients"]
+__all__ = ["find_recipients", "recipient_channels", "resolve_audience", "scope_for_recipient", "select_recipients"]

@@ -12,7 +12,11 @@ then decides per recipient:
   events), not per recipient, so the preference neither turns them on nor off here; a preference of ``[WEBHOOK]``
   alone means "no email, no bucket" for that organisation's recipients.
 
-A channel turned off is recorded as skipped with ``reason``; a recipient with every channel off is skipped.
+A person's own levels come first (``RunPreferences.for_recipient``): their preference for this report, else theirs
+for every report, else the organisation's, else the cluster's; the most specific level that says something wins.
+A channel a person's level turned off is recorded as skipped with the reason ``unsubscribed`` (``UNSUBSCRIBED``);
+one turned off by the organisation's or the cluster's, with a reason naming that preference. A recipient with every
+channel off is skipped.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bulletin.store.channel_preferences import RunPreferences
+from bulletin.store.ledger_schema import UNSUBSCRIBED
 
 
 @dataclass(frozen=True)
@@ -33,17 +38,21 @@ class RecipientChannels:
 
 
 def recipient_channels(
-    report_channels: Sequence[str], preferences: RunPreferences | None, org: str | None
+    report_channels: Sequence[str], preferences: RunPreferences | None, org: str | None, ref: str | None = None
 ) -> RecipientChannels:
-    """The channels a recipient of ``org`` (None: no organisation, so the cluster's preference) gets."""
-    chosen, source = preferences.for_org(org) if preferences is not None else (None, None)
-    if preferences is None or chosen is None:
+    """The channels recipient ``ref`` of ``org`` (None: no organisation, so the cluster's preference) gets."""
+    if preferences is None:
+        return RecipientChannels(channels=list(report_channels), off=[])
+    chosen, source = preferences.for_recipient(org, ref) if ref is not None else preferences.for_org(org)
+    if chosen is None:
         return RecipientChannels(channels=list(report_channels), off=[])
     kept = {c.file_channel for c in chosen}
     on = [ch for ch in report_channels if ch in kept]
     off = [ch for ch in report_channels if ch not in kept]
     if not off:
         return RecipientChannels(channels=on, off=[])
+    if source is not None and source.startswith("recipient"):
+        return RecipientChannels(channels=on, off=off, reason=UNSUBSCRIBED)
     listed = ", ".join(c.value for c in chosen)
     reason = (
         f"{', '.join(off)} turned off by the {source} preference for {preferences.event_type.value} "

@@ -5,6 +5,7 @@ Pure functions, apart from ``resolve_audience`` reading an audience table throug
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from bulletin.errors import DefinitionError, NotFoundError
@@ -73,3 +74,14 @@ def scope_for_recipient(
                     )
         scope[dataset] = resolved
     return scope
+
+
+def find_recipients(reports: Iterable[ReportDefinition], warehouse: Warehouse, ref: str) -> list[Recipient]:
+    """``ref`` as each organisation's report audiences know it: one Recipient per organisation whose audience of
+    some report holds ``ref`` (a ref is unique within an organisation, not across them). Empty: nobody's."""
+    found: dict[str | None, Recipient] = {}
+    for report in reports:
+        for recipient in resolve_audience(report, warehouse):
+            if recipient.ref == ref:
+                found.setdefault(recipient.org, recipient)
+    return list(found.values())

@@ -35,6 +35,7 @@ from tasks.email import (
     render_bodies,
     render_chart_png,
 )
+from tasks.email.unsubscribe import UnsubscribeLinks
 from tasks.render import MEDIA_TYPES
 from tasks.render.base import RenderContext
 from tasks.render.chart import chart_rows
@@ -282,6 +283,7 @@ class EmailChannel:
         self.settings = settings
         self.sender_factory = sender_factory
         self._sender: SmtpSender | OutboxSender | None = None
+        self.unsubscribe = UnsubscribeLinks(settings)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EmailChannel:
@@ -307,6 +309,7 @@ class EmailChannel:
             link_for=parcel.links.link_for,
             key_figures=parcel.key_figures,
             templates=parcel.templates,
+            report_id=parcel.parts.report_id,
         )
         note = "attached" if sent.attached else "over the size cap: sent as download links"
         for file in parcel.files:
@@ -321,15 +324,12 @@ class EmailChannel:
         link_for: Callable[[RenderedFile], DownloadLink],
         key_figures: list[tuple[str, str]],
         templates: EmailTemplates | None = None,
+        report_id: str | None = None,
     ) -> EmailOutcome:
-        attachments = [
-            EmailAttachment(
-                filename=f.filename, content_type=MEDIA_TYPES[f.format], path=f.path, size=f.bytes, sha256=f.sha256
-            )
-            for f in files
-        ]
+        attachments = [_attachment(f) for f in files]
         chart_png = render_chart_png(ctx.chart) if ctx.chart and ctx.chart.categories else None
         sender = self.sender
+        way_out = self.unsubscribe.link(recipient, report_id, sent_at=ctx.generated_at) if report_id else None
 
         def build(attached: list[EmailAttachment], links: list[DownloadLink]) -> Any:
             subject, text, html = render_bodies(
@@ -348,6 +348,7 @@ class EmailChannel:
                 subject_template=templates.subject if templates else None,
                 text_template=templates.text if templates else None,
                 html_template=templates.html if templates else None,
+                unsubscribe_url=way_out,
             )
             return build_message(
                 sender=self.settings.smtp_from,
@@ -360,6 +361,7 @@ class EmailChannel:
                 chart_png=chart_png,
                 message_id_domain="bulletin.local",
                 date=ctx.generated_at,
+                unsubscribe_url=way_out,
             )
 
         fits = plan_attachments(
@@ -372,3 +374,13 @@ class EmailChannel:
         result = sender.send(message)
         location = result.location or f"smtp://{self.settings.smtp_host}"
         return EmailOutcome(location=location, message_id=result.message_id, attached=fits)
+
+
+def _attachment(file: RenderedFile) -> EmailAttachment:
+    return EmailAttachment(
+        filename=file.filename,
+        content_type=MEDIA_TYPES[file.format],
+        path=file.path,
+        size=file.bytes,
+        sha256=file.sha256,
+    )

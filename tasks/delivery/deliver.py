@@ -132,7 +132,7 @@ def _claim(plan: DeliveryPlan, services: DeliveryServices, recipient: Recipient)
 
 def claim_requests(plan: DeliveryPlan, recipient: Recipient) -> list[ClaimRequest]:
     """The rows to claim for ``recipient``: every format on every channel its organisation's preference keeps."""
-    chosen = recipient_channels(plan.channels, plan.channel_preferences, recipient.org)
+    chosen = recipient_channels(plan.channels, plan.channel_preferences, recipient.org, recipient.ref)
     return [
         ClaimRequest(
             run_key=plan.run_key,
@@ -154,7 +154,7 @@ def attempt_from(
     turned off is recorded as skipped now."""
     store = services.store
     assert store is not None  # checked by the caller: only real runs reach here
-    chosen = recipient_channels(plan.channels, plan.channel_preferences, recipient.org)
+    chosen = recipient_channels(plan.channels, plan.channel_preferences, recipient.org, recipient.ref)
     pairs = [(fmt, ch) for ch in chosen.channels for fmt in plan.formats]
     by_pair = dict(zip(pairs, claims, strict=True))
     attempt = Attempt(

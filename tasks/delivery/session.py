@@ -15,7 +15,8 @@ from pathlib import Path
 
 from bulletin.settings import Settings
 from bulletin.store import migrate
-from bulletin.store.channel_preferences import EventType, load_run_preferences
+from bulletin.store.channel_preferences import EventType
+from bulletin.store.recipient_preferences import load_run_preferences
 from tasks.delivery.plan import DeliveryPlan
 from tasks.delivery.services import DeliveryServices, ServicesSpec, open_services
 from tasks.tokens import load_keyset
@@ -49,6 +50,6 @@ def open_session(
             if migrate_store:
                 migrate(services.store)
             kind = EventType.REPORT_SCHEDULE if scheduled else EventType.REPORT_JOB
-            plan = replace(plan, channel_preferences=load_run_preferences(services.store, kind))
+            plan = replace(plan, channel_preferences=load_run_preferences(services.store, kind, plan.report.id))
         spec = ServicesSpec(run_id=plan.run_id, settings=settings, workdir=workdir, dry_run=plan.dry_run)
         yield RunSession(plan, services, spec, workdir)

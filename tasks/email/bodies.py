@@ -78,6 +78,9 @@ Attached:
 {% endif %}
 
 Sent by Bulletin
+{% if unsubscribe_url %}
+To stop receiving this report, unsubscribe: {{ unsubscribe_url }}
+{% endif %}
 """
 
 DEFAULT_HTML_TEMPLATE = """\
@@ -132,6 +135,9 @@ DEFAULT_HTML_TEMPLATE = """\
 </ul>
 {% endif %}
 <p style="color: #666666; font-size: 12px;">Bulletin</p>
+{% if unsubscribe_url %}
+<p style="color: #666666; font-size: 12px;"><a href="{{ unsubscribe_url }}">Unsubscribe from this report</a></p>
+{% endif %}
 </body>
 </html>
 """
@@ -183,6 +189,7 @@ def render_bodies(
     subject_template: str | None = None,
     text_template: str | None = None,
     html_template: str | None = None,
+    unsubscribe_url: str | None = None,
 ) -> tuple[str, str, str]:
     """The default subject, the text body and the HTML body of one report email.
 
@@ -193,6 +200,8 @@ def render_bodies(
     ``generated``: the generation time as the reader's locale writes it (else ``generated_at`` in ISO form).
     ``period`` (the days the data covers) leads the default subject; ``no_rows`` is the sentence of a report whose
     files have no rows, said in both bodies instead of leaving the reader to open an empty file.
+    ``unsubscribe_url``: the one-click unsubscribe link, shown in both footers (``build_message`` adds it to a
+    custom template that leaves it out).
     The subject is one line: a title or template that yields a line break is refused (``UnsafeEmailError``).
     """
     context: dict[str, object] = {
@@ -216,6 +225,7 @@ def render_bodies(
         "chart_rows": list(chart_rows or []),
         "chart_alt": f"{chart_title}: " + "; ".join(f"{c} {v}" for c, v in chart_rows or []) if chart_title else "",
         "chart_cid": CHART_CID,
+        "unsubscribe_url": unsubscribe_url,
     }
     subject = _render("subject", subject_template or DEFAULT_SUBJECT_TEMPLATE, context).strip()
     text = _render("text", text_template or DEFAULT_TEXT_TEMPLATE, context)

@@ -30,7 +30,10 @@ from bulletin.models import Recipient
 
 #: SMTP line endings, and 7-bit transfer encodings so no relay needs 8BITMIME: non-ASCII text goes out as
 #: quoted-printable or base64, whichever is shorter.
-EMAIL_POLICY = policy.SMTP.clone(cte_type="7bit")
+#: ``refold_source="none"``: a header set raw (``List-Unsubscribe``: one long URL with nowhere to fold) goes out as
+#: one line (under RFC 5322's 998) rather than as encoded-words no mail client reads as a URL. Headers set the usual
+#: way are folded as before.
+EMAIL_POLICY = policy.SMTP.clone(cte_type="7bit", refold_source="none")
 #: The Content-ID of the inline chart; the HTML body shows it as ``<img src="cid:chart@bulletin">``.
 CHART_CID = "chart@bulletin"
 #: The headers that could add a second recipient. A message carrying any of them is never sent.
@@ -47,6 +50,8 @@ _ADDRESS_RE = re.compile(rf"^{_ATEXT}(?:\.{_ATEXT})*@{_LABEL}(?:\.{_LABEL})*$")
 _DOMAIN_RE = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
 _CONTENT_TYPE_RE = re.compile(r"^([a-z0-9][a-z0-9.+-]*)/([a-z0-9][a-z0-9.+-]*)((?:;\s*[a-z0-9-]+=[A-Za-z0-9._-]+)*)$")
 _LINK_SCHEMES = ("https://", "http://", "file://")
+#: "List-Unsubscribe: <" + URL + ">" stays under RFC 5322's 998 characters per line.
+UNSUBSCRIBE_URL_MAX = 970
 
 
 class UnsafeEmailError(DefinitionError):
@@ -205,11 +210,48 @@ def _with_links(text_body: str, html_body: str, links: list[DownloadLink]) -> tu
     return text_body, html_body
 
 
+def check_unsubscribe_url(url: str) -> str:
+    """The one-click link must be one http(s) URL that fits on one header line with nothing to break it out of
+    ``<...>``; refused otherwise (never echoed: it carries a token)."""
+    if (
+        _CONTROL_RE.search(url)
+        or not url.startswith(("https://", "http://"))
+        or any(c in url for c in ' <>,"\t')
+        or len(url) > UNSUBSCRIBE_URL_MAX
+    ):
+        raise UnsafeEmailError("unsafe unsubscribe link", field="public_url")
+    return url
+
+
+def _with_unsubscribe(text_body: str, html_body: str, url: str) -> tuple[str, str]:
+    """Append the unsubscribe link to a (custom) body that left it out: every email offers a way out."""
+    if url not in text_body:
+        text_body += f"\n\nTo stop receiving this report, unsubscribe: {url}\n"
+    if str(escape(url)) not in html_body:
+        closing = html_body.rfind("</body>")
+        at = closing if closing >= 0 else len(html_body)
+        html_body = html_body[:at] + f'<p><a href="{escape(url)}">Unsubscribe from this report</a></p>' + html_body[at:]
+    return text_body, html_body
+
+
 def _fingerprint(parts: Iterable[str]) -> str:
     digest = hashlib.sha256()
     for part in parts:
         digest.update(part.encode("utf-8", "surrogatepass") + b"\x00")
     return digest.hexdigest()
+
+
+def _checked_heads(
+    sender: str, recipient: Recipient, subject: str, message_id_domain: str, date: datetime
+) -> tuple[Address, Address, str]:
+    """From, To and Subject, each checked (``check_sender``, ``check_address``, ``check_header_value``)."""
+    to_address = Address(
+        display_name=check_header_value(recipient.name or ""), addr_spec=check_address(recipient.email)
+    )
+    if not _DOMAIN_RE.match(message_id_domain):
+        raise UnsafeEmailError(f"unsafe Message-ID domain {message_id_domain!r}", field="message_id_domain")
+    require_aware(date, "the message date", field="date", error=DefinitionError)
+    return check_sender(sender), to_address, check_header_value(subject.strip())
 
 
 def build_message(
@@ -224,6 +266,7 @@ def build_message(
     chart_png: bytes | None,
     message_id_domain: str,
     date: datetime,
+    unsubscribe_url: str | None = None,
 ) -> EmailMessage:
     """One message for one recipient: text and HTML alternatives, the chart inline, files attached or linked.
 
@@ -231,18 +274,15 @@ def build_message(
     same bytes, because the Message-ID and the MIME boundaries derive from a hash of the inputs, so a retried
     send carries the same Message-ID and the receiving side can tell it is a repeat.
     """
-    from_address = check_sender(sender)
-    to_address = Address(
-        display_name=check_header_value(recipient.name or ""), addr_spec=check_address(recipient.email)
+    from_address, to_address, subject = _checked_heads(sender, recipient, subject, message_id_domain, date)
+    types, names = (
+        [_split_content_type(a.content_type) for a in attachments],
+        [safe_filename(a.filename) for a in attachments],
     )
-    subject = check_header_value(subject.strip())
-    if not _DOMAIN_RE.match(message_id_domain):
-        raise UnsafeEmailError(f"unsafe Message-ID domain {message_id_domain!r}", field="message_id_domain")
-    require_aware(date, "the message date", field="date", error=DefinitionError)
-    types = [_split_content_type(a.content_type) for a in attachments]
-    names = [safe_filename(a.filename) for a in attachments]
     links = [check_link(link) for link in links]
     text_body, html_body = _with_links(text_body, html_body, links)
+    if unsubscribe_url is not None:
+        text_body, html_body = _with_unsubscribe(text_body, html_body, check_unsubscribe_url(unsubscribe_url))
     fingerprint = _fingerprint(
         [
             str(from_address),
@@ -256,6 +296,7 @@ def build_message(
             hashlib.sha256(chart_png or b"").hexdigest(),
             *(f"{a.filename}|{a.content_type}|{a.size}|{a.sha256}" for a in attachments),
             *(f"{link.filename}|{link.url}|{link.expires_at}|{link.size}" for link in links),
+            *([unsubscribe_url] if unsubscribe_url else []),
         ]
     )
 
@@ -267,11 +308,20 @@ def build_message(
     msg["Message-ID"] = f"<{fingerprint[:32]}@{message_id_domain}>"
     msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: out-of-office robots must not answer
     msg["X-Bulletin-Recipient"] = recipient.ref  # names the outbox file; lets a bounce be traced to a recipient
+    _add_unsubscribe(msg, unsubscribe_url)
     _add_parts(msg, text_body, html_body, chart_png, zip(attachments, names, types, strict=True))
     # Boundaries starting "=_" cannot occur in quoted-printable or base64 text, and the hash makes them unique.
     for i, part in enumerate(p for p in msg.walk() if p.is_multipart()):
         part.set_boundary(f"=_bulletin.{i}.{fingerprint[32:56]}")
     return msg
+
+
+def _add_unsubscribe(msg: EmailMessage, url: str | None) -> None:
+    """RFC 8058 one-click: the mail client POSTs ``List-Unsubscribe=One-Click`` to the URL. Set raw, so the one
+    long URL stays on one line (``EMAIL_POLICY``)."""
+    if url is not None:
+        msg.set_raw("List-Unsubscribe", f"<{url}>")
+        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
 
 
 def _add_parts(

@@ -64,9 +64,16 @@ def test_openapi_declares_the_api_key_and_the_data_token(api: Api) -> None:
     assert operations["POST", "/v1/query"]["security"] == [{"DataToken": []}]
     for route in [("GET", "/v1/webhook-endpoints"), ("POST", "/v1/jobs"), ("POST", "/v1/scheduled-events")]:
         assert operations[route]["security"] == either_key, route
-    # Every /v1 route but the signed webhooks and the signed file links takes a credential.
+    # Every /v1 route but the signed webhooks, the signed file links and the signed unsubscribe links takes a
+    # credential.
     unauthenticated = {path for (_, path), op in operations.items() if "security" not in op}
-    assert unauthenticated == {"/v1/hooks/{trigger_id}", "/v1/files/{name}", "/healthz", "/readyz"}
+    assert unauthenticated == {
+        "/v1/hooks/{trigger_id}",
+        "/v1/files/{name}",
+        "/v1/unsubscribe/{token}",
+        "/healthz",
+        "/readyz",
+    }
 
 
 def test_openapi_speaks_of_the_product(api: Api) -> None:

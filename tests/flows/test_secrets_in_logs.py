@@ -4,9 +4,11 @@ keys from the environment) with every log captured; no secret, token or link sig
 from __future__ import annotations
 
 import asyncio
+import email
 import json
 import logging
 from datetime import UTC, datetime
+from email.policy import default as default_policy
 from pathlib import Path
 
 import pytest
@@ -62,6 +64,7 @@ def test_no_secret_reaches_logs_manifests_or_the_ledger(
         "BULLETIN_SMTP_USERNAME": SMTP_USER,
         "BULLETIN_SMTP_PASSWORD": SMTP_PASSWORD,
         "BULLETIN_EMAIL_MAX_BYTES": "20000",  # over the cap: the email carries presigned links
+        "BULLETIN_PUBLIC_URL": "https://bulletin.example.com",  # and a one-click unsubscribe token
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -80,6 +83,8 @@ def test_no_secret_reaches_logs_manifests_or_the_ledger(
     run_logs = read_run_logs(since=started)
     (received,) = smtp_starttls_server.messages
     assert b"X-Amz-Signature" in received.content, "the links went to the recipient, and only there"
+    unsubscribe = email.message_from_bytes(received.content, policy=default_policy)["List-Unsubscribe"]
+    unsubscribe_token = unsubscribe.strip("<>").rsplit("/", 1)[1]
 
     with open_store(Settings().database) as store:
         ledger = json.dumps([json.loads(r.model_dump_json()) for r in list_deliveries(store)])
@@ -94,5 +99,6 @@ def test_no_secret_reaches_logs_manifests_or_the_ledger(
     }
     assert "Delivering weekly-regional-sales" in run_logs, "the run's own log was read: the check is not vacuous"
     for where, text in places.items():
-        for secret in (SMTP_PASSWORD, pem_line, "X-Amz-Signature", "X-Amz-Credential", "eyJhbGciOi", "eyJ0eXAiOi"):
+        secrets = (SMTP_PASSWORD, pem_line, "X-Amz-Signature", "X-Amz-Credential", "eyJhbGciOi", "eyJ0eXAiOi")
+        for secret in (*secrets, unsubscribe_token):
             assert secret not in text, f"{secret[:12]}... leaked into the {where}"

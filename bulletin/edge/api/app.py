@@ -32,14 +32,16 @@ from bulletin.edge.api.housekeeping import Housekeeper
 from bulletin.edge.api.job_service import JobService
 from bulletin.edge.api.jobs import router as jobs_router
 from bulletin.edge.api.metadata import router as metadata_router
-from bulletin.edge.api.middleware import AccessLog, BodyCap
+from bulletin.edge.api.middleware import AccessLog, BodyCap, loggable_path
 from bulletin.edge.api.preferences import router as preferences_router
 from bulletin.edge.api.query import QueryEngine
 from bulletin.edge.api.query import router as query_router
+from bulletin.edge.api.recipient_preferences import router as recipient_preferences_router
 from bulletin.edge.api.runs import FlowStarter, bounded_prefect, check_targets
 from bulletin.edge.api.snapshots import router as snapshots_router
 from bulletin.edge.api.thoughtspot import router as thoughtspot_router
 from bulletin.edge.api.triggers import router as triggers_router
+from bulletin.edge.api.unsubscribe import router as unsubscribe_router
 from bulletin.errors import BulletinError
 from bulletin.settings import Settings
 from bulletin.store import Store, migrate, open_store
@@ -81,7 +83,7 @@ async def error_response(request: Request, exc: Exception) -> JSONResponse:
     path = request.url.path
     if isinstance(exc, BulletinError):
         if exc.status_code >= 500:
-            logger.error("%s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+            logger.error("%s %s: %s: %s", request.method, loggable_path(path), type(exc).__name__, exc)
         headers = dict(getattr(exc, "headers", None) or {})
         if exc.status_code == 503:  # a retry may help (TransientError): say when
             headers.setdefault("Retry-After", str(RETRY_AFTER_SECONDS))
@@ -96,7 +98,7 @@ async def error_response(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, ValidationError):
         first = exc.errors()[0]
         return _error(422, "invalid", first["msg"], ".".join(str(p) for p in first["loc"]) or None, path)
-    logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    logger.error("%s %s failed", request.method, loggable_path(path), exc_info=exc)
     return _error(500, "internal", "internal error; the server log has the details", path=path)
 
 
@@ -149,6 +151,8 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(preferences_router)
     app.include_router(jobs_router)
     app.include_router(files_router)
+    app.include_router(unsubscribe_router)
+    app.include_router(recipient_preferences_router)
     for front_door in (snapshots_router, thoughtspot_router, metadata_router):  # other APIs' shapes, same services
         app.include_router(front_door)
 
@@ -198,6 +202,8 @@ async def _start_services(
     }
     for trigger_id in await run_in_threadpool(app.state.hooks.unconfigured):
         logger.warning("trigger %r is not configured: its hooks are answered 503 until it is", trigger_id)
+    if settings.public_url is None:
+        logger.warning("BULLETIN_PUBLIC_URL is not set: emails carry no unsubscribe link (List-Unsubscribe)")
     app.state.jobs = JobService(
         store=store,
         settings=settings,

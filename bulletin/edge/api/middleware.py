@@ -54,6 +54,18 @@ class AccessLog:
             access_logger.info("%s", json.dumps(fields, separators=(",", ":")), extra={"access": fields})
 
 
+#: Routes whose last segment is a credential (an unsubscribe token): logged as ``<token>``.
+_SECRET_SEGMENT_ROUTES = ("/v1/unsubscribe/",)
+
+
+def loggable_path(path: str | None) -> str | None:
+    """``path`` as a log may show it: a credential in it replaced by ``<token>``."""
+    for prefix in _SECRET_SEGMENT_ROUTES:
+        if path is not None and path.startswith(prefix):
+            return prefix + "<token>"
+    return path
+
+
 def access_fields(scope: Scope, state: dict[str, Any], status: int, seconds: float) -> dict[str, Any]:
     """What one access log line says: nothing taken from a header or the query string."""
     who = state.get("principal")
@@ -61,7 +73,7 @@ def access_fields(scope: Scope, state: dict[str, Any], status: int, seconds: flo
     return {
         "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "method": scope.get("method"),
-        "path": scope.get("path"),
+        "path": loggable_path(scope.get("path")),
         "status": status,
         "duration_ms": round(seconds * 1000, 1),
         "client": client[0] if client else None,

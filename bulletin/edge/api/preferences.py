@@ -10,7 +10,9 @@
   ``{cluster_preferences: [event_type], org_preferences: [{org_identifier, event_types}]}`` (every filter optional)
   -> ``{cluster_preferences: [{event_type, channels}], org_preferences: [{org: {id, name}, preferences}]}``. Any key:
   the cluster's preferences, and its own organisation's (a cluster admin's: every organisation's). An organisation
-  without preferences of its own is listed with ``preferences: []``: it inherits the cluster's.
+  without preferences of its own is listed with ``preferences: []``: it inherits the cluster's. With
+  ``recipient_preferences: [ref]`` (Bulletin's own route only) the answer also lists those people's own levels
+  (``bulletin.edge.api.recipient_preferences``).
 
 Event types ``REPORT_SCHEDULE`` (scheduled deliveries) and ``REPORT_JOB`` (on-demand jobs); channels ``EMAIL``,
 ``WEBHOOK`` and ``S3``. The delivery flow gives each recipient the report's channels that its organisation's
@@ -27,7 +29,9 @@ from starlette.concurrency import run_in_threadpool
 
 from bulletin.edge.api.auth import Principal, principal, request_now, require_admin
 from bulletin.edge.api.openapi import error_responses
+from bulletin.edge.api.recipient_preferences import RecipientPreferencesOut, people_preferences
 from bulletin.errors import ForbiddenError, RequestError
+from bulletin.models import IDENTIFIER_PATTERN
 from bulletin.store import Store
 from bulletin.store import channel_preferences as cp
 from bulletin.store.channel_preferences import Channel, EventType, Operation
@@ -41,6 +45,7 @@ OrgIdentifier = Annotated[
 ]
 #: More entries than event types (or channels) can only repeat one; the bound keeps a hostile body small.
 _LIST_MAX = 10
+RecipientRef = Annotated[str, Field(pattern=IDENTIFIER_PATTERN, description="A recipient's ref.")]
 _ORGS_MAX = 1000
 
 
@@ -106,6 +111,12 @@ class SearchIn(BaseModel):
     org_preferences: list[OrgFilter] | None = Field(
         default=None, max_length=_ORGS_MAX, description="Only these organisations (and event types)."
     )
+    recipient_preferences: list[RecipientRef] | None = Field(
+        default=None,
+        max_length=_ORGS_MAX,
+        description="Also these people's own levels (refs in your organisation's report audiences; another "
+        "organisation's is a 404). The answer has recipient_preferences only when this is given.",
+    )
 
 
 class PreferenceOut(BaseModel):
@@ -126,6 +137,9 @@ class OrgPreferencesOut(BaseModel):
 class SearchOut(BaseModel):
     cluster_preferences: list[PreferenceOut]
     org_preferences: list[OrgPreferencesOut]
+    recipient_preferences: list[RecipientPreferencesOut] | None = Field(
+        default=None, description="The people named in the search's recipient_preferences: their own levels."
+    )
 
 
 def _out(prefs: cp.Preferences) -> list[PreferenceOut]:
@@ -174,7 +188,9 @@ async def configure_channels(body: ConfigureIn, request: Request, p: Principal =
     return Response(status_code=204)
 
 
-@router.post("/search", response_model=SearchOut, responses=error_responses(401, 404))
+@router.post(
+    "/search", response_model=SearchOut, response_model_exclude_unset=True, responses=error_responses(401, 404)
+)
 async def search_channels(
     request: Request, body: SearchIn | None = None, p: Principal = Depends(principal)
 ) -> SearchOut:
@@ -190,9 +206,13 @@ async def search_channels(
             store, cluster_events=body.cluster_preferences, orgs=orgs, only_org=None if p.cluster_admin else p.org
         )
     )
-    return SearchOut(
+    answer = SearchOut(
         cluster_preferences=_out(found.cluster),
         org_preferences=[
             OrgPreferencesOut(org=OrgOut(id=o.id, name=o.name), preferences=_out(o.preferences)) for o in found.orgs
         ],
     )
+    if body.recipient_preferences is not None:
+        refs = list(dict.fromkeys(body.recipient_preferences))
+        answer.recipient_preferences = await run_in_threadpool(lambda: people_preferences(request, p.org, refs))
+    return answer

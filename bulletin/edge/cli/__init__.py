@@ -44,6 +44,9 @@ def _register() -> None:
     from bulletin.edge.cli import retention
 
     app.add_typer(retention.retention_app, name="retention")
+    from bulletin.edge.cli import preferences
+
+    app.add_typer(preferences.preferences_app, name="preferences")
 
 
 def _is_validation_error(exc: Exception) -> bool:

@@ -124,6 +124,8 @@ def audit_table(recipient: str, entries: list[AuditEntry], *, width: int) -> Tab
     for e in entries:
         rows = "" if e.rows is None else f" · {e.rows:,} rows"
         where = (e.uri or "") if wide else file_name(e.uri)
+        if e.reason is not None:  # not sent: the person opted out
+            where = f"not sent: {e.reason}"
         row = [
             f"{e.when:%Y-%m-%d}\n{e.when:%H:%M:%S}",
             f"[bold]{escape(e.report_id)}[/]  {e.channel} {e.format}{rows}\n{escape(where)}",

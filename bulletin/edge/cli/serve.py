@@ -73,7 +73,17 @@ def serve(
     from bulletin.edge.supervisor.run import serve as supervise
 
     prepare = (lambda: prepare_state(settings)) if Part.WORKER in plan.parts else None
+    for note in startup_notes(settings):
+        typer.echo(note)
     supervise(plan, settings, say=typer.echo, prepare=prepare)
+
+
+def startup_notes(settings: Settings) -> list[str]:
+    """What a person starting Bulletin should know about its settings, one line each. (``--only api`` runs the API
+    in this process, whose start logs the same.)"""
+    if settings.public_url is None:
+        return ["BULLETIN_PUBLIC_URL is not set: emails carry no unsubscribe link (List-Unsubscribe)"]
+    return []
 
 
 def prepare_state(settings: Settings) -> None:

@@ -199,3 +199,47 @@ def test_what_a_run_key_already_sent_stays_sent(run: Run) -> None:
     rows = list_deliveries(run.store, report_id="daily-account-orders", recipient="ana")
     assert {r.status for r in rows} == {LedgerStatus.SENT}
     assert len(run.outbox()) == 1 and len(run.bucket("ana")) == 1
+
+
+# --- a person's own levels -------------------------------------------------------------------------------------------
+
+#: (cluster, organisation, recipient, recipient-for-this-report) -> the channels of an [email, s3] report and the
+#: reason for the ones turned off. None: that level says nothing.
+LEVELS = [
+    (None, None, None, None, ["email", "s3"], None),
+    ((EMAIL,), None, None, None, ["email"], "cluster"),
+    ((EMAIL,), (S3,), None, None, ["s3"], "organisation"),
+    ((EMAIL,), (S3,), (EMAIL, S3), None, ["email", "s3"], None),
+    ((EMAIL,), (S3,), (EMAIL, S3), (S3,), ["s3"], "unsubscribed"),
+    (None, None, (S3,), None, ["s3"], "unsubscribed"),
+    (None, None, (), None, [], "unsubscribed"),
+    (None, (), None, (EMAIL,), ["email"], "unsubscribed"),
+    ((), None, None, None, [], "cluster"),
+]
+
+
+@pytest.mark.parametrize(("cluster", "org", "person", "for_report", "channels", "why"), LEVELS)
+def test_the_most_specific_level_wins(
+    cluster: tuple[Channel, ...] | None,
+    org: tuple[Channel, ...] | None,
+    person: tuple[Channel, ...] | None,
+    for_report: tuple[Channel, ...] | None,
+    channels: list[str],
+    why: str | None,
+) -> None:
+    preferences = RunPreferences(
+        event_type=SCHEDULE,
+        cluster={SCHEDULE: cluster} if cluster is not None else {},
+        orgs={"acme": {SCHEDULE: org}} if org is not None else {},
+        recipients={("acme", "ann"): person} if person is not None else {},
+        recipient_report={("acme", "ann"): for_report} if for_report is not None else {},
+    )
+    chosen = recipient_channels(["email", "s3"], preferences, "acme", "ann")
+    assert chosen.channels == channels
+    assert chosen.off == [c for c in ["email", "s3"] if c not in channels]
+    if why in (None, "unsubscribed"):
+        assert chosen.reason == why
+    else:
+        assert chosen.reason is not None and why in chosen.reason
+    other = recipient_channels(["email", "s3"], preferences, "acme", "bob")
+    assert other.reason != "unsubscribed", "ann's own levels are hers alone"
