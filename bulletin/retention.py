@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from bulletin.clock import require_aware
 from bulletin.errors import ConfigError
 from bulletin.reports import ReportDefinition
 from bulletin.triggers import Trigger
@@ -163,9 +164,7 @@ def cutoff(now: datetime, days: int) -> datetime:
     """The instant before which something kept ``days`` days is due: exactly ``days`` x 24 h before ``now``.
 
     Due means strictly older: a thing changed at the cutoff itself, or one second after it, stays."""
-    if now.tzinfo is None:
-        raise ConfigError("the clock must be timezone-aware", field="now")
-    return now - days * DAY
+    return require_aware(now, "the clock", field="now") - days * DAY
 
 
 def cutoffs(policy: RetentionPolicy, now: datetime) -> dict[Kind, datetime]:
