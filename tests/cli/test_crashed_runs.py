@@ -71,8 +71,8 @@ def delete_named(client: Any, name: str) -> None:
         client.delete_automation(automation.id)
 
 
-def apply_command(api_url: str, *args: str) -> str:
-    result = subprocess.run(
+def automations_command(api_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [BULLETIN, "deployments", "automations", *args],
         capture_output=True,
         text=True,
@@ -80,6 +80,10 @@ def apply_command(api_url: str, *args: str) -> str:
         cwd=PROJECT_ROOT,
         timeout=120,
     )
+
+
+def apply_command(api_url: str, *args: str) -> str:
+    result = automations_command(api_url, *args)
     assert result.returncode == 0, (result.stdout, result.stderr)
     return result.stdout
 
@@ -173,14 +177,7 @@ def test_a_killed_flow_run_is_marked_crashed_when_its_heartbeats_stop(prefect_se
 
 def test_the_command_refuses_waits_that_would_crash_live_runs(prefect_server: str) -> None:
     for args, named in ((["--within", "30"], "--within"), (["--pending-within", "59"], "--pending-within")):
-        result = subprocess.run(
-            [BULLETIN, "deployments", "automations", *args],
-            capture_output=True,
-            text=True,
-            env={**prefect_env(prefect_server), "PYTHONPATH": str(PROJECT_ROOT)},
-            cwd=PROJECT_ROOT,
-            timeout=120,
-        )
+        result = automations_command(prefect_server, *args)
         assert result.returncode != 0 and named in result.stderr and "Traceback" not in result.stderr
 
 

@@ -220,13 +220,20 @@ def _error_info(job: dict[str, Any]) -> dict[str, str] | None:
 def described(job: dict[str, Any], table: str) -> dict[str, Any]:
     """``describe_job``: QuickSight's DescribeDashboardSnapshotJob answer for a Bulletin job."""
     return {
+        **_job_head(job),
+        "SnapshotConfiguration": snapshot_configuration(job, table),
+        "ErrorInfo": _error_info(job),
+    }
+
+
+def _job_head(job: dict[str, Any]) -> dict[str, Any]:
+    """What both describe answers start with: the job, its dashboard, its state and times."""
+    return {
         "DashboardId": job["report_id"],
         "SnapshotJobId": job["job_id"],
         "JobStatus": snapshot_status(job),
         "CreatedTime": job["created_at"],
         "LastUpdatedTime": job["finished_at"] or job["updated_at"],
-        "SnapshotConfiguration": snapshot_configuration(job, table),
-        "ErrorInfo": _error_info(job),
     }
 
 
@@ -253,11 +260,7 @@ def result_of(job: dict[str, Any], manifest: Manifest, table: str) -> dict[str, 
         for d in manifest.deliveries
     ]
     return {
-        "DashboardId": job["report_id"],
-        "SnapshotJobId": job["job_id"],
-        "JobStatus": snapshot_status(job),
-        "CreatedTime": job["created_at"],
-        "LastUpdatedTime": job["finished_at"] or job["updated_at"],
+        **_job_head(job),
         "Result": {"AnonymousUsers": users},
         "ErrorInfo": _error_info(job),
     }
