@@ -103,7 +103,10 @@ def read_state(run: FlowRun) -> State:
 
 def test_a_run_whose_slot_is_days_old_is_missed_and_delivers_nothing(reports: Path, bulletin_env: Path) -> None:
     write_report(reports, "daily-account-orders", schedule={"cron": "0 7 * * *", "timezone": "UTC"})
-    three_days_ago = datetime.now(UTC).replace(hour=7, minute=0, second=0, microsecond=0) - timedelta(days=3)
+    # The latest 07:00 UTC at least three days ago (before 07:00, today's 07:00 less three days is only 2 d 17 h back).
+    three_days_ago = datetime.now(UTC) - timedelta(days=3)
+    slot = three_days_ago.replace(hour=7, minute=0, second=0, microsecond=0)
+    three_days_ago = slot if slot <= three_days_ago else slot - timedelta(days=1)
     (run,) = scheduled_runs("daily-account-orders", "0 7 * * *", three_days_ago, three_days_ago)
     assert run.expected_start_time == three_days_ago
 
