@@ -78,6 +78,8 @@ def _use_home(home: Path) -> None:
         del os.environ[name]
     home.mkdir(parents=True)
     os.environ["BULLETIN_HOME"] = str(home)
+    # As a deployed Bulletin sends it: with its public address, every email carries its one-click unsubscribe link.
+    os.environ["BULLETIN_PUBLIC_URL"] = "https://bulletin.example.com"
     os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
     build_demo_warehouse(home / "warehouse.duckdb")
 

@@ -113,11 +113,11 @@ def test_the_api_says_at_start_when_emails_carry_no_unsubscribe_link(
 ) -> None:
     for sub in ("a", "b"):
         (tmp_path / sub).mkdir()
-    with caplog.at_level(logging.WARNING), running_api(tmp_path / "a", demo_warehouse):
+    with caplog.at_level(logging.INFO), running_api(tmp_path / "a", demo_warehouse):
         pass
     said = [r.getMessage() for r in caplog.records if "BULLETIN_PUBLIC_URL" in r.getMessage()]
     assert said == ["BULLETIN_PUBLIC_URL is not set: emails carry no unsubscribe link (List-Unsubscribe)"]
     caplog.clear()
-    with caplog.at_level(logging.WARNING), running_api(tmp_path / "b", demo_warehouse, public_url=PUBLIC):
+    with caplog.at_level(logging.INFO), running_api(tmp_path / "b", demo_warehouse, public_url=PUBLIC):
         pass
     assert "BULLETIN_PUBLIC_URL" not in caplog.text

@@ -203,7 +203,8 @@ async def _start_services(
     for trigger_id in await run_in_threadpool(app.state.hooks.unconfigured):
         logger.warning("trigger %r is not configured: its hooks are answered 503 until it is", trigger_id)
     if settings.public_url is None:
-        logger.warning("BULLETIN_PUBLIC_URL is not set: emails carry no unsubscribe link (List-Unsubscribe)")
+        # A choice, not a fault (a demo or an API that sends no email): said at start, `bulletin serve` prints it too.
+        logger.info("BULLETIN_PUBLIC_URL is not set: emails carry no unsubscribe link (List-Unsubscribe)")
     app.state.jobs = JobService(
         store=store,
         settings=settings,
