@@ -19,7 +19,9 @@ def test_the_gallery_draws_what_recipients_get_and_says_what_it_could_not(
 ) -> None:
     for name in [n for n in os.environ if n.startswith("BULLETIN_")]:
         monkeypatch.delenv(name)
-    monkeypatch.setenv("BULLETIN_HOME", str(tmp_path / "unused"))  # the gallery sets its own; restored after
+    # The gallery sets its own home and public URL in os.environ: registered here, so both are undone after.
+    monkeypatch.setenv("BULLETIN_HOME", str(tmp_path / "unused"))
+    monkeypatch.setenv("BULLETIN_PUBLIC_URL", "https://unused.example.com")
     which = shutil.which
     monkeypatch.setattr(gallery.shutil, "which", lambda tool: None if tool == "soffice" else which(tool))
     out = tmp_path / "gallery"
