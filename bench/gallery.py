@@ -44,6 +44,17 @@ TIMEOUT = 180
 
 
 def main(out: Path = GALLERY) -> int:
+    """Draw the gallery into ``out``; 1 if a tool was missing. The caller's environment is as it was afterwards:
+    the run's throwaway home and public URL are set in os.environ only while it runs."""
+    saved = dict(os.environ)
+    try:
+        return _draw(out)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _draw(out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     missing: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bulletin-gallery-") as folder:
