@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -109,14 +110,14 @@ def _deliver_in_turn(settings: Settings, request: DeliveryRequest) -> State:
     current = flow_run.get_id()
     with report_run_slot(
         settings.max_concurrent_runs, logger=get_run_logger(), flow_run_id=uuid.UUID(current) if current else None
-    ):
+    ) as held:
         late = _late_run(settings, report, slot, request)
         if late is not None:
             return late
         if current and cancel_requested(uuid.UUID(current)):
             get_run_logger().warning("cancelled while it waited for a report-run slot: nothing delivered")
             return Cancelled(message="cancelled while queued: nothing delivered")
-        return _deliver(settings, report, request)
+        return _deliver(settings, report, request, delivered=held.release_soon)
 
 
 def _scheduled_slot() -> datetime | None:
@@ -167,16 +168,26 @@ def _late_run(
     return Cancelled(name=name, message=f"{report.id} {decision.reason}", data=manifest)
 
 
-def _deliver(settings: Settings, report: ReportDefinition, request: DeliveryRequest) -> State:
+def _deliver(
+    settings: Settings, report: ReportDefinition, request: DeliveryRequest, *, delivered: Callable[[], None]
+) -> State:
     started, run_id = datetime.now(UTC), _run_id()
     key = request_run_key(report.id, request.run_key, run_id, request.parameters, _scheduled_slot())
     plan = plan_delivery(settings, report, request, run_id=run_id, run_key=key, started=started)
-    return _deliver_planned(settings, report, request, plan)
+    return _deliver_planned(settings, report, request, plan, delivered=delivered)
 
 
 def _deliver_planned(
-    settings: Settings, report: ReportDefinition, request: DeliveryRequest, plan: DeliveryPlan
+    settings: Settings,
+    report: ReportDefinition,
+    request: DeliveryRequest,
+    plan: DeliveryPlan,
+    *,
+    delivered: Callable[[], None],
 ) -> State:
+    """Deliver, then record: ``delivered`` is called once every delivery is done (and the run's services closed),
+    before the manifest, the artifacts and the events, so the report-run slot is given back while they are written
+    (tasks/delivery/capacity.py)."""
     logger = get_run_logger()
     dry_run, recipients, run_id, started = request.dry_run, request.recipients, plan.run_id, plan.started_at
     scheduled = _scheduled_slot() is not None
@@ -198,7 +209,7 @@ def _deliver_planned(
             )
         else:
             deliveries = deliver_audience(settings, plan, services, session.spec, audience)
-
+    delivered()
     manifest = Manifest(
         report_id=report.id,
         run_id=run_id,

@@ -22,7 +22,7 @@ from bulletin.store.ledger import (
     mark_storing,
     renew,
 )
-from bulletin.store.ledger_batch import Batch, ClaimRequest, SentMark, sent_mark, write_batch
+from bulletin.store.ledger_batch import Batch, ClaimRequest, SentMark, sent_mark, storing_intent, write_batch
 from bulletin.store.ledger_queries import audit, last_sent, list_deliveries, run_rows
 from bulletin.store.ledger_schema import AuditEntry, ClaimOutcome, ClaimResult, LedgerRow, LedgerStatus
 
@@ -53,5 +53,6 @@ __all__ = [
     "run_rows",
     "scheduled_run_key",
     "sent_mark",
+    "storing_intent",
     "write_batch",
 ]

@@ -181,10 +181,16 @@ def mark_storing(
     now = aware(now, "now", field="now")
     if not claim.claimed:
         raise StorageError(f"cannot record a file for a delivery that was not claimed ({claim.outcome.value})")
-    key = DeliveryKey.from_row(claim.row)
     with store.write() as conn:
-        intent = update(deliveries).where(key.where(), _held_by(claim)).values(updated_at=now, **file)
-        return conn.execute(intent).rowcount == 1
+        return storing_in(conn, claim, now=now, **file)
+
+
+def storing_in(conn: Connection, claim: ClaimResult, *, now: datetime, **file: Any) -> bool:
+    """``mark_storing``'s write inside the caller's transaction (checked values: ``file_values``): many intents can
+    commit together (``bulletin.store.ledger_batch``). False: the claim was taken over, nothing written."""
+    key = DeliveryKey.from_row(claim.row)
+    intent = update(deliveries).where(key.where(), _held_by(claim)).values(updated_at=now, **file)
+    return conn.execute(intent).rowcount == 1
 
 
 def mark_found(store: Store, claim: ClaimResult, *, now: datetime) -> LedgerRow:

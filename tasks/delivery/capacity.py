@@ -23,16 +23,19 @@ starts a lease-renewal thread that at once builds an API client and renews the l
 its exit waits (up to 2 s) for that thread: a run shorter than that first renewal waited for it at the end, before
 the flow could return and the command exit. ``_slot`` takes and releases the slot with the same Prefect calls and
 events, but renews from a thread that first sleeps a third of the lease: a short run never renews, and releasing is
-one API call.
+one API call. And the run gives the slot back as soon as its deliveries are done (``HeldSlot.release_soon``), from a
+background thread while it writes its manifest, artifacts and events: the next run may start delivering meanwhile,
+and the release is no longer on the way to the run's end.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from typing import Any
 from uuid import UUID
 
@@ -84,11 +87,45 @@ def ensure_run_limit(client: SyncPrefectClient, limit: int, *, name: str = RUN_L
     return current
 
 
+class HeldSlot:
+    """A report-run slot held by the block of ``report_run_slot``. ``release_soon`` gives it back from a background
+    thread while the run finishes its own bookkeeping (its deliveries are done: the next run may start delivering);
+    the block's end waits for that release, or releases the slot itself if nobody asked earlier. Released once."""
+
+    def __init__(self, release: Callable[[], None], logger: Logger) -> None:
+        self._release = release
+        self._logger = logger
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._released = False
+
+    def release_soon(self) -> None:
+        with self._lock:
+            if self._thread is not None or self._released:
+                return
+            self._logger.info("Releasing the report-run slot", extra={LOG_KEY: "releasing"})
+            context = contextvars.copy_context()  # Prefect's settings and client context, as in the run's thread
+            self._thread = threading.Thread(
+                target=context.run, args=(self._release,), daemon=True, name="bulletin-slot-release"
+            )
+            self._thread.start()
+
+    def _end(self) -> None:
+        with self._lock:
+            thread, self._released = self._thread, True
+        if thread is not None:
+            thread.join()
+            return
+        self._logger.info("Releasing the report-run slot", extra={LOG_KEY: "releasing"})
+        self._release()
+
+
 @contextmanager
 def report_run_slot(
     limit: int, *, logger: Logger, flow_run_id: UUID | None = None, name: str = RUN_LIMIT
-) -> Iterator[None]:
-    """Hold one slot of the report-run limit (set to ``limit`` first) for the duration of the block.
+) -> Iterator[HeldSlot]:
+    """Hold one slot of the report-run limit (set to ``limit`` first) for the duration of the block, or until
+    ``HeldSlot.release_soon``.
 
     A run still without a slot after ``WAIT_NOTICE_SECONDS`` logs that it waits, and labels its flow run (when it
     has one) until it gets one.
@@ -99,20 +136,20 @@ def report_run_slot(
     notice = _WaitNotice(logger, flow_run_id, current.limit)
     timer = threading.Timer(WAIT_NOTICE_SECONDS, notice.announce)
     timer.daemon = True
-    with ExitStack() as held:
-        timer.start()
-        try:
-            held.enter_context(_slot(name, holder))
-        except ConcurrencySlotAcquisitionError as exc:
-            raise TransientError(f"could not take a slot of the Prefect concurrency limit {name!r}: {exc}") from exc
-        finally:
-            timer.cancel()
-            notice.settle()
-        logger.info("Holding a report-run slot (%s, %d at once)", name, current.limit, extra={LOG_KEY: HELD})
-        try:
-            yield
-        finally:
-            logger.info("Releasing the report-run slot", extra={LOG_KEY: "releasing"})
+    timer.start()
+    try:
+        release = _slot(name, holder)
+    except ConcurrencySlotAcquisitionError as exc:
+        raise TransientError(f"could not take a slot of the Prefect concurrency limit {name!r}: {exc}") from exc
+    finally:
+        timer.cancel()
+        notice.settle()
+    logger.info("Holding a report-run slot (%s, %d at once)", name, current.limit, extra={LOG_KEY: HELD})
+    slot = HeldSlot(release, logger)
+    try:
+        yield slot
+    finally:
+        slot._end()
 
 
 def cancel_requested(flow_run_id: UUID) -> bool:
@@ -136,28 +173,27 @@ def is_waiting_for_slot(flow_run: FlowRun) -> bool:
     return state is not None and state.is_running() and flow_run.labels.get(SLOT_LABEL) != HELD
 
 
-@contextmanager
-def _slot(name: str, holder: ConcurrencyLeaseHolder | None) -> Iterator[None]:
-    """One slot of ``name`` for the block: what ``prefect.concurrency.sync.concurrency(name, occupy=1, strict=True,
-    raise_on_lease_renewal_failure=False)`` does, with the lease renewed by ``_renew_lease`` (see the module
-    docstring). Prefect records the lease on its concurrency context when it grants it, so a cancelled run's slot is
-    still released when that context ends."""
+def _slot(name: str, holder: ConcurrencyLeaseHolder | None) -> Callable[[], None]:
+    """Take one slot of ``name``; the function that gives it back. What ``prefect.concurrency.sync.concurrency(name,
+    occupy=1, strict=True, raise_on_lease_renewal_failure=False)`` does, with the lease renewed by ``_renew_lease``
+    (see the module docstring). Prefect records the lease on its concurrency context when it grants it, so a
+    cancelled run's slot is still released when that context ends."""
     granted = acquire_concurrency_slots_with_lease([name], 1, lease_duration=LEASE_SECONDS, strict=True, holder=holder)
     if not granted.limits:  # the limit is inactive: Prefect lets the run through without a slot
-        yield
-        return
+        return lambda: None
     events = emit_concurrency_acquisition_events(granted.limits, 1)
     stop = threading.Event()
     threading.Thread(
         target=_renew_lease, args=(granted.lease_id, stop), daemon=True, name=f"bulletin-slot-lease-{granted.lease_id}"
     ).start()
-    try:
-        yield
-    finally:
+
+    def release() -> None:
         stop.set()  # the renewer sleeps on this: it ends at once, nothing waits for it
         release_concurrency_slots_with_lease(granted.lease_id)
         _discard_cleanup_lease(granted.lease_id)
         emit_concurrency_release_events(granted.limits, 1, events)
+
+    return release
 
 
 def _renew_lease(lease_id: UUID, stop: threading.Event) -> None:

@@ -245,6 +245,12 @@ class BucketChannel:
     def close(self) -> None:
         """Nothing per batch: the destination is the process's, shared by its lanes."""
 
+    def intended_uri(self, parts: KeyParts, file: RenderedFile) -> str | None:
+        """Where ``send`` will say it is storing ``file`` (its storing intent); None for a store that cannot be asked
+        what it holds (SFTP), which writes no intent."""
+        finder = self.destination if isinstance(self.destination, ObjectFinder) else None
+        return None if finder is None else finder.uri_for(self.key_for(parts, file))
+
     def key_for(self, parts: KeyParts, file: RenderedFile) -> str:
         prefix = "/".join(p for p in (parts.prefix, parts.org, parts.output_prefix) if p)
         return build_key(

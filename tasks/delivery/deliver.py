@@ -222,15 +222,7 @@ def _send(
     """Each channel the recipient still needs, called the same way with its files. The links' store goes first, so
     that a channel sending links (email over its cap) links the very files that store delivered."""
     files = produced.files
-    parts = KeyParts(
-        prefix=plan.storage_prefix,
-        report_id=plan.report.id,
-        recipient_ref=recipient.ref,
-        org=recipient.org,
-        run_id=plan.run_id,
-        when=plan.started_at,
-        output_prefix=plan.output_prefix,
-    )
+    parts = key_parts(plan, recipient)
     metadata = {"report": plan.report.id, "recipient": recipient.ref, "run": plan.run_id, "token-jti": produced.jti}
     parcel = Parcel(
         recipient=recipient,
@@ -252,6 +244,19 @@ def _send(
             channels.get(name).send(replace(parcel, files=[files[f] for f, _ in pairs]), attempt.receipt(name))
         except BulletinError as exc:  # this channel only: its files not yet sent wait for a retry
             attempt.fail([pair for pair in pairs if pair not in attempt.finished], exc, files, name)
+
+
+def key_parts(plan: DeliveryPlan, recipient: Recipient) -> KeyParts:
+    """What names ``recipient``'s stored files in this run (``BucketChannel.key_for``)."""
+    return KeyParts(
+        prefix=plan.storage_prefix,
+        report_id=plan.report.id,
+        recipient_ref=recipient.ref,
+        org=recipient.org,
+        run_id=plan.run_id,
+        when=plan.started_at,
+        output_prefix=plan.output_prefix,
+    )
 
 
 def _dry_run(plan: DeliveryPlan, services: DeliveryServices, recipient: Recipient) -> Delivery:

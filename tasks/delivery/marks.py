@@ -12,6 +12,10 @@ the process die before the mark is written, the row is still pending under a lea
 it over finds the file where the intent says (``mark_found``) and records it, without storing it again. Every other
 mark (email, SFTP: their sends cannot be checked afterwards) is written at once, as before.
 
+A lane also writes the storing intents of every file of a chunk in one transaction, once the chunk is rendered and
+before the first of them is stored (``announce``, tasks/delivery/intents.py): one fsync'd commit for the chunk instead
+of one per file. Each file still goes only after its own intent is durable on its row.
+
 Neither claims nor kept marks need SQLite's fsync at commit (``durable=False``): losing them to a power loss costs
 nothing, and the next storing intent, committed with its fsync before its upload, makes them durable anyway
 (docs/delivery.md, "Power loss").
@@ -88,6 +92,15 @@ class LaneLedger:
         self._written(self._kept, batch.marked)
         self._keeper.hold(batch.claims)
         return batch.claims
+
+    def announce(self, intents: Sequence[SentMark]) -> list[bool]:
+        """Write the storing intents of a chunk's files (``storing_intent``) in one transaction, with the kept marks;
+        whether each was written (False: its claim was taken over). Committed with its fsync, as a single intent is:
+        a file is stored only once its intent is durable. A database error is raised with nothing written, the
+        marks still kept."""
+        batch = write_batch(self._store, sent=self._kept, intents=intents, lease_seconds=self._lease, now=self._clock())
+        self._written(self._kept, batch.marked)
+        return batch.noted
 
     def flush(self) -> None:
         """Write the kept marks now. A database error is logged and they stay kept for the next write; the lane's

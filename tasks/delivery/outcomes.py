@@ -40,7 +40,8 @@ class Attempt:
     ``scope`` are the minted token's, once there is one: each file sent is recorded with them. ``keeper`` renews
     the claims while the attempt works, and says which were taken over by another run (``drop_lost``). ``ledger``:
     the lane's batched writes, which keep back the sent mark of a file whose storing intent is on its row
-    (``announced``; tasks/delivery/marks.py says why that is safe)."""
+    (``announced``; tasks/delivery/marks.py says why that is safe). ``noted``: the storing intents the lane already
+    wrote with its chunk's (tasks/delivery/intents.py), by pair: (uri, sha256)."""
 
     store: Store
     clock: Clock
@@ -54,6 +55,7 @@ class Attempt:
     keeper: LeaseKeeper | None = None
     ledger: LaneLedger | None = None
     announced: dict[Pair, str] = field(default_factory=dict)
+    noted: dict[Pair, tuple[str, str]] = field(default_factory=dict)
 
     def add(self, pair: Pair, artifact: Artifact) -> None:
         self.artifacts[pair] = artifact
@@ -75,7 +77,11 @@ class Attempt:
         self.add(pair, artifact(file, pair[1], uri=uri, outcome="sent", note=note))
 
     def storing(self, pair: Pair, file: RenderedFile, uri: str) -> bool:
-        """Write where ``file`` is about to be stored on the claimed row; False (and the pair lost) if taken over."""
+        """Write where ``file`` is about to be stored on the claimed row; False (and the pair lost) if taken over.
+        Nothing to write when the lane wrote this very intent with its chunk's (``noted``: uri and sha256)."""
+        if self.noted.get(pair) == (uri, file.sha256):
+            self.announced[pair] = uri
+            return True
         noted = mark_storing(self.store, self.todo[pair], **self._file_values(file, uri), now=self.clock())
         if noted:
             self.announced[pair] = uri

@@ -23,6 +23,7 @@ from bulletin.errors import BulletinError, TransientError
 from bulletin.models import Delivery, Recipient
 from tasks.delivery.chunk import Rendered, render_claimed
 from tasks.delivery.deliver import attempt_from, claim_requests, deliver_attempt
+from tasks.delivery.intents import announce_chunk
 from tasks.delivery.leases import LeaseKeeper
 from tasks.delivery.marks import LaneLedger
 from tasks.delivery.outcomes import Attempt, failed_delivery
@@ -133,7 +134,8 @@ def deliver_from(
     None.
 
     The recipients the lane holds are claimed together, in one ledger transaction with the sent marks it kept back
-    (tasks/delivery/marks.py), then rendered together from one warehouse scan (tasks/delivery/chunk.py). Every
+    (tasks/delivery/marks.py), then rendered together from one warehouse scan (tasks/delivery/chunk.py), and their
+    files' storing intents written in one more (tasks/delivery/intents.py) before the first is stored. Every
     recipient gets a result, whatever fails: a transient failure is marked so the dispatcher retries it, and an
     unexpected error is logged here (with its traceback, for the operator) and recorded as an internal error. Returns
     how many deliveries this lane made.
@@ -148,6 +150,7 @@ def deliver_from(
                 chunk, stop = next_chunk(todo, ledger)
                 attempts = claim_chunk(plan, services, audience, chunk, ledger)
                 rendered = render_claimed(plan, services, audience, attempts, logger)  # one scan for the chunk
+                announce_chunk(plan, channels, audience, attempts, rendered, ledger)  # one intents commit
                 for index, claimed in attempts:
                     recipient = audience[index]
                     try:

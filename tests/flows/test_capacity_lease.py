@@ -3,6 +3,7 @@ run releases its slot with one call and never renews; a long one renews its leas
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -46,9 +47,10 @@ def _renewers() -> list[threading.Thread]:
 
 
 def test_a_short_run_holds_and_releases_its_slot_without_renewing_its_lease(renewals: list[float]) -> None:
-    with capacity._slot(LIMIT, None):
-        assert _active_slots() == 1
-        assert len(_renewers()) == 1
+    release = capacity._slot(LIMIT, None)
+    assert _active_slots() == 1
+    assert len(_renewers()) == 1
+    release()
     assert _active_slots() == 0
     assert renewals == []  # Prefect's own concurrency() renews at once, and its exit waits for that renewal
     deadline = time.monotonic() + 5
@@ -59,16 +61,42 @@ def test_a_short_run_holds_and_releases_its_slot_without_renewing_its_lease(rene
 
 def test_a_long_run_renews_its_lease_until_it_ends(renewals: list[float], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(capacity, "RENEW_EVERY_SECONDS", 0.2)
-    with capacity._slot(LIMIT, None):
-        deadline = time.monotonic() + 30
-        while len(renewals) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert _active_slots() == 1
+    release = capacity._slot(LIMIT, None)
+    deadline = time.monotonic() + 30
+    while len(renewals) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _active_slots() == 1
+    release()
     assert len(renewals) >= 2
     assert _active_slots() == 0
 
 
 def test_a_slot_of_a_limit_that_does_not_exist_is_refused() -> None:
     with pytest.raises(ConcurrencySlotAcquisitionError):
-        with capacity._slot("bulletin-test-no-such-limit", None):
-            pass
+        capacity._slot("bulletin-test-no-such-limit", None)
+
+
+def test_a_slot_released_soon_is_free_before_its_block_ends_and_released_once(renewals: list[float]) -> None:
+    """What a run does once its deliveries are done: the slot goes back from a background thread while the run
+    writes its manifest and events; the block's end waits for that release and does not release again."""
+    logger = logging.getLogger("capacity-test")
+    with capacity.report_run_slot(1, logger=logger, name=LIMIT) as held:
+        assert _active_slots() == 1
+        held.release_soon()
+        held.release_soon()  # asked twice: released once
+        deadline = time.monotonic() + 10
+        while _active_slots() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _active_slots() == 0, "free while the block still runs"
+        with capacity.report_run_slot(1, logger=logger, name=LIMIT):  # the next run gets it at once
+            assert _active_slots() == 1
+    assert _active_slots() == 0
+    assert renewals == []
+
+
+def test_a_slot_never_released_early_is_released_when_its_block_fails(renewals: list[float]) -> None:
+    with pytest.raises(RuntimeError):
+        with capacity.report_run_slot(1, logger=logging.getLogger("capacity-test"), name=LIMIT):
+            assert _active_slots() == 1
+            raise RuntimeError("the run broke")
+    assert _active_slots() == 0

@@ -19,6 +19,7 @@ from bulletin.models import Delivery, DeliveryStatus, Recipient
 from bulletin.settings import Settings
 from bulletin.store import LedgerStatus, Store, list_deliveries
 from tasks.delivery import marks
+from tasks.delivery.channels import BucketChannel
 from tasks.delivery.prefect_tasks import deliver_from
 from tasks.delivery.services import DeliveryServices
 from tests.tasks.delivery.test_registry import plan_for
@@ -121,5 +122,68 @@ def test_one_failure_in_a_batch_fails_only_itself_and_the_batch_saves_transactio
     }
     assert all(rows[ref].uri and rows[ref].sha256 for ref in ("r1", "r2"))
     assert len(stored(settings)) == 2
-    # One claim for the three, a storing intent per file, the failure, one write of both marks: 5, not 3 x 3.
-    assert writes[0] <= 5, writes[0]
+    # One claim for the three, one write of both storing intents, the failure, one write of both marks: 4, not 3 x 3.
+    assert writes[0] <= 4, writes[0]
+
+
+def test_a_chunks_storing_intents_are_one_durable_write_before_its_first_file(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, services: DeliveryServices
+) -> None:
+    store = services.store
+    assert store is not None
+    seen: list[tuple[bool, int, list[str]]] = []  # per write: durable, intents, files stored before it
+    real_write = marks.write_batch
+
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        seen.append((kwargs.get("durable", True), len(kwargs.get("intents", ())), stored(settings)))
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(marks, "write_batch", watched)
+    deliveries = run_lane(plan_for(settings, ["s3"]), services, AUDIENCE)
+    assert [d.status for d in deliveries] == [DeliveryStatus.DELIVERED] * 3
+    announced = [(durable, n, before) for durable, n, before in seen if n]
+    assert announced == [(True, 3, [])], "the three intents in one fsync'd commit, before any file is stored"
+    rows = list_deliveries(store, report_id="daily-account-orders")
+    assert {r.status for r in rows} == {LedgerStatus.SENT} and len({r.uri for r in rows}) == 3
+
+
+@pytest.mark.parametrize("stored_before_kill", [0, 1, 2])
+def test_a_lane_killed_between_its_chunks_intents_and_its_files_stores_each_file_once(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, services: DeliveryServices, stored_before_kill: int
+) -> None:
+    store = services.store
+    assert store is not None
+    real_store, real_write = BucketChannel.store, marks.write_batch
+    puts, dead = [0], [False]
+
+    def die_at_a_put(self: BucketChannel, *args: Any, **kwargs: Any) -> Any:
+        if puts[0] == stored_before_kill:
+            dead[0] = True
+            raise Killed
+        puts[0] += 1
+        return real_store(self, *args, **kwargs)
+
+    def nothing_after_death(*args: Any, **kwargs: Any) -> Any:
+        if dead[0]:  # a killed process writes nothing more: not even the lane's last flush of its kept marks
+            raise Killed
+        return real_write(*args, **kwargs)
+
+    first = replace(plan_for(settings, ["s3"]), lease_seconds=LEASE)
+    with monkeypatch.context() as patched:
+        patched.setattr(BucketChannel, "store", die_at_a_put)
+        patched.setattr(marks, "write_batch", nothing_after_death)
+        with pytest.raises(Killed):
+            run_lane(first, services, AUDIENCE)
+    assert len(stored(settings)) == stored_before_kill
+    rows = list_deliveries(store, report_id=first.report.id)
+    assert {r.status for r in rows} == {LedgerStatus.PENDING} and all(r.uri for r in rows), "every intent written"
+
+    later = datetime.now(UTC) + timedelta(seconds=LEASE + 1)
+    rerun = replace(first, run_id="rerun0000004", started_at=later)
+    deliveries = run_lane(rerun, replace(services, clock=lambda: later), AUDIENCE)
+    assert [d.status for d in deliveries] == [DeliveryStatus.DELIVERED] * 3
+    notes = [a.note or "" for d in deliveries for a in d.artifacts]
+    assert sum("found in the store" in n for n in notes) == stored_before_kill, "the stored ones are found"
+    assert len(stored(settings)) == 3, "each recipient's file stored once, whatever the kill interrupted"
+    rows = list_deliveries(store, report_id=first.report.id)
+    assert {(r.status, r.claimed_by) for r in rows} == {(LedgerStatus.SENT, "rerun0000004")}
