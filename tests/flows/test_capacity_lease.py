@@ -95,8 +95,14 @@ def test_a_slot_released_soon_is_free_before_its_block_ends_and_released_once(re
 
 
 def test_a_slot_never_released_early_is_released_when_its_block_fails(renewals: list[float]) -> None:
-    with pytest.raises(RuntimeError):
+    held_inside: list[int] = []
+
+    def broken_run() -> None:
         with capacity.report_run_slot(1, logger=logging.getLogger("capacity-test"), name=LIMIT):
-            assert _active_slots() == 1
+            held_inside.append(_active_slots())
             raise RuntimeError("the run broke")
+
+    with pytest.raises(RuntimeError):
+        broken_run()
+    assert held_inside == [1]
     assert _active_slots() == 0
