@@ -83,7 +83,9 @@ TARGET_ROWS = 1_000  # rows per recipient, on average
 # Ours also runs at this size: does the peak depend on the audience? The smallest run that uses worker processes
 # (tasks.delivery.services.PROCESSES_FROM_RECIPIENTS), so both sizes compare the same way of running.
 SMALL_AUDIENCE = 500
-TARGET_RATIO = 10.0
+#: Issue 14's fan-out target, at the full audience: both on a quiet machine.
+TARGET_RATIO = 20.0
+TARGET_RATE = 100.0
 CHILD_TIMEOUT_SECONDS = 1_800
 SETTINGS_PASSED_ON = ("BULLETIN_DELIVERY_PROCESSES",)
 SERVER_START_SECONDS = 60
@@ -510,14 +512,30 @@ def child_ours(scopes: list[Scope]) -> dict[str, Any]:
         floor = peak_mb()
         with Workers() as WORKERS, bulletin_progress.listening(listener), Meter() as meter:
             progress.begin()
+            began = time.time()
             state = deliver_report(REPORT_ID, return_state=True)
         manifest = state.result(raise_on_failure=False)
+        ended = run_end_time(state.state_details.flow_run_id)
     if not isinstance(manifest, Manifest):
         raise SystemExit(f"the flow run ended {state.type.value}: {state.message}")
     errors = sorted({d.error or "" for d in manifest.deliveries if d.status is not DeliveryStatus.DELIVERED})
     extra = {"delivered": manifest.delivered, "failed": manifest.failed, "errors": errors[:3]}
     lanes = f"{threads} on the flow's task threads, {processes * LANES_PER_PROCESS} in {processes} worker process(es)"
-    return meter.result(progress, floor, lanes=lanes, worker_processes=processes, **extra)
+    run_end = None if ended is None else ended - began
+    return meter.result(progress, floor, lanes=lanes, worker_processes=processes, run_end_s=run_end, **extra)
+
+
+def run_end_time(flow_run_id: Any) -> float | None:
+    """When the Prefect API recorded the flow run's final state (its ``end_time``, as the UI shows it), in
+    ``time.time()`` seconds. A synchronous flow call returns later: after its final state, Prefect's flow engine
+    joins its heartbeat thread, which sleeps in steps of 1 s (``prefect.flow_engine._send_heartbeats``)."""
+    from prefect.client.orchestration import get_client
+
+    if flow_run_id is None:
+        return None
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run_id)
+    return None if run.end_time is None else run.end_time.timestamp()
 
 
 def run_child(args: argparse.Namespace) -> None:
@@ -658,16 +676,28 @@ def print_results(results: list[tuple[Case, dict[str, Any], float]], count: int)
     print("\nRSS after each tenth of the deliveries (MB); first and last delivery (s after the clock started):\n")
     for case, r, _ in results:
         rss = ", ".join(f"{mb:.0f}" for mb in r["rss"])
+        end = f"; the run's final state at {r['run_end_s']:.1f} s" if r.get("run_end_s") else ""
         print(
             f"- {case.label} x {len(case.scopes):,}: {rss}; "
-            f"first {r['first_delivery_s']:.1f} s, last {r['last_delivery_s']:.1f} s of {r['seconds']:.1f} s"
+            f"first {r['first_delivery_s']:.1f} s, last {r['last_delivery_s']:.1f} s{end}; "
+            f"returned at {r['seconds']:.1f} s"
         )
     ours = {len(c.scopes): r for c, r, _ in results if c.side == "ours"}
     big = ours[count]
-    ratio = count / big["seconds"] / naive_rate
+    rate = count / big["seconds"]
+    ratio = rate / naive_rate
     print(f"\nLanes of ours: {big['lanes']}.")
-    verdict = "met" if ratio >= TARGET_RATIO else "MISSED"
-    print(f"Rate: {ratio:.1f}x the naive loop's; target >= {TARGET_RATIO:.0f}x: {verdict}")
+    verdict = "met" if ratio >= TARGET_RATIO and rate >= TARGET_RATE else "MISSED"
+    print(
+        f"Rate, to the flow call's return: {rate:.1f}/s, {ratio:.1f}x the naive loop's; "
+        f"target >= {TARGET_RATE:.0f}/s and >= {TARGET_RATIO:.0f}x: {verdict}"
+    )
+    if big.get("run_end_s"):
+        end_rate = count / big["run_end_s"]
+        print(
+            f"Rate, to the run's final state in Prefect: {end_rate:.1f}/s, {end_rate / naive_rate:.1f}x the naive "
+            "loop's (the call returns after Prefect's flow engine joins its heartbeat thread)"
+        )
     # Flat: the RSS does not climb over the run, and the peak does not depend on the audience size. With worker
     # processes, from the second tenth on: the first tenth is measured while the worker is still starting.
     start = 1 if big["worker_processes"] and len(big["rss"]) > 1 else 0
