@@ -8,8 +8,10 @@ The flow run reads its settings from the environment, as in production, so the t
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -121,6 +123,13 @@ def _queue_behind_a_held_slot(http: httpx.Client, job_id: str) -> list[str]:
     return seen
 
 
+def _held() -> AbstractContextManager[object]:
+    """The only report-run slot, held here as another report run would hold it."""
+    from tasks.delivery.capacity import report_run_slot
+
+    return report_run_slot(1, logger=logging.getLogger("jobs-e2e"))
+
+
 @pytest.fixture
 def one_slot(monkeypatch: pytest.MonkeyPatch) -> None:
     from prefect.client.orchestration import get_client
@@ -136,10 +145,8 @@ def one_slot(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_job_waiting_under_the_concurrency_cap_is_queued_then_runs(api_url: str) -> None:
     """With BULLETIN_MAX_CONCURRENT_RUNS=1 and the one slot held here (as another report run would), the job's flow
     run waits for it: the API shows QUEUED (not RUNNING) until the slot is free, then the job completes."""
-    from tasks.delivery.capacity import RUN_LIMIT, _slot
-
     with httpx.Client(base_url=api_url, headers={"x-api-key": key("acme", "member")}, timeout=60) as http:
-        with _slot(RUN_LIMIT, None):  # another run holds the only slot
+        with _held():  # another run holds the only slot
             seen = _queue_behind_a_held_slot(http, "e2e-queued")
             assert seen[-1] == "QUEUED" and "RUNNING" not in seen, seen
         job = wait_until_finished(http, "e2e-queued")
@@ -148,11 +155,9 @@ def test_a_job_waiting_under_the_concurrency_cap_is_queued_then_runs(api_url: st
 
 @pytest.mark.usefixtures("one_slot")
 def test_a_queued_job_deleted_before_its_turn_delivers_nothing(api_url: str) -> None:
-    from tasks.delivery.capacity import RUN_LIMIT, _slot
-
     admin = {"x-api-key": key("acme", "admin")}
     with httpx.Client(base_url=api_url, headers=admin, timeout=60) as http:
-        with _slot(RUN_LIMIT, None):
+        with _held():
             assert _queue_behind_a_held_slot(http, "e2e-cancelled")[-1] == "QUEUED"
             assert http.delete("/v1/jobs/e2e-cancelled").status_code == 204
         job = wait_until_finished(http, "e2e-cancelled")
