@@ -74,20 +74,9 @@ def sent_mark(
     return SentMark(claim=claim, values=values)
 
 
-def storing_intent(
-    claim: ClaimResult,
-    *,
-    sha256: str,
-    uri: str,
-    bytes: int,
-    rows: int,
-    token_jti: str | None,
-    secure_filters: Mapping[str, FilterGroups],
-) -> SentMark:
-    """A storing intent (``mark_storing``'s values) for a later ``write_batch``, checked now."""
-    return sent_mark(
-        claim, sha256=sha256, uri=uri, bytes=bytes, rows=rows, token_jti=token_jti, secure_filters=secure_filters
-    )
+#: A storing intent for a later ``write_batch(intents=...)``: ``mark_storing``'s values, checked now exactly as a sent
+#: mark's are (the same claim and file values; only what the batch writes with them differs).
+storing_intent = sent_mark
 
 
 def write_batch(
