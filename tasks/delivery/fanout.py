@@ -21,6 +21,7 @@ from functools import partial
 from typing import Any
 
 from prefect import get_run_logger
+from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ProcessPoolTaskRunner
 from prefect.utilities.annotations import quote
@@ -215,6 +216,32 @@ def after_the_run(work: Callable[[], object], failure: str) -> threading.Thread:
     )
     thread.start()
     return thread
+
+
+#: How long ``once_final`` waits for the flow run's final state before it does its work anyway.
+FINAL_STATE_WAIT_SECONDS = 10.0
+
+
+def once_final(work: Callable[[], object], failure: str, *, poll: float = 0.01) -> threading.Thread:
+    """Run ``work`` on a thread like ``after_the_run``, once the current flow run has its final state.
+
+    For what only tells others about a finished run (its Prefect events): the run's end in the Prefect UI, and
+    ``run_deployment``'s wait, no longer include it. The thread watches the run's state as the flow engine records it
+    (the state the heartbeat thread watches too); outside a flow run, or after FINAL_STATE_WAIT_SECONDS, it does the
+    work anyway, so nothing is lost if the state is never seen.
+    """
+    context = FlowRunContext.get()
+    run = context.flow_run if context is not None else None
+
+    def when_final() -> None:
+        deadline = time.monotonic() + FINAL_STATE_WAIT_SECONDS
+        while run is not None and not (run.state is not None and run.state.is_final()):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(poll)
+        work()
+
+    return after_the_run(when_final, failure)
 
 
 def _logged(work: Callable[[], object], failure: str) -> None:

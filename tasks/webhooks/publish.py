@@ -1,9 +1,11 @@
 """Webhooks out, as the flows use them: publish a run's events, and send what is due.
 
-- ``publish_run_events`` is called by deliver-report once a run is over: it emits the Prefect events, enqueues the
-  webhook events for every subscribed endpoint, and makes the first attempt at once (bounded in time) so receivers
-  hear without waiting for the dispatcher. It never raises: the report is already delivered, and whatever was not
-  sent now stays due for the deliver-webhooks flow.
+- ``publish_run_events`` is called by deliver-report once a run's deliveries are over: it enqueues the webhook events
+  for every subscribed endpoint, and makes the first attempt at once (bounded in time) so receivers hear without
+  waiting for the dispatcher. It never raises: the report is already delivered, and whatever was not sent now stays
+  due for the deliver-webhooks flow.
+- ``emit_run_events`` emits the run's Prefect events; deliver-report calls it once the flow run has its final state
+  (``tasks.delivery.fanout.once_final``), so the 1,000 events of a 1,000-recipient run do not hold up its end.
 - ``dispatch_due`` (``tasks.webhooks.dispatch``) is one pass over due messages; ``tasks.webhooks.events`` builds the
   events. Both are re-exported here.
 """
@@ -48,22 +50,16 @@ def publish_run_events(
     *,
     links: LinkMaker | None = None,
     now: Clock = utc_now,
-    emit: Callable[..., Any] = emit_event,
     rng: random.Random | None = None,
     first_attempt: bool = True,
 ) -> list[str]:
-    """Emit the run's Prefect events, enqueue its webhook events and attempt them once now; the message ids.
+    """Enqueue the run's webhook events and attempt them once now; the message ids.
 
     ``links`` turns a delivered file into its presigned download link (``file_links(settings)``). A dry run publishes
     nothing. Never raises: failures are logged, and unsent messages stay due for the deliver-webhooks flow.
     """
     if manifest.dry_run:
         return []
-    for event in prefect_events(manifest):
-        try:
-            emit(**event)
-        except Exception as error:  # noqa: BLE001 - the edge: an observability event must not fail a finished run
-            logger.warning("could not emit the Prefect event %s: %s", event["event"], type(error).__name__)
     ids: list[str] = []
     try:
         endpoints = enabled_endpoints(store)
@@ -81,6 +77,22 @@ def publish_run_events(
     if ids and first_attempt:
         send_now(settings, store, ids[:FIRST_ATTEMPT_MAX], now=now, rng=rng)
     return ids
+
+
+def emit_run_events(manifest: Manifest, *, emit: Callable[..., Any] = emit_event) -> int:
+    """Emit the run's Prefect events (``tasks.webhooks.events.prefect_events``); how many went to Prefect's events
+    client. None for a dry run. Never raises: an observability event must not fail a finished run."""
+    if manifest.dry_run:
+        return 0
+    emitted = 0
+    for event in prefect_events(manifest):
+        try:
+            emit(**event)
+        except Exception as error:  # noqa: BLE001 - the edge: an observability event must not fail a finished run
+            logger.warning("could not emit the Prefect event %s: %s", event["event"], type(error).__name__)
+        else:
+            emitted += 1
+    return emitted
 
 
 def send_now(

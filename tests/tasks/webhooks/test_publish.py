@@ -27,10 +27,10 @@ from bulletin.store import webhooks as wh
 from bulletin.store.webhooks import MessageStatus
 from tasks.webhooks import Result, dispatch_due, ping_event, report_events
 from tasks.webhooks.events import prefect_events
+from tasks.webhooks.publish import emit_run_events, publish_run_events
 
 # the bucket is one channel keeping files; the tests below use S3
 from tasks.webhooks.publish import file_links as s3_links
-from tasks.webhooks.publish import publish_run_events
 from tests.fixtures.prefect_server import free_port
 from tests.fixtures.s3 import S3TestBucket, s3_settings
 from tests.fixtures.webhook_receiver import Receiver, Reply, running_receiver
@@ -461,24 +461,26 @@ def test_no_secret_or_url_is_logged(store: Store, receiver: Receiver, caplog: py
 # --- publish_run_events -------------------------------------------------------------------------------------------
 
 
-def test_publish_emits_prefect_events_enqueues_and_sends_at_once(store: Store, receiver: Receiver) -> None:
+def test_publish_enqueues_and_sends_at_once(store: Store, receiver: Receiver) -> None:
     clock, config = Clock(), settings()
     subscribe(store, receiver, events=["report.delivered", "run.completed"])
-    emitted: list[dict[str, Any]] = []
-    ids = publish_run_events(
-        config, store, manifest(), links=None, now=clock, emit=lambda **kw: emitted.append(kw), rng=random.Random(1)
-    )
-    assert [e["event"] for e in emitted] == [
-        "bulletin.report.delivered",
-        "bulletin.report.failed",
-        "bulletin.run.completed",
-    ]
+    ids = publish_run_events(config, store, manifest(), links=None, now=clock, rng=random.Random(1))
     assert len(ids) == 2
     got = receiver.received()
     assert sorted(json.loads(r.body)["type"] for r in got) == ["report.delivered", "run.completed"]
     assert all(r.verified_by == (0,) for r in got)
     assert all(wh.get_message(store, i).status is MessageStatus.DELIVERED for i in ids)
     assert all(b"eyJ" not in r.body and len(r.body) < 2000 for r in got)
+
+
+def test_emit_run_events_gives_prefect_one_event_per_recipient_and_one_per_run() -> None:
+    emitted: list[dict[str, Any]] = []
+    assert emit_run_events(manifest(), emit=lambda **kw: emitted.append(kw)) == 3
+    assert [e["event"] for e in emitted] == [
+        "bulletin.report.delivered",
+        "bulletin.report.failed",
+        "bulletin.run.completed",
+    ]
 
 
 def test_publish_makes_links_only_for_events_someone_hears(store: Store, receiver: Receiver) -> None:
@@ -488,10 +490,8 @@ def test_publish_makes_links_only_for_events_someone_hears(store: Store, receive
         asked.append(artifact.uri)
         return "https://example.com/presigned"
 
-    emitted: list[dict[str, Any]] = []
-    ids = publish_run_events(settings(), store, manifest(), links=links, emit=lambda **kw: emitted.append(kw))
-    assert ids == [] and asked == [], "no endpoint: no link made, nothing queued"
-    assert len(emitted) == 3, "the Prefect events go out all the same"
+    assert publish_run_events(settings(), store, manifest(), links=links) == []
+    assert asked == [], "no endpoint: no link made, nothing queued"
     subscribe(store, receiver, events=["run.completed"])
     assert len(publish_run_events(settings(), store, manifest(), links=links, first_attempt=False)) == 1
     assert asked == [], "nobody hears report.delivered: still no link"
@@ -501,21 +501,26 @@ def test_publish_makes_links_only_for_events_someone_hears(store: Store, receive
 def test_publish_never_raises_and_leaves_unsent_messages_due(store: Store, receiver: Receiver) -> None:
     clock = Clock()
     endpoint, _ = wh.add_endpoint(store, url="http://127.0.0.1:9/closed", event_types=["*"], now=clock())
-
-    def broken_emit(**_: Any) -> None:
-        raise RuntimeError("events API down")
-
-    ids = publish_run_events(settings(), store, manifest(), now=clock, emit=broken_emit, rng=random.Random(1))
+    ids = publish_run_events(settings(), store, manifest(), now=clock, rng=random.Random(1))
     assert len(ids) == 3
     assert all(wh.get_message(store, i).status is MessageStatus.PENDING for i in ids), "retried later"
     assert {a.endpoint_id for a in wh.message_attempts(store)} == {endpoint.id}
+
+
+def test_emit_run_events_never_raises_when_prefect_refuses_them(caplog: pytest.LogCaptureFixture) -> None:
+    def broken_emit(**_: Any) -> None:
+        raise RuntimeError("events API down")
+
+    assert emit_run_events(manifest(), emit=broken_emit) == 0
+    assert "could not emit the Prefect event bulletin.run.completed: RuntimeError" in caplog.text
 
 
 def test_publish_of_a_dry_run_sends_nothing(store: Store, receiver: Receiver) -> None:
     subscribe(store, receiver)
     dry = manifest().model_copy(update={"dry_run": True})
     emitted: list[Any] = []
-    assert publish_run_events(settings(), store, dry, emit=lambda **kw: emitted.append(kw)) == []
+    assert publish_run_events(settings(), store, dry) == []
+    assert emit_run_events(dry, emit=lambda **kw: emitted.append(kw)) == 0
     assert emitted == [] and wh.list_messages(store) == []
 
 
@@ -533,12 +538,12 @@ def test_prefect_events_reach_the_api_with_the_run_related(tmp_path: Path) -> No
     run = manifest().model_copy(update={"report_id": report_id})
 
     @flow(name="publish-test")
-    def publish() -> list[str]:
+    def publish() -> tuple[list[str], int]:
         with open_store(f"sqlite:///{tmp_path / 'state.db'}") as store:
             migrate(store)
-            return publish_run_events(settings(), store, run, rng=random.Random(1))
+            return publish_run_events(settings(), store, run, rng=random.Random(1)), emit_run_events(run)
 
-    assert publish() == [], "no endpoint: nothing queued, the Prefect events go out all the same"
+    assert publish() == ([], 3), "no endpoint: nothing queued, the Prefect events go out all the same"
     wanted = EventFilter(
         event=EventNameFilter(prefix=["bulletin."]),
         resource=EventResourceFilter(id=[f"bulletin.report.{report_id}"]),
