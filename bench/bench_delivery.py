@@ -275,9 +275,12 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def descendants_cpu_seconds() -> float:
+def descendants_cpu_seconds(pids: set[int] | None = None, *, among: bool = True) -> float:
+    """CPU of the running processes below this one: only those in ``pids`` (``among``), or only those not in it."""
     total = 0.0
     for pid in descendants(os.getpid()):
+        if pids is not None and (pid in pids) != among:
+            continue
         try:
             total += process_cpu_seconds(pid)
         except OSError:
@@ -379,17 +382,23 @@ class Meter:
 
     def __init__(self) -> None:
         self.cpu = self.machine = self.helpers = self.start = self.seconds = 0.0
+        self.helper_pids: set[int] = set()
 
     def __enter__(self) -> Meter:
-        self.cpu, self.machine, self.helpers = cpu_seconds(), machine_cpu_seconds(), descendants_cpu_seconds()
+        # The helpers are the processes already running (ours: the Prefect API server). A process started during
+        # the run is one of ours (a worker process): still running at the end, it is counted here; stopped and
+        # reaped, getrusage(RUSAGE_CHILDREN) counts it.
+        self.helper_pids = set(descendants(os.getpid()))
+        self.cpu, self.machine = cpu_seconds(), machine_cpu_seconds()
+        self.helpers = descendants_cpu_seconds(self.helper_pids)
         self.start = time.perf_counter()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self.start
-        self.cpu = cpu_seconds() - self.cpu
+        self.cpu = cpu_seconds() + descendants_cpu_seconds(self.helper_pids, among=False) - self.cpu
         self.machine = machine_cpu_seconds() - self.machine
-        self.helpers = descendants_cpu_seconds() - self.helpers
+        self.helpers = descendants_cpu_seconds(self.helper_pids) - self.helpers
 
     def result(self, progress: Progress, floor: float, **extra: Any) -> dict[str, Any]:
         return {
