@@ -2,7 +2,7 @@
 
 A small run submits one ``deliver_batch`` task per recipient on the flow's task threads, so the Prefect UI shows each
 recipient. A large run has lanes on the flow's task threads and, from ``PROCESSES_FROM_RECIPIENTS`` recipients on, in
-worker processes too (``tasks/delivery/services.py``), fed one recipient at a time by the dispatcher of
+worker processes too (``tasks/delivery/worker.py``), fed one recipient at a time by the dispatcher of
 ``tasks/delivery/spread.py``. Either way a recipient whose task failed outright is recorded as failed, never lost, and
 each result reaches the terminal's progress bar as it arrives.
 """
@@ -10,7 +10,6 @@ each result reaches the terminal's progress bar as it arrives.
 from __future__ import annotations
 
 import contextvars
-import multiprocessing
 import queue
 import threading
 import time
@@ -23,7 +22,7 @@ from typing import Any
 from prefect import get_run_logger
 from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture
-from prefect.task_runners import ProcessPoolTaskRunner
+from prefect.settings import get_current_settings
 from prefect.utilities.annotations import quote
 
 from bulletin import progress
@@ -37,7 +36,8 @@ from tasks.delivery.outcomes import failed_delivery
 from tasks.delivery.plan import DeliveryPlan
 from tasks.delivery.prefect_tasks import deliver_batch, deliver_lane
 from tasks.delivery.services import DeliveryServices, ServicesSpec, delivery_processes
-from tasks.delivery.spread import Dispatcher, attach_queues, dispatch, forwarding
+from tasks.delivery.spread import Dispatcher, dispatch
+from tasks.delivery.worker import WorkerProcess
 from tasks.storage import check_prefix
 
 #: Prefect task threads per report run. Prefect's default pool is unbounded: with one thread per task, a large
@@ -126,9 +126,8 @@ def deliver_in_lanes(
     dispatcher (tasks/delivery/spread.py), which retries transient failures and hands a stopped lane's work to the
     others.
 
-    The worker processes are stopped on a thread the run does not wait for (``after_the_run``): once its lanes have
-    reported, a worker has nothing the run needs, and it takes about a second to exit (Prefect flushes its logs and
-    events), which the run spends on its manifest, events and artifacts, and its end, instead of waiting.
+    The worker processes (tasks/delivery/worker.py) are waited for on a thread the run does not wait for
+    (``after_the_run``): once its lanes have reported, a worker has nothing the run needs.
     """
     logger = get_run_logger()
     processes = delivery_processes(settings.delivery_processes, len(audience))
@@ -136,10 +135,11 @@ def deliver_in_lanes(
     if processes:
         logger.info("%d lanes on this process's threads and %d worker process(es)", threads, processes)
     with ExitStack() as workers:
-        futures, lanes, reports = _start_lanes(workers, plan, services, spec, audience, threads, processes)
+        futures, started, lanes, reports = _start_lanes(workers, plan, services, spec, audience, threads, processes)
         dispatcher: Dispatcher[Delivery] = Dispatcher(len(audience), len(lanes))
         dispatch(dispatcher, lanes, reports, clock=time.monotonic, on_result=lambda _, d: _ended(plan, d))
         errors = [e for e in map(_lane_error, futures) if e is not None]
+        errors += [RuntimeError(problem) for w in started if (problem := w.error()) is not None]
         after_the_run(workers.pop_all().close, "the worker processes did not stop cleanly")
     counts = [f"thread {i + 1} {n}" for i, n in enumerate(dispatcher.per_lane[:threads])]
     counts += [
@@ -161,14 +161,19 @@ def _start_lanes(
     audience: list[Recipient],
     threads: int,
     processes: int,
-) -> tuple[list[PrefectFuture[int]], list[Any], queue.SimpleQueue[Any]]:
-    """Submit every lane's task; their futures, each lane's queue, and the dispatcher's queue they report on.
-
-    The flow's own lanes report on it directly. Worker processes get their queues when they start (multiprocessing
-    queues cannot be task arguments) and report through a thread that forwards onto it.
-    """
-    thread_queues: list[Any] = [queue.SimpleQueue() for _ in range(threads)]
+) -> tuple[list[PrefectFuture[int]], list[WorkerProcess], list[Any], queue.SimpleQueue[Any]]:
+    """Start every lane: the worker processes first (they take a second to start), then the flow's lane tasks. The
+    lane tasks' futures, the worker processes, each lane's queue, and the dispatcher's queue they all report on."""
     reports: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    started: list[WorkerProcess] = []
+    if processes:
+        logger, env = get_run_logger(), get_current_settings().to_environment_variables(exclude_unset=True)
+        for p in range(processes):
+            lanes = [threads + p * LANES_PER_PROCESS + i for i in range(LANES_PER_PROCESS)]
+            worker = WorkerProcess(plan, spec, audience, lanes, reports, partial(_worker_log, logger), env)
+            workers.callback(worker.close)
+            started.append(worker)
+    thread_queues: list[Any] = [queue.SimpleQueue() for _ in range(threads)]
     futures: list[PrefectFuture[int]] = [
         deliver_lane.submit(
             **_quoted(
@@ -182,27 +187,13 @@ def _start_lanes(
         )
         for lane, q in enumerate(thread_queues)
     ]
-    lanes_of = [[lane] for lane in range(threads)]  # per future
-    process_queues: dict[int, Any] = {}
-    if processes:
-        context = multiprocessing.get_context("spawn")  # what ProcessPoolTaskRunner uses
-        from_processes = context.Queue()
-        process_queues = {threads + i: context.Queue() for i in range(processes * LANES_PER_PROCESS)}
-        workers.enter_context(forwarding(from_processes, reports))
-        runner = workers.enter_context(
-            ProcessPoolTaskRunner(
-                max_workers=processes, initializer=attach_queues, initargs=(process_queues, from_processes)
-            )
-        )
-        numbers = list(process_queues)
-        for p in range(processes):
-            lanes = numbers[p * LANES_PER_PROCESS : (p + 1) * LANES_PER_PROCESS]
-            parameters = _quoted(plan=plan, services=spec, audience=audience, lanes=lanes, label=f"process {p + 1}")
-            futures.append(runner.submit(deliver_lane, {**parameters, "queues": None}))
-            lanes_of.append(lanes)
-    for future, lanes in zip(futures, lanes_of, strict=True):
-        future.add_done_callback(partial(_lanes_ended, reports, lanes))
-    return futures, [*thread_queues, *process_queues.values()], reports
+    for lane, future in enumerate(futures):
+        future.add_done_callback(partial(_lanes_ended, reports, [lane]))
+    return futures, started, [*thread_queues, *(sink for w in started for sink in w.sinks)], reports
+
+
+def _worker_log(logger: Any, level: int, text: str) -> None:
+    logger.log(level, "%s", text)
 
 
 def after_the_run(work: Callable[[], object], failure: str) -> threading.Thread:

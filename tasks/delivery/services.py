@@ -23,9 +23,10 @@ from tasks.delivery.registry import Channels
 from tasks.tokens import KeySet, load_keyset
 from tasks.warehouse import Warehouse
 
-#: A run has lanes in worker processes only when it has at least this many recipients. A worker process costs
-#: 3-5 s to start on 2 cores (it imports Prefect and Bulletin) and about 300 MB: at 200 recipients it saved nothing,
-#: at 1,000 about a seventh of the run (docs/benchmarks.md, "Delivery to S3").
+#: A run has lanes in worker processes only when it has at least this many recipients. A worker process cost 3-5 s
+#: to start on 2 cores when it imported Prefect, and about 300 MB: at 200 recipients it saved nothing, at 1,000 about
+#: a seventh of the run (docs/benchmarks.md, "Delivery to S3"). Without Prefect (tasks/delivery/worker.py) it takes
+#: about 1 s; the threshold was not measured again.
 PROCESSES_FROM_RECIPIENTS = 500
 #: DuckDB threads for a run's queries. A run queries from several lanes at once, each for one recipient's few
 #: thousand rows: one thread per query used about 40 % less CPU than DuckDB's default of one per core (1.8 against

@@ -1,26 +1,24 @@
 """Spread a large run's recipients over lanes (the flow's task threads, worker processes), one recipient at a time.
 
-Each lane is a thread of a long-lived Prefect task (one lane per task on the flow's threads, several in a worker
-process's task) that takes recipients from its own small queue, delivers each and reports it on one shared queue.
-The flow's dispatcher hands the next recipient to whichever lane just reported, keeping at most ``ahead``
-recipients per lane. So a lane starts work only once it says it is ready (a worker process takes seconds to import
-and open its services, while the threads already deliver), fast lanes take more, and every lane ends within one
-delivery of the others: no batch boundaries, no idle lane while another finishes a batch.
+Each lane is a thread (tasks/delivery/lanes.py: one per Prefect task on the flow's threads, several in a worker
+process, tasks/delivery/worker.py) that takes recipients from its own small queue, delivers each and reports it on
+one shared queue. The flow's dispatcher hands the next recipient to whichever lane just reported, keeping at most
+``ahead`` recipients per lane. So a lane starts work only once it says it is ready (a worker process takes a second
+to import and open its services, while the threads already deliver), fast lanes take more, and every lane ends
+within one delivery of the others: no batch boundaries, no idle lane while another finishes a batch.
 
 ``Dispatcher`` is the bookkeeping, pure and clock-driven: who holds what, transient failures retried after a delay,
 a lane that stops early. ``dispatch`` drives it with the queues. A lane's messages, in order:
 ``("ready", lane)`` once, then ``("done", lane, index, result, transient)`` per recipient; the flow adds
-``("ended", lane)`` when the lane's task ends. ``None`` in a lane's queue tells it to stop.
+``("ended", lane)`` when the lane's task, or its worker process, ends. ``None`` in a lane's queue tells it to stop.
 """
 
 from __future__ import annotations
 
 import heapq
 import queue
-import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -153,43 +151,6 @@ class Source(Protocol):
 
 class Sink(Protocol):
     def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None: ...
-
-
-_worker: tuple[dict[int, Any], Any] | None = None
-
-
-def attach_queues(lanes: dict[int, Any], reports: Any) -> None:
-    """A worker process's initializer (ProcessPoolTaskRunner's ``initializer``): the run's queues for its lanes.
-
-    Multiprocessing queues reach a process only when it starts, never as a task's argument.
-    """
-    global _worker
-    _worker = (lanes, reports)
-
-
-def worker_queues(lane: int) -> tuple[Source, Sink]:
-    """In a worker process: lane ``lane``'s queue and the run's reports, as ``attach_queues`` was given them."""
-    if _worker is None or lane not in _worker[0]:
-        raise RuntimeError(f"this process was not started with the queue of lane {lane}")
-    return _worker[0][lane], _worker[1]
-
-
-@contextmanager
-def forwarding(source: Any, sink: Sink) -> Iterator[None]:
-    """While inside, a thread moves the worker processes' messages from ``source`` (a multiprocessing queue) onto
-    ``sink``, the dispatcher's in-process queue: the flow's own lanes report there directly, without pickling."""
-
-    def forward() -> None:
-        while (message := source.get()) is not None:
-            sink.put(message)
-
-    thread = threading.Thread(target=forward, name="bulletin-lane-forwarder", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        source.put(None)
-        thread.join()
 
 
 def dispatch(

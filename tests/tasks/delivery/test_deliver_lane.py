@@ -1,4 +1,4 @@
-"""A lane (tasks.delivery.prefect_tasks.deliver_from) reports every recipient it is given, whatever fails, and says
+"""A lane (tasks.delivery.lanes.deliver_from) reports every recipient it is given, whatever fails, and says
 which failures a retry may help; an unexpected error is logged for the operator and recorded as an internal error, and
 the lane goes on. The pipeline itself is stubbed here: tests/flows run it against real services."""
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-import tasks.delivery.prefect_tasks as deliver
+import tasks.delivery.lanes as deliver
 from bulletin.errors import QueryError, TransientError
 from bulletin.models import Delivery, DeliveryStatus, Recipient
 from bulletin.settings import Settings

@@ -20,7 +20,7 @@ from bulletin.settings import Settings
 from bulletin.store import LedgerStatus, Store, list_deliveries
 from tasks.delivery import marks
 from tasks.delivery.channels import BucketChannel
-from tasks.delivery.prefect_tasks import deliver_from
+from tasks.delivery.lanes import deliver_from
 from tasks.delivery.services import DeliveryServices
 from tests.tasks.delivery.test_registry import plan_for
 

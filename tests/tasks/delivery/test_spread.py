@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tasks.delivery.spread import Dispatcher, dispatch, forwarding
+from tasks.delivery.spread import Dispatcher, dispatch
 
 
 def test_nothing_goes_to_a_lane_before_it_is_ready_and_each_holds_at_most_ahead() -> None:
@@ -176,12 +176,3 @@ def test_dispatch_stops_every_lane_when_it_fails_itself() -> None:
         while not lane.empty():
             items.append(lane.get())
         assert items[-1] is None
-
-
-def test_forwarding_moves_messages_until_it_is_left() -> None:
-    source: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    sink: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    with forwarding(source, sink):
-        source.put(("ready", 3))
-        assert sink.get(timeout=5) == ("ready", 3)
-    assert sink.empty()
