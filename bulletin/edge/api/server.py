@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import uvicorn
 
@@ -48,12 +49,25 @@ def build_server(
         access.addFilter(NoQueryString())
     structured = logging.getLogger("bulletin.api.access")
     if not structured.handlers:  # one JSON object per line on stderr; stdout stays the commands' own output
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         structured.addHandler(handler)
         structured.setLevel(logging.INFO)
         structured.propagate = False
     return uvicorn.Server(config)
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A StreamHandler on whatever ``sys.stderr`` is when it writes, not the one it was made with: a process that
+    swaps sys.stderr (a terminal UI, a test's capture) and starts a second server must not log to a closed stream."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
 
 
 def serve_api(settings: Settings, host: str | None = None, port: int | None = None) -> None:
