@@ -139,7 +139,12 @@ def deliver_in_lanes(
         dispatcher: Dispatcher[Delivery] = Dispatcher(len(audience), len(lanes))
         dispatch(dispatcher, lanes, reports, clock=time.monotonic, on_result=lambda _, d: _ended(plan, d))
         errors = [e for e in map(_lane_error, futures) if e is not None]
-        errors += [RuntimeError(problem) for w in started if (problem := w.error()) is not None]
+        for number, worker in enumerate(started, start=1):
+            if (problem := worker.error()) is not None:  # its recipients went to the other lanes
+                logger.warning(
+                    "worker process %d stopped early (%s): the other lanes took its recipients", number, problem
+                )
+                errors.append(RuntimeError(problem))
         after_the_run(workers.pop_all().close, "the worker processes did not stop cleanly")
     counts = [f"thread {i + 1} {n}" for i, n in enumerate(dispatcher.per_lane[:threads])]
     counts += [

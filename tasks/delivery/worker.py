@@ -174,7 +174,11 @@ def main(argv: list[str]) -> int:
     from tasks.delivery.lanes import run_lanes  # after the handshake: the flow's dispatcher is not kept waiting
     from tasks.delivery.services import services_for
 
-    made = run_lanes(plan, services_for(spec), audience, [(lane, todo[lane], sender) for lane in lanes], logger)
+    try:
+        made = run_lanes(plan, services_for(spec), audience, [(lane, todo[lane], sender) for lane in lanes], logger)
+    except Exception:  # the edge: say why in the flow run's log; the flow gives the lanes' recipients to the others
+        logger.exception("the worker process stopped")
+        return 1
     sender.put(("exit", made))
     return 0
 

@@ -123,3 +123,26 @@ def test_a_killed_worker_process_leaves_its_recipients_to_the_other_lanes(
     files = stored(settings)
     assert len(files) == len({f.split("/")[-2] for f in files}), "no recipient has two files"
     assert len(files) >= len(delivered)
+
+
+def test_a_worker_process_that_cannot_start_says_why_in_the_run_log(
+    settings: Settings, services: DeliveryServices, tmp_path: Path
+) -> None:
+    plan = plan_for(settings, ["s3"])
+    keyless = Settings(
+        home=tmp_path / "no-keys", warehouse_url=settings.warehouse_url, database_url=settings.database_url
+    )
+    reports: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    logged: list[tuple[int, str]] = []
+    worker = WorkerProcess(
+        plan, spec_of(keyless, services, plan.run_id), AUDIENCE, [0, 1], reports, lambda *m: logged.append(m), {}
+    )
+    dispatcher: Dispatcher[Delivery] = Dispatcher(len(AUDIENCE), 2)
+    try:
+        dispatch(dispatcher, worker.sinks, reports, clock=lambda: 0.0, on_result=lambda *_: None)
+    finally:
+        worker.close()
+    assert dispatcher.stranded and len(dispatcher.unfinished()) == len(AUDIENCE), "nothing delivered, nothing lost"
+    assert worker.error() == "a worker process exited with code 1"
+    (level, text), *_ = logged
+    assert level == logging.ERROR and "the worker process stopped" in text and "no signing keyset" in text
