@@ -115,7 +115,7 @@ class WorkerProcess:
             while True:
                 message = self._connection.recv()
                 if message[0] == "log":
-                    self._log(message[1], message[2])
+                    self._logged(message[1], message[2])
                 elif message[0] == "exit":
                     self.made = message[1]
                 else:
@@ -125,6 +125,12 @@ class WorkerProcess:
         finally:
             for lane in self.lanes:
                 self._reports.put(("ended", lane))
+
+    def _logged(self, level: int, text: str) -> None:
+        try:
+            self._log(level, text)
+        except Exception:  # noqa: BLE001 - a log line that cannot be written must not stop the worker's reports
+            return
 
     def error(self) -> str | None:
         """Why the worker stopped early, once it has: None if it exited cleanly."""
