@@ -223,13 +223,12 @@ def _deliver_planned(
     )
     if not dry_run:
         save_manifest(settings.manifests_dir, manifest)
-    # The artifacts wait mostly on the Prefect API, the events mostly on this process: side by side.
+    # The artifacts wait mostly on the Prefect API, the webhooks on their store and receivers: side by side.
     with meanwhile(partial(publish_run_artifacts, manifest), "the run's artifacts were not published"):
         if not dry_run:
             _publish_webhooks(settings, manifest)
-    if not dry_run:
-        # A 1,000-recipient run's Prefect events took 0.4 s before its end: they go once it has ended.
-        once_final(partial(emit_run_events, manifest), "the run's Prefect events were not emitted")
+            # A 1,000-recipient run's Prefect events took 0.4 s before its end: they go once it has ended.
+            once_final(partial(emit_run_events, manifest), "the run's Prefect events were not emitted")
     summary = f"{manifest.status.value}: {manifest.tally}"
     logger.info("%s", summary)
     if manifest.status is RunStatus.FAILED:

@@ -231,9 +231,7 @@ def once_final(work: Callable[[], object], failure: str, *, poll: float = 0.01) 
 
     def when_final() -> None:
         deadline = time.monotonic() + FINAL_STATE_WAIT_SECONDS
-        while run is not None and not (run.state is not None and run.state.is_final()):
-            if time.monotonic() > deadline:
-                break
+        while run is not None and not (run.state and run.state.is_final()) and time.monotonic() < deadline:
             time.sleep(poll)
         work()
 

@@ -18,7 +18,7 @@ from bulletin.errors import TransientError
 from bulletin.models import Delivery, Recipient
 from tasks.delivery.lanes import attempt, keeper_for, run_lanes
 from tasks.delivery.plan import DeliveryPlan
-from tasks.delivery.services import DeliveryServices, ServicesSpec, services_for
+from tasks.delivery.services import DeliveryServices
 from tasks.delivery.spread import RETRY_DELAYS, Sink, Source
 
 
@@ -68,15 +68,11 @@ def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     task_run_name="deliver {label}",
 )
 def deliver_batch(
-    plan: DeliveryPlan, services: DeliveryServices | ServicesSpec, recipients: list[Recipient], label: str
+    plan: DeliveryPlan, services: DeliveryServices, recipients: list[Recipient], label: str
 ) -> list[Delivery]:
-    """A small run's task: one per recipient (``recipients`` holds one; Prefect retries it after a transient failure).
-
-    ``services`` are the run's, or a spec to build this process's own (a worker process).
-    """
+    """A small run's task: one per recipient (``recipients`` holds one; Prefect retries it after a transient failure),
+    on the run's services."""
     del label  # only in the task-run name
-    if isinstance(services, ServicesSpec):
-        services = services_for(services)
     # run_count is 1 on the first attempt: retries remain while it is at most the number of retries.
     return deliver_each(plan, services, recipients, retry_left=get_run_count() <= len(RETRY_DELAYS))
 

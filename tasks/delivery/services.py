@@ -2,15 +2,13 @@
 
 A run builds its services once in the flow's process. A large run also spreads its lanes over worker processes
 (``BULLETIN_DELIVERY_PROCESSES``): a DuckDB connection, a SQLAlchemy engine or a boto3 client cannot be pickled, so
-each worker process gets a ``ServicesSpec`` (settings and the run's work folder, which pickle) and builds its own
-services from it once, when its first lane starts, and keeps them until the process ends.
+each worker process gets a ``ServicesSpec`` (settings and the run's work folder, which pickle) and opens its own
+services from it once, for all its lanes (tasks/delivery/worker.py).
 """
 
 from __future__ import annotations
 
-import atexit
 import os
-import threading
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,44 +66,9 @@ def open_services(
 class ServicesSpec:
     """What a worker process needs to build a run's services itself (picklable, unlike the services)."""
 
-    run_id: str
     settings: Settings
     workdir: Path
     dry_run: bool
-
-
-_lock = threading.Lock()
-_current: tuple[str, ExitStack, DeliveryServices] | None = None
-
-
-def services_for(spec: ServicesSpec) -> DeliveryServices:
-    """This process's services for the spec's run, opened on first use and closed when the process exits.
-
-    A worker process serves one run at a time: a lane of another run closes the earlier run's services first.
-    """
-    global _current
-    with _lock:
-        if _current is not None and _current[0] == spec.run_id:
-            return _current[2]
-        _close_current()
-        stack = ExitStack()
-        try:
-            services = open_services(spec.settings, stack, workdir=spec.workdir, dry_run=spec.dry_run)
-        except BaseException:
-            stack.close()
-            raise
-        _current = (spec.run_id, stack, services)
-        return services
-
-
-def _close_current() -> None:
-    global _current
-    if _current is not None:
-        _current[1].close()
-        _current = None
-
-
-atexit.register(_close_current)
 
 
 def delivery_processes(setting: int | None, recipients: int) -> int:

@@ -51,5 +51,5 @@ def open_session(
                 migrate(services.store)
             kind = EventType.REPORT_SCHEDULE if scheduled else EventType.REPORT_JOB
             plan = replace(plan, channel_preferences=load_run_preferences(services.store, kind, plan.report.id))
-        spec = ServicesSpec(run_id=plan.run_id, settings=settings, workdir=workdir, dry_run=plan.dry_run)
+        spec = ServicesSpec(settings=settings, workdir=workdir, dry_run=plan.dry_run)
         yield RunSession(plan, services, spec, workdir)

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
@@ -178,10 +179,12 @@ def main(argv: list[str]) -> int:
     threading.Thread(target=_receive, args=(connection, todo), name="bulletin-worker-receiver", daemon=True).start()
 
     from tasks.delivery.lanes import run_lanes  # after the handshake: the flow's dispatcher is not kept waiting
-    from tasks.delivery.services import services_for
+    from tasks.delivery.services import open_services
 
     try:
-        made = run_lanes(plan, services_for(spec), audience, [(lane, todo[lane], sender) for lane in lanes], logger)
+        with ExitStack() as stack:
+            services = open_services(spec.settings, stack, workdir=spec.workdir, dry_run=spec.dry_run)
+            made = run_lanes(plan, services, audience, [(lane, todo[lane], sender) for lane in lanes], logger)
     except Exception:  # the edge: say why in the flow run's log; the flow gives the lanes' recipients to the others
         logger.exception("the worker process stopped")
         return 1

@@ -45,8 +45,22 @@ def stored(settings: Settings) -> list[str]:
     return sorted(str(p.relative_to(settings.bucket_path)) for p in settings.bucket_path.rglob("*") if p.is_file())
 
 
-def spec_of(settings: Settings, services: DeliveryServices, run_id: str) -> ServicesSpec:
-    return ServicesSpec(run_id=run_id, settings=settings, workdir=services.workdir, dry_run=False)
+def spec_of(settings: Settings, services: DeliveryServices) -> ServicesSpec:
+    return ServicesSpec(settings=settings, workdir=services.workdir, dry_run=False)
+
+
+def run_worker(
+    plan: Any, spec: ServicesSpec, logged: list[tuple[int, str]]
+) -> tuple[WorkerProcess, Dispatcher[Delivery]]:
+    """One worker process with two lanes, fed every recipient by the real dispatcher until it is done or stranded."""
+    reports: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    worker = WorkerProcess(plan, spec, AUDIENCE, [0, 1], reports, lambda *m: logged.append(m), {})
+    dispatcher: Dispatcher[Delivery] = Dispatcher(len(AUDIENCE), 2)
+    try:
+        dispatch(dispatcher, worker.sinks, reports, clock=lambda: 0.0, on_result=lambda *_: None)
+    finally:
+        worker.close()
+    return worker, dispatcher
 
 
 def test_the_worker_process_imports_no_prefect() -> None:
@@ -61,17 +75,8 @@ def test_the_worker_process_imports_no_prefect() -> None:
 def test_a_worker_process_delivers_each_recipient_it_is_given_once(
     settings: Settings, services: DeliveryServices
 ) -> None:
-    plan = plan_for(settings, ["s3"])
-    reports: queue.SimpleQueue[Any] = queue.SimpleQueue()
     logged: list[tuple[int, str]] = []
-    worker = WorkerProcess(
-        plan, spec_of(settings, services, plan.run_id), AUDIENCE, [0, 1], reports, lambda *m: logged.append(m), {}
-    )
-    dispatcher: Dispatcher[Delivery] = Dispatcher(len(AUDIENCE), 2)
-    try:
-        dispatch(dispatcher, worker.sinks, reports, clock=lambda: 0.0, on_result=lambda *_: None)
-    finally:
-        worker.close()
+    worker, dispatcher = run_worker(plan_for(settings, ["s3"]), spec_of(settings, services), logged)
     assert worker.process.returncode == 0 and worker.error() is None
     assert worker.made == len(AUDIENCE) == sum(dispatcher.per_lane)
     assert all(d is not None and d.status is DeliveryStatus.DELIVERED for d in dispatcher.results)
@@ -100,9 +105,7 @@ def test_a_killed_worker_process_leaves_its_recipients_to_the_other_lanes(
                 killed.set()
             return message
 
-    worker = WorkerProcess(
-        plan, spec_of(settings, services, plan.run_id), AUDIENCE, [1, 2], reports, lambda *_: None, {}
-    )
+    worker = WorkerProcess(plan, spec_of(settings, services), AUDIENCE, [1, 2], reports, lambda *_: None, {})
     todo: queue.SimpleQueue[Any] = queue.SimpleQueue()
     lane = threading.Thread(target=deliver_from, args=(plan, services, AUDIENCE, 0, todo, reports, LOG))
     dispatcher: Dispatcher[Delivery] = Dispatcher(len(AUDIENCE), 3)
@@ -128,20 +131,11 @@ def test_a_killed_worker_process_leaves_its_recipients_to_the_other_lanes(
 def test_a_worker_process_that_cannot_start_says_why_in_the_run_log(
     settings: Settings, services: DeliveryServices, tmp_path: Path
 ) -> None:
-    plan = plan_for(settings, ["s3"])
     keyless = Settings(
         home=tmp_path / "no-keys", warehouse_url=settings.warehouse_url, database_url=settings.database_url
     )
-    reports: queue.SimpleQueue[Any] = queue.SimpleQueue()
     logged: list[tuple[int, str]] = []
-    worker = WorkerProcess(
-        plan, spec_of(keyless, services, plan.run_id), AUDIENCE, [0, 1], reports, lambda *m: logged.append(m), {}
-    )
-    dispatcher: Dispatcher[Delivery] = Dispatcher(len(AUDIENCE), 2)
-    try:
-        dispatch(dispatcher, worker.sinks, reports, clock=lambda: 0.0, on_result=lambda *_: None)
-    finally:
-        worker.close()
+    worker, dispatcher = run_worker(plan_for(settings, ["s3"]), spec_of(keyless, services), logged)
     assert dispatcher.stranded and len(dispatcher.unfinished()) == len(AUDIENCE), "nothing delivered, nothing lost"
     assert worker.error() == "a worker process exited with code 1"
     (level, text), *_ = logged
