@@ -126,7 +126,7 @@ def test_one_failure_in_a_batch_fails_only_itself_and_the_batch_saves_transactio
     assert writes[0] <= 4, writes[0]
 
 
-def test_a_chunks_storing_intents_are_one_durable_write_before_its_first_file(
+def test_a_chunks_storing_intents_are_one_durable_write_before_its_first_file_and_only_they_fsync(
     monkeypatch: pytest.MonkeyPatch, settings: Settings, services: DeliveryServices
 ) -> None:
     store = services.store
@@ -143,6 +143,8 @@ def test_a_chunks_storing_intents_are_one_durable_write_before_its_first_file(
     assert [d.status for d in deliveries] == [DeliveryStatus.DELIVERED] * 3
     announced = [(durable, n, before) for durable, n, before in seen if n]
     assert announced == [(True, 3, [])], "the three intents in one fsync'd commit, before any file is stored"
+    others = [durable for durable, n, _ in seen if not n]
+    assert others and not any(others), "the claims and the kept marks commit without fsync (docs/delivery.md)"
     rows = list_deliveries(store, report_id="daily-account-orders")
     assert {r.status for r in rows} == {LedgerStatus.SENT} and len({r.uri for r in rows}) == 3
 
