@@ -17,12 +17,13 @@ Every function takes the clock (``now``) as an argument. The table and its row m
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import ColumnElement, Connection, Update, and_, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Update, and_, bindparam, or_, select, update
 
 from bulletin.errors import ClaimLostError, ConfigError, StorageError
 from bulletin.models import FilterGroups
@@ -128,16 +129,11 @@ def renew(store: Store, claim: ClaimResult, *, lease_seconds: float, now: dateti
         raise StorageError(f"cannot renew a delivery that was not claimed ({claim.outcome.value})")
     check_lease(lease_seconds)
     now = aware(now, "now", field="now")
-    key = DeliveryKey.from_row(claim.row)
-    extend = (
-        update(deliveries)
-        .where(key.where(), _held_by(claim))
-        .values(lease_expires_at=now + timedelta(seconds=lease_seconds), updated_at=now)
-    )
+    extend = {"lease_expires_at": now + timedelta(seconds=lease_seconds), "updated_at": now}
     with store.write() as conn:
-        if conn.execute(extend).rowcount == 1:
+        if conn.execute(*_held_update(claim, extend)).rowcount == 1:
             return True
-        row = _fetch(conn, key)
+        row = _fetch(conn, DeliveryKey.from_row(claim.row))
     return (row.claimed_by, row.attempts) == (claim.row.claimed_by, claim.row.attempts)
 
 
@@ -188,9 +184,7 @@ def mark_storing(
 def storing_in(conn: Connection, claim: ClaimResult, *, now: datetime, **file: Any) -> bool:
     """``mark_storing``'s write inside the caller's transaction (checked values: ``file_values``): many intents can
     commit together (``bulletin.store.ledger_batch``). False: the claim was taken over, nothing written."""
-    key = DeliveryKey.from_row(claim.row)
-    intent = update(deliveries).where(key.where(), _held_by(claim)).values(updated_at=now, **file)
-    return conn.execute(intent).rowcount == 1
+    return conn.execute(*_held_update(claim, {**file, "updated_at": now})).rowcount == 1
 
 
 def mark_found(store: Store, claim: ClaimResult, *, now: datetime) -> LedgerRow:
@@ -289,14 +283,13 @@ def finish_in(
     """Finish the row of ``claim`` inside the caller's write transaction: the row, or (returned, not raised, so a
     batch's other rows still commit) the ClaimLostError saying another claim holds it now."""
     key = DeliveryKey.from_row(claim.row)
-    finish = (
-        update(deliveries)
-        .where(key.where(), _held_by(claim))
-        .values(status=status.value, lease_expires_at=None, updated_at=now, **values)
-    )
-    finished = _update_one(conn, finish, key)
-    if finished is not None:
-        return finished
+    finish = {**values, "status": status.value, "lease_expires_at": None, "updated_at": now}
+    if conn.dialect.update_returning:  # SQLite 3.35+, PostgreSQL: one round trip
+        found = conn.execute(*_held_update(claim, finish, returning=True)).mappings().first()
+        if found is not None:
+            return LedgerRow.model_validate(dict(found))
+    elif conn.execute(*_held_update(claim, finish)).rowcount == 1:
+        return _fetch(conn, key)
     current = _fetch(conn, key)
     return ClaimLostError(
         f"delivery {key} is no longer held by this claim (attempt {claim.row.attempts} by "
@@ -317,6 +310,37 @@ def _update_one(conn: Connection, statement: Update, key: DeliveryKey) -> Ledger
         found = conn.execute(statement.returning(*deliveries.c)).mappings().first()
         return None if found is None else LedgerRow.model_validate(dict(found))
     return _fetch(conn, key) if conn.execute(statement).rowcount == 1 else None
+
+
+def _held_update(
+    claim: ClaimResult, values: Mapping[str, Any], *, returning: bool = False
+) -> tuple[Update, dict[str, Any]]:
+    """An UPDATE setting ``values`` on the row of ``claim`` only while that claim holds it (``_held_by``), with its
+    parameters: ``conn.execute(*_held_update(...))``."""
+    row = claim.row
+    params: dict[str, Any] = {f"key_{name}": value for name, value in DeliveryKey.from_row(row).values().items()}
+    params |= {"held_by": row.claimed_by, "held_attempts": row.attempts}
+    params |= {f"set_{name}": value for name, value in values.items()}
+    return _held_statement(tuple(values), returning), params
+
+
+@functools.cache
+def _held_statement(columns: tuple[str, ...], returning: bool) -> Update:
+    """``_held_update``'s statement for these columns, built once with bound parameters. SQLAlchemy then finds it
+    compiled in its cache at once; built anew on each call, its construction and cache key cost a lane about as much
+    CPU as running it."""
+    c = deliveries.c
+    statement = (
+        update(deliveries)
+        .where(
+            *(c[name] == bindparam(f"key_{name}") for name in ("run_key", "recipient", "format", "channel")),
+            c.status == LedgerStatus.PENDING.value,
+            c.claimed_by == bindparam("held_by"),
+            c.attempts == bindparam("held_attempts"),
+        )
+        .values({name: bindparam(f"set_{name}") for name in columns})
+    )
+    return statement.returning(*deliveries.c) if returning else statement
 
 
 def _reclaimable(now: datetime) -> ColumnElement[bool]:

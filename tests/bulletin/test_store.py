@@ -42,8 +42,8 @@ from bulletin.store import (
     scheduled_run_key,
 )
 from bulletin.store.base import metadata
-from bulletin.store.db import VERSION_TABLE
-from bulletin.store.ledger import deliveries
+from bulletin.store.db import VERSION_TABLE, _insert_or_nothing, insert_if_absent
+from bulletin.store.ledger import _held_statement, deliveries
 
 T0 = datetime(2026, 11, 2, 7, 0, tzinfo=UTC)
 KEY: dict[str, Any] = {
@@ -133,6 +133,25 @@ def test_unique_constraint_holds(store: Store) -> None:
         conn.execute(insert(deliveries).values({**row, "run_id": "other"}))
     with pytest.raises(StorageError), store.write() as conn:
         conn.execute(insert(deliveries).values({**row, "run_key": "k2", "status": "bogus"}))
+
+
+def test_insert_if_absent_returns_the_typed_row_once(store: Store) -> None:
+    row = {**KEY, "report_id": "weekly", "run_id": "r", "status": "pending", "attempts": 1}
+    row |= {"secure_filters": {"sales": [[{"field": "region", "op": "=", "value": "EU"}]]}, "created_at": T0}
+    with store.write() as conn:
+        first = insert_if_absent(conn, deliveries, {**row, "updated_at": T0}, unique=tuple(KEY))
+        again = insert_if_absent(conn, deliveries, {**row, "updated_at": T0, "run_id": "r2"}, unique=tuple(KEY))
+    assert first is not None and again is None
+    assert (first["run_id"], first["created_at"], first["secure_filters"]) == ("r", T0, row["secure_filters"])
+    assert first["created_at"].tzinfo is not None, "read back through the column's type"
+
+
+def test_the_ledgers_hot_statements_are_cacheable(store: Store) -> None:
+    """SQLAlchemy compiles a statement without a cache key on every call (ON CONFLICT constructs have none)."""
+    columns = ("run_key", "recipient", "format", "channel", "status", "created_at", "updated_at")
+    claim_insert = _insert_or_nothing(store.engine.dialect, deliveries, columns, tuple(KEY))
+    assert claim_insert._generate_cache_key() is not None
+    assert _held_statement(("status", "updated_at"), True)._generate_cache_key() is not None
 
 
 def test_sqlite_store_creates_its_folder_and_serialises_writers(tmp_path: Path) -> None:
