@@ -11,8 +11,8 @@ machine's disk (WAL, as the state store opens it), in this process:
   fsync (before);
 - batched: the lane's recipients claimed ``--chunk`` at a time, with the kept sent marks, and one storing intent
   per file; every commit with its fsync;
-- batched, as the lanes write now: the same, the claims and kept marks committed without fsync (``durable=False``),
-  the storing intents with it;
+- batched, as the lanes write now: the claims and kept marks committed without fsync (``durable=False``), and each
+  chunk's storing intents in one commit with its fsync (``LaneLedger.announce``);
 - and, measured but not used (docs/delivery.md, "Power loss"), every commit without fsync (``synchronous=NORMAL``
   throughout), one by one and batched.
 
@@ -45,6 +45,7 @@ from bulletin.store import (
     migrate,
     open_store,
     sent_mark,
+    storing_intent,
     write_batch,
 )
 
@@ -87,7 +88,21 @@ def batched(store: Store, count: int, chunk: int, *, durable: bool = True) -> No
 
 
 def batched_as_lanes(store: Store, count: int, chunk: int) -> None:
-    batched(store, count, chunk, durable=False)
+    """What a lane writes (tasks/delivery/marks.py): the chunk's claims with the kept marks, without fsync; the
+    chunk's storing intents in one fsync'd commit (``LaneLedger.announce``); the marks kept for the next claim."""
+    kept: list[SentMark] = []
+    for start in range(0, count, chunk):
+        numbers = range(start, min(count, start + chunk))
+        asked = [request(n) for n in numbers]
+        now = datetime.now(UTC)
+        claims = write_batch(store, sent=kept, claims=asked, lease_seconds=LEASE, now=now, durable=False).claims
+        intents = [
+            storing_intent(held, uri=f"s3://bench/r-{n:05d}.xlsx", **FILE)
+            for n, held in zip(numbers, claims, strict=True)
+        ]
+        write_batch(store, intents=intents, lease_seconds=LEASE, now=datetime.now(UTC))
+        kept = intents  # a sent mark carries the same claim and file values as its intent
+    write_batch(store, sent=kept, lease_seconds=LEASE, now=datetime.now(UTC), durable=False)
 
 
 @dataclass(frozen=True)
