@@ -42,6 +42,13 @@ from bulletin.store.ledger_schema import (
 )
 
 _FILTERS = TypeAdapter(dict[str, FilterGroups])
+#: A row still pending under one claim: the claimer and attempt given as parameters (``_holder``). Finishing, renewing
+#: and storing intents are guarded by it, so a claimer whose lease was taken over cannot touch the newer claim's row.
+_HELD = and_(
+    deliveries.c.status == LedgerStatus.PENDING.value,
+    deliveries.c.claimed_by == bindparam("held_by"),
+    deliveries.c.attempts == bindparam("held_attempts"),
+)
 
 
 def claim(
@@ -106,7 +113,7 @@ def claim_in(
             updated_at=now,
         )
     )
-    reclaimed = _update_one(conn, reclaim, key)
+    reclaimed = _update_one(conn, key, _returning_row(conn, reclaim))
     if reclaimed is not None:
         return ClaimResult(outcome=ClaimOutcome.CLAIMED, row=reclaimed)
     row = _fetch(conn, key)
@@ -262,8 +269,9 @@ def mark_skipped(
         inserted = _insert_if_absent(conn, new_row, key)
         if inserted is not None:
             return inserted
-        allowed = _reclaimable(now) if claim is None else or_(_reclaimable(now), _held_by(claim))
-        conn.execute(update(deliveries).where(key.where(), allowed).values(**outcome))
+        allowed = _reclaimable(now) if claim is None else or_(_reclaimable(now), _HELD)
+        holder = None if claim is None else _holder(claim)
+        conn.execute(update(deliveries).where(key.where(), allowed).values(**outcome), holder)
         return _fetch(conn, key)
 
 
@@ -284,12 +292,9 @@ def finish_in(
     batch's other rows still commit) the ClaimLostError saying another claim holds it now."""
     key = DeliveryKey.from_row(claim.row)
     finish = {**values, "status": status.value, "lease_expires_at": None, "updated_at": now}
-    if conn.dialect.update_returning:  # SQLite 3.35+, PostgreSQL: one round trip
-        found = conn.execute(*_held_update(claim, finish, returning=True)).mappings().first()
-        if found is not None:
-            return LedgerRow.model_validate(dict(found))
-    elif conn.execute(*_held_update(claim, finish)).rowcount == 1:
-        return _fetch(conn, key)
+    finished = _update_one(conn, key, *_held_update(claim, finish, returning=conn.dialect.update_returning))
+    if finished is not None:
+        return finished
     current = _fetch(conn, key)
     return ClaimLostError(
         f"delivery {key} is no longer held by this claim (attempt {claim.row.attempts} by "
@@ -304,22 +309,31 @@ def _insert_if_absent(conn: Connection, values: dict[str, Any], key: DeliveryKey
     return None if found is None else LedgerRow.model_validate(dict(found))
 
 
-def _update_one(conn: Connection, statement: Update, key: DeliveryKey) -> LedgerRow | None:
-    """Run an UPDATE of the row ``key`` (with its conditions); the row after it, or None if it matched nothing."""
-    if conn.dialect.update_returning:  # SQLite 3.35+, PostgreSQL: one round trip
-        found = conn.execute(statement.returning(*deliveries.c)).mappings().first()
+def _update_one(
+    conn: Connection, key: DeliveryKey, statement: Update, params: Mapping[str, Any] | None = None
+) -> LedgerRow | None:
+    """Run an UPDATE of the row ``key`` (with its conditions); the row after it, or None if it matched nothing.
+
+    Where the dialect returns rows from an UPDATE (SQLite 3.35+, PostgreSQL: one round trip), ``statement`` returns
+    the whole row (``_returning_row``); elsewhere the row is read back."""
+    result = conn.execute(statement, params)
+    if conn.dialect.update_returning:
+        found = result.mappings().first()
         return None if found is None else LedgerRow.model_validate(dict(found))
-    return _fetch(conn, key) if conn.execute(statement).rowcount == 1 else None
+    return _fetch(conn, key) if result.rowcount == 1 else None
+
+
+def _returning_row(conn: Connection, statement: Update) -> Update:
+    return statement.returning(*deliveries.c) if conn.dialect.update_returning else statement
 
 
 def _held_update(
     claim: ClaimResult, values: Mapping[str, Any], *, returning: bool = False
 ) -> tuple[Update, dict[str, Any]]:
-    """An UPDATE setting ``values`` on the row of ``claim`` only while that claim holds it (``_held_by``), with its
+    """An UPDATE setting ``values`` on the row of ``claim`` only while that claim holds it (``_HELD``), with its
     parameters: ``conn.execute(*_held_update(...))``."""
-    row = claim.row
-    params: dict[str, Any] = {f"key_{name}": value for name, value in DeliveryKey.from_row(row).values().items()}
-    params |= {"held_by": row.claimed_by, "held_attempts": row.attempts}
+    params: dict[str, Any] = {f"key_{name}": value for name, value in DeliveryKey.from_row(claim.row).values().items()}
+    params |= _holder(claim)
     params |= {f"set_{name}": value for name, value in values.items()}
     return _held_statement(tuple(values), returning), params
 
@@ -334,9 +348,7 @@ def _held_statement(columns: tuple[str, ...], returning: bool) -> Update:
         update(deliveries)
         .where(
             *(c[name] == bindparam(f"key_{name}") for name in ("run_key", "recipient", "format", "channel")),
-            c.status == LedgerStatus.PENDING.value,
-            c.claimed_by == bindparam("held_by"),
-            c.attempts == bindparam("held_attempts"),
+            _HELD,
         )
         .values({name: bindparam(f"set_{name}") for name in columns})
     )
@@ -352,12 +364,9 @@ def _reclaimable(now: datetime) -> ColumnElement[bool]:
     )
 
 
-def _held_by(claim: ClaimResult) -> ColumnElement[bool]:
-    return and_(
-        deliveries.c.status == LedgerStatus.PENDING.value,
-        deliveries.c.claimed_by == claim.row.claimed_by,
-        deliveries.c.attempts == claim.row.attempts,
-    )
+def _holder(claim: ClaimResult) -> dict[str, Any]:
+    """``_HELD``'s parameters for ``claim``."""
+    return {"held_by": claim.row.claimed_by, "held_attempts": claim.row.attempts}
 
 
 def _fetch(conn: Connection, key: DeliveryKey) -> LedgerRow:
