@@ -20,7 +20,11 @@ load spike on the shared machine falls on all of them.
   server (werkzeug) answers every request with ``Connection: close``, so against moto every put pays one; AWS S3
   keeps connections alive, so on AWS this part is mostly gone.
 
-CPU: this thread's (time.thread_time: boto3, botocore, urllib3, hashing) and moto's process (/proc), per put.
+- ``ours through obstore``: ``S3Destination.put`` with its fast path (tasks/storage/s3_fast.py): the same request
+  through obstore (Rust's object_store), which checks the body against the digest first. Plain HTTP only.
+
+CPU: this process's (time.process_time: boto3, botocore, urllib3, hashing, and obstore's Rust threads) and moto's
+process (/proc), per put.
 """
 
 from __future__ import annotations
@@ -103,15 +107,29 @@ def old_put(client: Any, source: Path) -> Put:
     return put
 
 
-def our_put(client: Any, source: Path, digest: str) -> Put:
+def our_put(client: Any, source: Path, digest: str, fast: Any = None) -> Put:
     from tasks.storage.s3 import S3Destination
 
-    destination = S3Destination(client, BUCKET)
+    destination = S3Destination(client, BUCKET, fast=fast)
 
     def put(key: str) -> None:
         destination.put(key, source, content_type=CONTENT_TYPE, metadata=METADATA, sha256=digest)
 
     return put
+
+
+def obstore_put(settings: Any) -> Any:
+    """``S3Destination``'s fast path (tasks/storage/s3_fast.py) over the shared session, or None where it declines
+    (with --https: the throwaway certificate is an AWS_CA_BUNDLE, which the fast path leaves to boto3)."""
+    from tasks.storage.s3_clients import shared_s3
+    from tasks.storage.s3_fast import declines, make_fast_put
+
+    session, _ = shared_s3(settings)
+    why = declines(settings, session)
+    if why is not None:
+        print(f"ours through obstore: not measured ({why})")
+        return None
+    return make_fast_put(settings, session, BUCKET, SSE)
 
 
 def connect_only(endpoint: str, cafile: Path | None) -> Put:
@@ -148,7 +166,7 @@ def clients(settings: Any, extra: bool) -> dict[str, Any]:
 
 
 def measure(ways: dict[str, Put], puts: int, rounds: int, moto_pid: int) -> dict[str, tuple[float, float]]:
-    """CPU seconds (this thread, moto) per call of each way. The ways take turns ``BLOCK`` calls at a time, each turn
+    """CPU seconds (this process, moto) per call of each way. The ways take turns ``BLOCK`` calls at a time, each turn
     starting with the next way, so that a load spike on the shared machine falls on all of them alike."""
     totals = {name: [0.0, 0.0] for name in ways}
     names = list(ways)
@@ -158,10 +176,10 @@ def measure(ways: dict[str, Put], puts: int, rounds: int, moto_pid: int) -> dict
     for turn in range(-(-puts * rounds // BLOCK)):
         for n in range(len(names)):
             name = names[(turn + n) % len(names)]
-            thread0, moto0 = time.thread_time(), process_cpu_seconds(moto_pid)
+            ours0, moto0 = time.process_time(), process_cpu_seconds(moto_pid)
             for i in range(BLOCK):
                 ways[name](f"bench/way-{names.index(name)}/r-{turn:05d}-{i:03d}/report.xlsx")
-            totals[name][0] += time.thread_time() - thread0
+            totals[name][0] += time.process_time() - ours0
             totals[name][1] += process_cpu_seconds(moto_pid) - moto0
         calls += BLOCK
     return {name: (c / calls, m / calls) for name, (c, m) in totals.items()}
@@ -206,6 +224,9 @@ def main(argv: list[str] | None = None) -> None:
         made["old"].create_bucket(Bucket=BUCKET)
         ways: dict[str, Put] = {"old": old_put(made["old"], source)}
         ways.update({name: our_put(client, source, digest) for name, client in made.items() if name != "old"})
+        fast = obstore_put(settings)
+        if fast is not None:
+            ways["ours through obstore"] = our_put(made["ours"], source, digest, fast)
         ways["connect"] = connect_only(endpoint, tls[0] if tls else None)
         report(measure(ways, args.puts, args.rounds, moto_pid), args, endpoint)
 

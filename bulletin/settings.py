@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     s3_aws_credentials_block: str | None = Field(
         default=None, description="Name of a prefect-aws AwsCredentials block to use instead of the AWS chain."
     )
+    s3_fast_put: bool = Field(
+        default=True,
+        description="Single PutObjects to BULLETIN_S3_ENDPOINT_URL through obstore (Rust) where proven to match "
+        "boto3; off: boto3 for every request.",
+    )
     link_expiry_seconds: int = Field(
         default=86_400, ge=1, le=604_800, description="Lifetime of presigned download links (at most 7 days)."
     )

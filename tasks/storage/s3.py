@@ -42,7 +42,8 @@ from tasks.storage.base import (
     sha256_file,
     uri_of,
 )
-from tasks.storage.s3_clients import S3Client, make_s3_client, shared_s3_client
+from tasks.storage.s3_clients import S3Client, make_s3_client, shared_s3
+from tasks.storage.s3_fast import FastPut, KeyTaken, shared_fast_put
 from tasks.storage.s3_rules import (
     check_content_type,
     check_metadata,
@@ -149,6 +150,7 @@ class S3Destination:
         multipart_threshold: int = 8 * 1024 * 1024,
         part_size: int = 8 * 1024 * 1024,
         clock: Clock = utc_now,
+        fast: FastPut | None = None,
     ) -> None:
         if not is_bucket_name(bucket):
             raise ConfigError(f"invalid S3 bucket name {bucket!r}")
@@ -163,16 +165,21 @@ class S3Destination:
         self.multipart_threshold = multipart_threshold
         self.part_size = part_size
         self.clock = clock
+        self.fast = fast
 
     @classmethod
     def from_settings(
         cls, settings: Settings, client: S3Client | None = None, *, clock: Clock = utc_now
     ) -> S3Destination:
-        """The destination ``settings`` describe, over ``client`` or else the process's shared client for them."""
+        """The destination ``settings`` describe, over ``client`` or else the process's shared client for them (and,
+        where ``tasks.storage.s3_fast`` allows it, the process's obstore store for single PutObjects)."""
         if not settings.s3_bucket:
             raise ConfigError("BULLETIN_S3_BUCKET is not set")
+        fast = None
         if client is None:
-            client = shared_s3_client(settings)
+            session, client = shared_s3(settings)
+            encryption = sse_params(settings.s3_sse, settings.s3_kms_key_id)
+            fast = shared_fast_put(settings, session, settings.s3_bucket, encryption)
         return cls(
             client,
             settings.s3_bucket,
@@ -180,6 +187,7 @@ class S3Destination:
             sse=settings.s3_sse,
             kms_key_id=settings.s3_kms_key_id,
             clock=clock,
+            fast=fast,
         )
 
     def link(self, stored_or_uri: StoredObject | str, filename: str | None, expires_seconds: int) -> PresignedLink:
@@ -250,6 +258,9 @@ class S3Destination:
                     self._put_multipart(args, source, size)
                 else:
                     self._put_single(args, body, digest)
+            except KeyTaken:
+                logger.info("%s already exists; trying the next free key", uri)
+                continue
             except ClientError as exc:
                 if _error_code(exc) in _CONFLICT_CODES:
                     logger.info("%s already exists; trying the next free key", uri)
@@ -267,7 +278,18 @@ class S3Destination:
         checksum = base64.b64encode(bytes.fromhex(digest)).decode("ascii")
         checks = {"IfNoneMatch": "*", "ChecksumAlgorithm": "SHA256", "ChecksumSHA256": checksum}
         if isinstance(body, bytes):
-            self.client.put_object(**args, Body=body, **checks)
+            outcome = "declined" if self.fast is None else self.fast.put(args, body, digest)  # KeyTaken: a conflict
+            if outcome == "stored":
+                return
+            try:
+                self.client.put_object(**args, Body=body, **checks)
+            except ClientError as exc:
+                # obstore's failed attempt may have stored the object and lost only the answer: the key then holds
+                # this very file, by its digest, stored once. Anything else under the key is a conflict.
+                uri = format_s3_uri(self.bucket, args["Key"])
+                if outcome == "failed" and _error_code(exc) in _CONFLICT_CODES and self.find(uri, digest):
+                    return
+                raise
             return
         with body.open("rb") as handle:
             self.client.put_object(**args, Body=handle, **checks)

@@ -23,6 +23,7 @@ from botocore.config import Config
 
 from bulletin.errors import ConfigError
 from bulletin.settings import Settings
+from tasks.storage.s3_fast import forget_fast_puts
 
 #: A boto3 S3 client. boto3 ships no type hints, so this is ``Any`` by necessity.
 S3Client = Any
@@ -48,9 +49,10 @@ def _aws_session(block_name: str | None) -> Any:
     return block.get_boto3_session()
 
 
-def make_s3_client(settings: Settings, *, pool_connections: int = 10) -> S3Client:
+def make_s3_client(settings: Settings, *, pool_connections: int = 10, session: Any = None) -> S3Client:
     """A new boto3 S3 client for ``settings``: SigV4, standard retries, path-style addressing on custom endpoints,
-    ``pool_connections`` kept alive. Deliveries share one per process (``tasks.storage.s3_clients``)."""
+    ``pool_connections`` kept alive. Deliveries share one per process (``tasks.storage.s3_clients``). ``session``:
+    the boto3 session to build it from (default: a new one for ``settings``' credentials)."""
     options: dict[str, Any] = {
         "max_pool_connections": pool_connections,
         "signature_version": "s3v4",  # without it presigned URLs can come out as legacy SigV2
@@ -61,28 +63,39 @@ def make_s3_client(settings: Settings, *, pool_connections: int = 10) -> S3Clien
     if settings.s3_endpoint_url:
         # MinIO, moto and most S3-compatible services have no per-bucket DNS names.
         options["s3"] = {"addressing_style": "path"}
-    session = _aws_session(settings.s3_aws_credentials_block)
+    if session is None:
+        session = _aws_session(settings.s3_aws_credentials_block)
     return session.client(
         "s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region, config=Config(**options)
     )
 
 
 _Key = tuple[int, str | None, str | None, str | None]
-_clients: dict[_Key, S3Client] = {}
+_clients: dict[_Key, tuple[Any, S3Client]] = {}
 _lock = threading.Lock()
+
+
+def shared_s3(settings: Settings) -> tuple[Any, S3Client]:
+    """This process's boto3 session and client for ``settings``' endpoint, region and credentials block, built on
+    first use. The session is the client's credentials chain (``tasks.storage.s3_fast`` signs with it too)."""
+    key = (os.getpid(), settings.s3_endpoint_url, settings.s3_region, settings.s3_aws_credentials_block)
+    with _lock:
+        shared = _clients.get(key)
+        if shared is None:
+            session = _aws_session(settings.s3_aws_credentials_block)
+            client = make_s3_client(settings, pool_connections=POOL_CONNECTIONS, session=session)
+            shared = _clients[key] = (session, client)
+        return shared
 
 
 def shared_s3_client(settings: Settings) -> S3Client:
     """This process's client for ``settings``' endpoint, region and credentials block, built on first use."""
-    key = (os.getpid(), settings.s3_endpoint_url, settings.s3_region, settings.s3_aws_credentials_block)
-    with _lock:
-        client = _clients.get(key)
-        if client is None:
-            client = _clients[key] = make_s3_client(settings, pool_connections=POOL_CONNECTIONS)
-        return client
+    return shared_s3(settings)[1]
 
 
 def forget_s3_clients() -> None:
-    """Drop every shared client (their pools close as they are collected): the next use builds new ones."""
+    """Drop every shared client and obstore store (their pools close as they are collected): the next use builds
+    new ones, with credentials read again."""
     with _lock:
         _clients.clear()
+    forget_fast_puts()
