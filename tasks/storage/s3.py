@@ -179,7 +179,8 @@ class S3Destination:
         if client is None:
             session, client = shared_s3(settings)
             encryption = sse_params(settings.s3_sse, settings.s3_kms_key_id)
-            fast = shared_fast_put(settings, session, settings.s3_bucket, encryption)
+            region = client.meta.region_name
+            fast = shared_fast_put(settings, session, settings.s3_bucket, encryption, region=region)
         return cls(
             client,
             settings.s3_bucket,

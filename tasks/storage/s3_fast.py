@@ -95,7 +95,7 @@ class FastPut:
         if _runtime_pid not in (None, os.getpid()):
             return "declined"
         import obstore
-        from obstore.exceptions import AlreadyExistsError, BaseError, PreconditionError
+        from obstore.exceptions import AlreadyExistsError, PreconditionError
 
         attributes = {
             "Content-Type": args["ContentType"],
@@ -107,7 +107,7 @@ class FastPut:
             obstore.put(self.store, args["Key"], body, attributes=attributes, mode="create", use_multipart=False)
         except (AlreadyExistsError, PreconditionError) as exc:
             raise KeyTaken(args["Key"]) from exc
-        except (BaseError, ValueError, OSError) as exc:  # ValueError: a key object_store would not keep as it is
+        except Exception as exc:  # noqa: BLE001 - any failure here is retried through boto3, which reports it
             logger.warning(
                 "PutObject of s3://%s/%s through obstore failed (%s); putting it through boto3",
                 self.bucket,
@@ -147,8 +147,12 @@ def _proxied(url: str) -> bool:
     return bool(proxies) and not urllib.request.proxy_bypass(urlsplit(url).hostname or "")
 
 
-def make_fast_put(settings: Settings, session: Any, bucket: str, encryption: dict[str, str]) -> FastPut | None:
-    """An obstore store over ``session``'s credentials for ``bucket``, or None where the fast path is off."""
+def make_fast_put(
+    settings: Settings, session: Any, bucket: str, encryption: dict[str, str], *, region: str | None = None
+) -> FastPut | None:
+    """An obstore store over ``session``'s credentials for ``bucket``, or None where the fast path is off.
+    ``region``: the one boto3's client signs for (``client.meta.region_name``); by default the settings' or the
+    session's."""
     why = declines(settings, session)
     if why is not None:
         quiet = not settings.s3_fast_put or not settings.s3_endpoint_url  # the expected cases
@@ -167,7 +171,7 @@ def make_fast_put(settings: Settings, session: Any, bucket: str, encryption: dic
     store = S3Store(
         bucket,
         endpoint=endpoint,
-        region=settings.s3_region or session.region_name or "us-east-1",
+        region=region or settings.s3_region or session.region_name or "us-east-1",
         virtual_hosted_style_request=False,
         checksum_algorithm="sha256",
         server_side_encryption=encryption["ServerSideEncryption"],
@@ -188,7 +192,9 @@ _puts: dict[_Key, FastPut | None] = {}
 _lock = threading.Lock()
 
 
-def shared_fast_put(settings: Settings, session: Any, bucket: str, encryption: dict[str, str]) -> FastPut | None:
+def shared_fast_put(
+    settings: Settings, session: Any, bucket: str, encryption: dict[str, str], *, region: str | None = None
+) -> FastPut | None:
     """This process's fast path for the bucket and encryption under ``settings`` (built on first use), or None."""
     key = (
         os.getpid(),
@@ -201,7 +207,7 @@ def shared_fast_put(settings: Settings, session: Any, bucket: str, encryption: d
     )
     with _lock:
         if key not in _puts:
-            _puts[key] = make_fast_put(settings, session, bucket, encryption)
+            _puts[key] = make_fast_put(settings, session, bucket, encryption, region=region)
         return _puts[key]
 
 

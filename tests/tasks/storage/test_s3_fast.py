@@ -176,6 +176,20 @@ def test_where_the_fast_path_is_off(s3_bucket: S3TestBucket, monkeypatch: pytest
     assert S3Destination.from_settings(s3_settings(endpoint, s3_bucket.name)).fast is None
 
 
+def test_a_forked_process_puts_through_boto3(s3_bucket: S3TestBucket, tmp_path: Path) -> None:
+    """obstore's Rust threads do not survive a fork: a child of a process that used it declines, before any call."""
+    destination = S3Destination.from_settings(s3_settings(s3_bucket.endpoint, s3_bucket.name))
+    assert destination.fast is not None
+    destination.put(KEY, write(tmp_path / "r.csv", b"parent"), content_type="text/csv", metadata=META)
+    args = {"Bucket": s3_bucket.name, "Key": "child.csv", "ContentType": "text/csv", "Metadata": {}}
+    args["ContentDisposition"] = "attachment"
+    pid = os.fork()
+    if pid == 0:  # the child: only the decision, then out at once
+        os._exit(0 if destination.fast.put(args, b"x", hashlib.sha256(b"x").hexdigest()) == "declined" else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
 def test_a_destination_over_a_given_client_uses_boto3_only(s3_bucket: S3TestBucket) -> None:
     settings = s3_settings(s3_bucket.endpoint, s3_bucket.name)
     assert S3Destination.from_settings(settings, s3_bucket.client).fast is None
@@ -287,11 +301,20 @@ SAME = (
 )
 
 
+@pytest.mark.parametrize("region", ["us-east-1", None])
 def test_obstore_sends_the_request_boto3_sends(
-    recorder: tuple[str, list[tuple[str, dict[str, str], bytes]]], aws_fake_credentials: None, tmp_path: Path
+    recorder: tuple[str, list[tuple[str, dict[str, str], bytes]]],
+    aws_fake_credentials: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    region: str | None,
 ) -> None:
+    """Without BULLETIN_S3_REGION both sign for the region boto3 resolves (here the environment's)."""
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-central-1")
     endpoint, seen = recorder
-    settings = s3_settings(endpoint, "reports-bucket", s3_sse="aws:kms", s3_kms_key_id="alias/reports")
+    settings = s3_settings(
+        endpoint, "reports-bucket", s3_sse="aws:kms", s3_kms_key_id="alias/reports", s3_region=region
+    )
     data = os.urandom(5000)
     digest = hashlib.sha256(data).hexdigest()
     fast = S3Destination.from_settings(settings)
@@ -312,7 +335,8 @@ def test_obstore_sends_the_request_boto3_sends(
 
     (our_credential, our_signed), (their_credential, their_signed) = signed(ours), signed(boto3s)
     assert our_credential == their_credential  # the same access key, day, region and service
-    assert our_credential.startswith(f"{FAKE_ACCESS_KEY_ID}/") and our_credential.endswith("/us-east-1/s3/aws4_request")
+    scope = f"/{region or 'eu-central-1'}/s3/aws4_request"
+    assert our_credential.startswith(f"{FAKE_ACCESS_KEY_ID}/") and our_credential.endswith(scope)
     # Every header either sends is signed by both; boto3 adds only its SDK hint naming the checksum's algorithm.
     assert their_signed - our_signed == {"x-amz-sdk-checksum-algorithm"}
     assert our_signed <= their_signed and set(SAME) - {"if-none-match"} <= our_signed | {"content-type"}
