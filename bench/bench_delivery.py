@@ -696,16 +696,18 @@ def print_results(results: list[tuple[Case, dict[str, Any], float]], count: int)
     rate = count / big["seconds"]
     ratio = rate / naive_rate
     print(f"\nLanes of ours: {big['lanes']}.")
-    verdict = "met" if ratio >= TARGET_RATIO and rate >= TARGET_RATE else "MISSED"
-    print(
-        f"Rate, to the flow call's return: {rate:.1f}/s, {ratio:.1f}x the naive loop's; "
-        f"target >= {TARGET_RATE:.0f}/s and >= {TARGET_RATIO:.0f}x: {verdict}"
-    )
+    target = f"target >= {TARGET_RATE:.0f}/s and >= {TARGET_RATIO:.0f}x"
+
+    def verdict(per_second: float) -> str:
+        return "met" if per_second / naive_rate >= TARGET_RATIO and per_second >= TARGET_RATE else "MISSED"
+
+    print(f"Rate, to the flow call's return: {rate:.1f}/s, {ratio:.1f}x the naive loop's; {target}: {verdict(rate)}")
     if big.get("run_end_s"):
         end_rate = count / big["run_end_s"]
         print(
-            f"Rate, to the run's final state in Prefect: {end_rate:.1f}/s, {end_rate / naive_rate:.1f}x the naive "
-            "loop's (the call returns after Prefect's flow engine joins its heartbeat thread)"
+            f"Rate, to the run's final state in Prefect (its end, as the UI times it): {end_rate:.1f}/s, "
+            f"{end_rate / naive_rate:.1f}x the naive loop's; {target}: {verdict(end_rate)} (the call returns later: "
+            "Prefect's flow engine joins its heartbeat thread, which looks for its stop once a second)"
         )
     # Flat: the RSS does not climb over the run, and the peak does not depend on the audience size. With worker
     # processes, from the second tenth on: the first tenth is measured while the worker is still starting.
