@@ -43,7 +43,7 @@ from tasks.storage.base import (
     uri_of,
 )
 from tasks.storage.s3_clients import S3Client, make_s3_client, shared_s3
-from tasks.storage.s3_fast import FastPut, KeyTaken, shared_fast_put
+from tasks.storage.s3_fast import Failed, FastPut, KeyTaken, shared_fast_put
 from tasks.storage.s3_rules import (
     check_content_type,
     check_metadata,
@@ -282,15 +282,18 @@ class S3Destination:
             outcome = "declined" if self.fast is None else self.fast.put(args, body, digest)  # KeyTaken: a conflict
             if outcome == "stored":
                 return
+            uri = format_s3_uri(self.bucket, args["Key"])
             try:
                 self.client.put_object(**args, Body=body, **checks)
             except ClientError as exc:
                 # obstore's failed attempt may have stored the object and lost only the answer: the key then holds
                 # this very file, by its digest, stored once. Anything else under the key is a conflict.
-                uri = format_s3_uri(self.bucket, args["Key"])
-                if outcome == "failed" and _error_code(exc) in _CONFLICT_CODES and self.find(uri, digest):
-                    return
-                raise
+                if not (isinstance(outcome, Failed) and _error_code(exc) in _CONFLICT_CODES and self.find(uri, digest)):
+                    raise
+                logger.warning("PutObject of %s failed through obstore (%s) but stored the file", uri, outcome.error)
+                return
+            if isinstance(outcome, Failed):  # boto3 stored it: obstore alone failed, worth a look
+                logger.warning("PutObject of %s failed through obstore (%s); boto3 stored it", uri, outcome.error)
             return
         with body.open("rb") as handle:
             self.client.put_object(**args, Body=handle, **checks)

@@ -26,11 +26,12 @@ When it is used (``fast_put_for``), all of:
 - the process is the one that first used obstore's runtime, or none did yet: its Tokio threads do not survive a fork.
 
 Errors: an existing key is a conflict (the next free key, as with boto3). Any other failure of this path (refused,
-unreachable, timed out, credentials) is logged by its class only (object_store's messages are long and may carry
-URLs) and the same put goes through boto3, whose errors ``classify_error`` maps to our tree. This path makes one
-attempt (boto3 then makes its own three), with boto3's connect and read timeouts. If that one attempt stored the
-object and only its answer was lost, boto3 finds the key taken: ``S3Destination`` then checks the object's digest,
-and an object with ours is this very file, stored once, not a conflict.
+unreachable, timed out, credentials) sends the same put through boto3, whose errors ``classify_error`` maps to our
+tree. Only when boto3 then succeeds is obstore's failure worth a warning (by its class only: object_store's messages
+are long and may carry URLs): when both fail, the endpoint is at fault and boto3's error says so, once. This path
+makes one attempt (boto3 then makes its own three), with boto3's connect and read timeouts. If that one attempt
+stored the object and only its answer was lost, boto3 finds the key taken: ``S3Destination`` then checks the
+object's digest, and an object with ours is this very file, stored once, not a conflict.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import logging
 import os
 import threading
 import urllib.request
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
@@ -71,8 +73,16 @@ CREDENTIALS_TTL = timedelta(minutes=5)
 _runtime_pid: int | None = None  # the process whose obstore (Tokio) runtime started
 
 
+@dataclass(frozen=True)
+class Failed:
+    """``FastPut.put`` sent the body and failed; ``error`` is the exception's class name (its message is not kept:
+    object_store's are long and may carry URLs)."""
+
+    error: str
+
+
 #: What ``FastPut.put`` did: stored the body; declined it (nothing sent); or sent it and failed.
-Outcome = Literal["stored", "declined", "failed"]
+Outcome = Literal["stored", "declined"] | Failed
 
 
 class KeyTaken(Exception):
@@ -108,13 +118,7 @@ class FastPut:
         except (AlreadyExistsError, PreconditionError) as exc:
             raise KeyTaken(args["Key"]) from exc
         except Exception as exc:  # noqa: BLE001 - any failure here is retried through boto3, which reports it
-            logger.warning(
-                "PutObject of s3://%s/%s through obstore failed (%s); putting it through boto3",
-                self.bucket,
-                args["Key"],
-                type(exc).__name__,
-            )
-            return "failed"
+            return Failed(type(exc).__name__)
         return "stored"
 
 
