@@ -70,7 +70,7 @@ _HEADER_NAMES = frozenset(
 #: before they expire: so obstore never signs with expired ones.
 CREDENTIALS_TTL = timedelta(minutes=5)
 
-_runtime_pid: int | None = None  # the process whose obstore (Tokio) runtime started
+_runtime_pid: int | None = None  # the process that built the first store (obstore's Tokio runtime is per process)
 
 
 @dataclass(frozen=True)
@@ -163,23 +163,29 @@ def make_fast_put(
         logger.log(logging.DEBUG if quiet else logging.INFO, "S3 PutObjects go through boto3: %s", why)
         return None
     try:
-        from obstore.auth.boto3 import Boto3CredentialProvider
-        from obstore.store import S3Store
-
-        provider = Boto3CredentialProvider(session, ttl=CREDENTIALS_TTL)
-    except (ImportError, ValueError) as exc:  # ValueError: the session has no credentials; boto3 will say so
-        logger.debug("PutObject through boto3: %s", type(exc).__name__)
+        store = _s3_store(settings, session, bucket, encryption, region)
+    except Exception as exc:  # noqa: BLE001 - no credentials, or a configuration obstore refuses: boto3 puts
+        logger.info("S3 PutObjects go through boto3: obstore cannot be set up (%s)", type(exc).__name__)
         return None
+    global _runtime_pid
+    _runtime_pid = _runtime_pid or os.getpid()  # a child forked from here on must not use this process's runtime
+    return FastPut(store, bucket)
+
+
+def _s3_store(settings: Settings, session: Any, bucket: str, encryption: dict[str, str], region: str | None) -> Any:
+    from obstore.auth.boto3 import Boto3CredentialProvider
+    from obstore.store import S3Store
+
     endpoint = str(settings.s3_endpoint_url)
     kms: S3Config = {"sse_kms_key_id": encryption["SSEKMSKeyId"]} if "SSEKMSKeyId" in encryption else {}
-    store = S3Store(
+    return S3Store(
         bucket,
         endpoint=endpoint,
         region=region or settings.s3_region or session.region_name or "us-east-1",
         virtual_hosted_style_request=False,
         checksum_algorithm="sha256",
         server_side_encryption=encryption["ServerSideEncryption"],
-        credential_provider=provider,
+        credential_provider=Boto3CredentialProvider(session, ttl=CREDENTIALS_TTL),  # ValueError without credentials
         client_options={
             "allow_http": endpoint.startswith("http://"),
             "connect_timeout": timedelta(seconds=10),
@@ -188,7 +194,6 @@ def make_fast_put(
         retry_config={"max_retries": 0},
         config=kms,
     )
-    return FastPut(store, bucket)
 
 
 _Key = tuple[int, bool, str | None, str | None, str | None, str, tuple[tuple[str, str], ...]]

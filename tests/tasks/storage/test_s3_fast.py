@@ -190,6 +190,19 @@ def test_a_forked_process_puts_through_boto3(s3_bucket: S3TestBucket, tmp_path: 
     assert os.waitstatus_to_exitcode(status) == 0
 
 
+def test_without_credentials_boto3_says_so(
+    s3_bucket: S3TestBucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    with caplog.at_level(logging.INFO, logger="tasks.storage"):
+        destination = S3Destination.from_settings(s3_settings(s3_bucket.endpoint, s3_bucket.name))
+    assert destination.fast is None
+    assert "S3 PutObjects go through boto3: obstore cannot be set up (ValueError)" in caplog.messages
+    with pytest.raises(ConfigError, match="no usable AWS credentials"):
+        destination.put(KEY, write(tmp_path / "r.csv", b"x"), content_type="text/csv", metadata=META)
+
+
 def test_a_destination_over_a_given_client_uses_boto3_only(s3_bucket: S3TestBucket) -> None:
     settings = s3_settings(s3_bucket.endpoint, s3_bucket.name)
     assert S3Destination.from_settings(settings, s3_bucket.client).fast is None
