@@ -175,21 +175,23 @@ class S3Destination:
         where ``tasks.storage.s3_fast`` allows it, the process's obstore store for single PutObjects)."""
         if not settings.s3_bucket:
             raise ConfigError("BULLETIN_S3_BUCKET is not set")
-        fast = None
+        session = None
         if client is None:
             session, client = shared_s3(settings)
-            encryption = sse_params(settings.s3_sse, settings.s3_kms_key_id)
-            region = client.meta.region_name
-            fast = shared_fast_put(settings, session, settings.s3_bucket, encryption, region=region)
-        return cls(
+        destination = cls(
             client,
             settings.s3_bucket,
             prefix=settings.s3_prefix,
             sse=settings.s3_sse,
             kms_key_id=settings.s3_kms_key_id,
             clock=clock,
-            fast=fast,
         )
+        if session is not None:
+            region = client.meta.region_name
+            destination.fast = shared_fast_put(
+                settings, session, destination.bucket, destination.encryption, region=region
+            )
+        return destination
 
     def link(self, stored_or_uri: StoredObject | str, filename: str | None, expires_seconds: int) -> PresignedLink:
         """``presign_download``. ``filename`` is not signed in: each object has its Content-Disposition from put."""

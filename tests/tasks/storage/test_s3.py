@@ -11,7 +11,6 @@ import socket
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -34,25 +33,15 @@ from tests.fixtures.s3 import (
     FAKE_SECRET_ACCESS_KEY,
     S3TestBucket,
     aws_test_client,
+    record_requests,
     s3_settings,
+    write,
 )
 
 MIB = 1024 * 1024
 KEY = "weekly/2026/11/02/rm-north/weekly-20261102T070005Z-abc123.csv"
 META = {"report": "weekly", "recipient": "rm-north", "run": "abc123", "token-jti": "jti-1"}
 NOW = datetime(2026, 11, 2, 7, 0, tzinfo=UTC)
-
-
-def write(path: Path, data: bytes) -> Path:
-    path.write_bytes(data)
-    return path
-
-
-def record_requests(client: Any) -> list[Any]:
-    """Every HTTP request the client sends (a botocore event hook on the real client, not a mock)."""
-    sent: list[Any] = []
-    client.meta.events.register("before-send.s3.*", lambda request, **_: sent.append(request))
-    return sent
 
 
 def read(bucket: S3TestBucket, key: str) -> bytes:

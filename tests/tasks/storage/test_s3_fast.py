@@ -8,7 +8,6 @@ import base64
 import hashlib
 import logging
 import os
-import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,7 +21,16 @@ from tasks.storage.s3 import S3Destination
 from tasks.storage.s3_clients import forget_s3_clients, shared_s3
 from tasks.storage.s3_fast import FastPut, declines, make_fast_put
 from tasks.storage.s3_rules import sse_params
-from tests.fixtures.s3 import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY, S3TestBucket, aws_test_client, s3_settings
+from tests.fixtures.prefect_server import free_port
+from tests.fixtures.s3 import (
+    FAKE_ACCESS_KEY_ID,
+    FAKE_SECRET_ACCESS_KEY,
+    S3TestBucket,
+    aws_test_client,
+    record_requests,
+    s3_settings,
+    write,
+)
 
 KEY = "weekly/2026/11/02/rm-north/weekly-20261102T070005Z-abc123.xlsx"
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -47,24 +55,6 @@ def fresh_clients(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     forget_s3_clients()
 
 
-def write(path: Path, data: bytes) -> Path:
-    path.write_bytes(data)
-    return path
-
-
-def boto3_puts(client: Any) -> list[Any]:
-    """Every PutObject the boto3 client sends (a botocore event hook on the real client)."""
-    sent: list[Any] = []
-    client.meta.events.register("before-send.s3.PutObject", lambda request, **_: sent.append(request))
-    return sent
-
-
-def free_port() -> int:
-    with socket.socket() as probe:  # free a moment ago: nothing listens there
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def b64_of(hex_digest: str) -> str:
     return base64.b64encode(bytes.fromhex(hex_digest)).decode()
 
@@ -80,7 +70,7 @@ def test_a_put_through_obstore_stores_what_boto3_would(s3_bucket: S3TestBucket, 
     settings = s3_settings(s3_bucket.endpoint, s3_bucket.name, s3_prefix="org-1", s3_sse=sse, s3_kms_key_id=kms)
     destination = S3Destination.from_settings(settings)
     assert isinstance(destination.fast, FastPut)
-    sent = boto3_puts(destination.client)
+    sent = record_requests(destination.client, "PutObject")
     data = os.urandom(30_000)
     digest = hashlib.sha256(data).hexdigest()
     stored = destination.put(KEY, write(tmp_path / "r.xlsx", data), content_type=XLSX, metadata=META, sha256=digest)
@@ -106,7 +96,7 @@ def test_a_put_through_obstore_stores_what_boto3_would(s3_bucket: S3TestBucket, 
 
 def test_a_taken_key_through_obstore_goes_to_the_next_free_key(s3_bucket: S3TestBucket, tmp_path: Path) -> None:
     destination = S3Destination.from_settings(s3_settings(s3_bucket.endpoint, s3_bucket.name))
-    sent = boto3_puts(destination.client)
+    sent = record_requests(destination.client, "PutObject")
     keys = [
         destination.put(KEY, write(tmp_path / f"{n}.xlsx", n.encode()), content_type=XLSX, metadata=META).key
         for n in ("first", "second", "third")
@@ -120,7 +110,7 @@ def test_a_taken_key_through_obstore_goes_to_the_next_free_key(s3_bucket: S3Test
 
 def test_every_key_character_we_allow_is_kept_exactly(s3_bucket: S3TestBucket, tmp_path: Path) -> None:
     destination = S3Destination.from_settings(s3_settings(s3_bucket.endpoint, s3_bucket.name))
-    sent = boto3_puts(destination.client)
+    sent = record_requests(destination.client, "PutObject")
     key = "Az09._-x/a.b_c-D/0-report_v1.2.csv"
     stored = destination.put(key, write(tmp_path / "r.csv", b"x"), content_type="text/csv", metadata=META)
     assert stored.key == key and sent == []
@@ -134,7 +124,7 @@ def test_every_key_character_we_allow_is_kept_exactly(s3_bucket: S3TestBucket, t
 def test_a_file_changed_since_its_render_goes_through_boto3(s3_bucket: S3TestBucket, tmp_path: Path) -> None:
     """object_store would hash the body it sends; boto3 sends the render's digest, which S3 checks the body against."""
     destination = S3Destination.from_settings(s3_settings(s3_bucket.endpoint, s3_bucket.name))
-    sent = boto3_puts(destination.client)
+    sent = record_requests(destination.client, "PutObject")
     rendered = hashlib.sha256(b"as rendered").hexdigest()
     destination.put(KEY, write(tmp_path / "r.xlsx", b"changed"), content_type=XLSX, metadata=META, sha256=rendered)
     [put] = sent
@@ -145,7 +135,7 @@ def test_a_file_changed_since_its_render_goes_through_boto3(s3_bucket: S3TestBuc
 def test_metadata_named_like_a_header_goes_through_boto3(s3_bucket: S3TestBucket, tmp_path: Path, name: str) -> None:
     """object_store takes these names as the object's headers; boto3 sends them as x-amz-meta-*."""
     destination = S3Destination.from_settings(s3_settings(s3_bucket.endpoint, s3_bucket.name))
-    sent = boto3_puts(destination.client)
+    sent = record_requests(destination.client, "PutObject")
     metadata = {**META, name.lower(): "x"}
     destination.put(KEY, write(tmp_path / "r.csv", b"x"), content_type="text/csv", metadata=metadata)
     assert len(sent) == 1
@@ -224,7 +214,7 @@ def test_a_failed_put_through_obstore_goes_through_boto3(
     s3_bucket: S3TestBucket, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     destination = S3Destination(s3_bucket.client, s3_bucket.name, fast=unreachable_fast_put(s3_bucket))
-    sent = boto3_puts(s3_bucket.client)
+    sent = record_requests(s3_bucket.client, "PutObject")
     with caplog.at_level(logging.WARNING, logger="tasks.storage"):
         stored = destination.put(KEY, write(tmp_path / "r.csv", b"data"), content_type="text/csv", metadata=META)
     assert stored.key == KEY and len(sent) == 1
