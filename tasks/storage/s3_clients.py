@@ -88,11 +88,6 @@ def shared_s3(settings: Settings) -> tuple[Any, S3Client]:
         return shared
 
 
-def shared_s3_client(settings: Settings) -> S3Client:
-    """This process's client for ``settings``' endpoint, region and credentials block, built on first use."""
-    return shared_s3(settings)[1]
-
-
 def forget_s3_clients() -> None:
     """Drop every shared client and obstore store (their pools close as they are collected): the next use builds
     new ones, with credentials read again."""

@@ -17,7 +17,7 @@ import pytest
 
 from tasks.delivery.channels import make_destination
 from tasks.storage.s3 import S3Destination
-from tasks.storage.s3_clients import POOL_CONNECTIONS, forget_s3_clients, shared_s3_client
+from tasks.storage.s3_clients import POOL_CONNECTIONS, forget_s3_clients, shared_s3
 from tests.fixtures.s3 import S3TestBucket, s3_settings
 
 KEY = "weekly/2024/05/01/r-1/weekly-20240501T090000Z-run.csv"
@@ -61,16 +61,16 @@ def test_runs_and_lanes_of_a_process_share_one_client(
     assert len(sessions) == 1
     assert s3_bucket.client.get_object(Bucket=s3_bucket.name, Key=f"2-7-{KEY}")["Body"].read() == b"a,b\n1,2\n"
     assert (
-        shared_s3_client(settings).meta.config.max_pool_connections == POOL_CONNECTIONS >= 4
+        shared_s3(settings)[1].meta.config.max_pool_connections == POOL_CONNECTIONS >= 4
     )  # a run's lanes never wait for one
 
 
 def test_other_settings_and_forked_processes_get_their_own(
     s3_bucket: S3TestBucket, sessions: list[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    first = shared_s3_client(s3_settings(s3_bucket.endpoint, s3_bucket.name))
-    assert shared_s3_client(s3_settings(s3_bucket.endpoint, "other-bucket")) is first  # same endpoint
-    assert shared_s3_client(s3_settings(s3_bucket.endpoint, "b-1", s3_region="eu-west-1")) is not first
+    first = shared_s3(s3_settings(s3_bucket.endpoint, s3_bucket.name))[1]
+    assert shared_s3(s3_settings(s3_bucket.endpoint, "other-bucket"))[1] is first  # same endpoint
+    assert shared_s3(s3_settings(s3_bucket.endpoint, "b-1", s3_region="eu-west-1"))[1] is not first
     monkeypatch.setattr(os, "getpid", lambda: -1)  # as in a child after fork: the parent's pool is not shared
-    assert shared_s3_client(s3_settings(s3_bucket.endpoint, s3_bucket.name)) is not first
+    assert shared_s3(s3_settings(s3_bucket.endpoint, s3_bucket.name))[1] is not first
     assert len(sessions) == 3
